@@ -1,0 +1,36 @@
+#include "model/config.h"
+
+#include "core/error.h"
+
+namespace opd {
+
+void ModelConfig::validate(const std::string& where) const {
+  auto positive = [&](const char* field, long long v) {
+    OPD_REQUIRE(v > 0, where, ": model config field '", field, "' must be positive, got ", v);
+  };
+  positive("vocab", vocab);
+  positive("d_model", d_model);
+  positive("n_layers", n_layers);
+  positive("n_heads", n_heads);
+  positive("n_kv_heads", n_kv_heads);
+  positive("head_dim", head_dim);
+  positive("ffn_dim", ffn_dim);
+  positive("max_seq", max_seq);
+  OPD_REQUIRE(n_heads % n_kv_heads == 0, where, ": model config field 'n_heads' (", n_heads,
+              ") must be a multiple of 'n_kv_heads' (", n_kv_heads, ")");
+  OPD_REQUIRE(head_dim % 2 == 0, where, ": model config field 'head_dim' must be even for RoPE, got ", head_dim);
+  OPD_REQUIRE(rope_theta > 0, where, ": model config field 'rope_theta' must be positive, got ", rope_theta);
+  OPD_REQUIRE(rms_eps > 0 && rms_eps < 1, where, ": model config field 'rms_eps' must be in (0, 1), got ", rms_eps);
+}
+
+int64_t ModelConfig::num_parameters() const {
+  const int64_t C = d_model, F = ffn_dim, V = vocab, D = head_dim;
+  int64_t layer = 2 * C                                  // input and post-attention norms
+                  + C * q_dim() + 2 * C * kv_dim()       // q, k, v
+                  + int64_t(q_dim()) * C                 // o
+                  + 3 * C * F                            // gate, up, down
+                  + (qk_norm ? 2 * D : 0);
+  return V * C + n_layers * layer + C + (tie_embeddings ? 0 : V * C);
+}
+
+}  // namespace opd
