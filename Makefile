@@ -30,7 +30,6 @@ run: deps build
 
 bench: build
 	$(BUILD)/opd bench model
-	$(BUILD)/opd bench ops
 
 clean:
 	rm -rf $(BUILD)

@@ -1,2 +1,59 @@
-#include <cstdio>
-int main() { std::printf("opd %s\n", OPD_VERSION); return 0; }
+// opd: subcommand dispatch only.
+#include <mpi.h>
+
+#include <cstring>
+#include <iostream>
+#include <map>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace {
+
+struct Subcommand {
+  int (*run)(const opd::cli::Args&);
+  const char* summary;
+};
+
+const std::map<std::string, Subcommand>& subcommands() {
+  static const std::map<std::string, Subcommand> table = {
+      {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
+      {"bench", {opd::cli::bench, "throughput benchmarks (bench model)"}},
+  };
+  return table;
+}
+
+void print_usage(std::ostream& os) {
+  os << "usage: opd <subcommand> [options]   (opd <subcommand> --help for its options)\n\nsubcommands:\n";
+  for (const auto& [name, sc] : subcommands()) os << "  " << name << std::string(10 - name.size(), ' ') << sc.summary << "\n";
+  os << "\nopd --version prints the version.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, world = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  int code = 0;
+  try {
+    if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+      print_usage(argc < 2 ? std::cerr : std::cout);
+      code = argc < 2 ? 2 : 0;
+    } else if (!std::strcmp(argv[1], "--version")) {
+      std::cout << "opd " << OPD_VERSION << "\n";
+    } else {
+      auto it = subcommands().find(argv[1]);
+      if (it == subcommands().end()) throw opd::Error(opd::str("unknown subcommand '", argv[1], "' (opd --help lists them)"));
+      code = it->second.run(opd::cli::Args(argv + 2, argv + argc));
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "opd: error" << (world > 1 ? opd::str(" on rank ", rank) : std::string()) << ": " << e.what() << "\n";
+    // One failing rank brings the whole job down: no peer is left waiting on it.
+    if (world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    code = 1;
+  }
+  MPI_Finalize();
+  return code;
+}

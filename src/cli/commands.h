@@ -1,0 +1,14 @@
+// One function per subcommand; main.cpp only dispatches. Each takes the arguments after the
+// subcommand's name and returns the process exit code; errors are thrown as opd::Error.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace opd::cli {
+
+using Args = std::vector<std::string>;
+
+int score(const Args& args);
+int bench(const Args& args);
+
+}  // namespace opd::cli

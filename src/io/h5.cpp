@@ -1,0 +1,262 @@
+#include "io/h5.h"
+
+#include <cstdio>
+#include <memory>
+
+#include "core/error.h"
+#include "io/h5_check.h"
+
+namespace opd::h5 {
+
+namespace {
+// HDF5 prints its own error stack to stderr by default; opd reports errors itself, once.
+void silence_hdf5() {
+  static bool done = false;
+  if (!done) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    done = true;
+  }
+}
+
+Handle dataset(hid_t loc, const std::string& name, const std::string& where) {
+  OPD_REQUIRE(exists(loc, name), where, ": missing dataset '", name, "'");
+  hid_t d = H5Dopen2(loc, name.c_str(), H5P_DEFAULT);
+  OPD_REQUIRE(d >= 0, where, ": cannot open dataset '", name, "'");
+  return Handle(d, H5Dclose);
+}
+
+Handle attribute(hid_t obj, const std::string& name, const std::string& where) {
+  OPD_REQUIRE(has_attr(obj, name), where, ": missing attribute '", name, "'");
+  return Handle(H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT)), H5Aclose);
+}
+
+Handle string_type(bool variable) {
+  hid_t t = H5_CHECK(H5Tcopy(H5T_C_S1));
+  H5_CHECK(H5Tset_size(t, variable ? H5T_VARIABLE : 1));
+  H5_CHECK(H5Tset_cset(t, H5T_CSET_UTF8));
+  return Handle(t, H5Tclose);
+}
+
+void write_attr_raw(hid_t obj, const std::string& name, hid_t type, const void* value) {
+  if (has_attr(obj, name)) H5_CHECK(H5Adelete(obj, name.c_str()));
+  Handle space(H5_CHECK(H5Screate(H5S_SCALAR)), H5Sclose);
+  Handle attr(H5_CHECK(H5Acreate2(obj, name.c_str(), type, space.id(), H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
+  H5_CHECK(H5Awrite(attr.id(), type, value));
+}
+
+Handle simple_space(const std::vector<int64_t>& shape) {
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  if (dims.empty()) return Handle(H5_CHECK(H5Screate(H5S_SCALAR)), H5Sclose);
+  return Handle(H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)), H5Sclose);
+}
+
+size_t element_count(hid_t d) {
+  Handle space(H5_CHECK(H5Dget_space(d)), H5Sclose);
+  hssize_t n = H5Sget_simple_extent_npoints(space.id());
+  return n < 0 ? 0 : static_cast<size_t>(n);
+}
+
+void require_class(hid_t d, H5T_class_t cls, size_t size, const std::string& where, const std::string& name,
+                   const char* expected) {
+  Handle t(H5_CHECK(H5Dget_type(d)), H5Tclose);
+  OPD_REQUIRE(H5Tget_class(t.id()) == cls && H5Tget_size(t.id()) == size, where, ": dataset '", name,
+              "' must hold ", expected);
+}
+}  // namespace
+
+Handle& Handle::operator=(Handle&& o) noexcept {
+  if (this != &o) {
+    if (id_ >= 0 && close_) close_(id_);
+    id_ = o.id_;
+    close_ = o.close_;
+    o.id_ = -1;
+  }
+  return *this;
+}
+
+Handle::~Handle() {
+  if (id_ >= 0 && close_) close_(id_);
+}
+
+File File::create(const std::string& path) {
+  silence_hdf5();
+  File f;
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  OPD_REQUIRE(id >= 0, path, ": cannot create HDF5 file (is the directory there and writable?)");
+  f.h_ = Handle(id, H5Fclose);
+  f.path_ = path;
+  return f;
+}
+
+File File::open_read(const std::string& path) {
+  silence_hdf5();
+  std::FILE* probe = std::fopen(path.c_str(), "rb");
+  OPD_REQUIRE(probe != nullptr, path, ": no such file or not readable");
+  std::fclose(probe);
+  OPD_REQUIRE(H5Fis_hdf5(path.c_str()) > 0, path, ": not an HDF5 file");
+  File f;
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  OPD_REQUIRE(id >= 0, path, ": cannot open HDF5 file");
+  f.h_ = Handle(id, H5Fclose);
+  f.path_ = path;
+  return f;
+}
+
+void File::flush() { H5_CHECK(H5Fflush(h_.id(), H5F_SCOPE_GLOBAL)); }
+
+void File::close() { h_ = Handle(); }
+
+Handle create_group(hid_t loc, const std::string& name) {
+  return Handle(H5_CHECK(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
+}
+
+Handle open_group(const File& f, const std::string& name) {
+  OPD_REQUIRE(exists(f.id(), name), f.path(), ": missing group '", name, "'");
+  return Handle(H5_CHECK(H5Gopen2(f.id(), name.c_str(), H5P_DEFAULT)), H5Gclose);
+}
+
+bool exists(hid_t loc, const std::string& name) {
+  // Check each component so a missing parent is "absent", not an error.
+  size_t start = name[0] == '/' ? 1 : 0;
+  while (true) {
+    size_t slash = name.find('/', start);
+    std::string prefix = name.substr(0, slash);
+    if (H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (slash == std::string::npos) return true;
+    start = slash + 1;
+  }
+}
+
+std::vector<std::string> children(hid_t group) {
+  std::vector<std::string> names;
+  H5_CHECK(H5Literate(
+      group, H5_INDEX_NAME, H5_ITER_INC, nullptr,
+      [](hid_t, const char* name, const H5L_info_t*, void* out) -> herr_t {
+        static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+        return 0;
+      },
+      &names));
+  return names;
+}
+
+bool has_attr(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
+
+void write_attr(hid_t obj, const std::string& name, int64_t value) {
+  write_attr_raw(obj, name, H5T_STD_I64LE, &value);
+}
+void write_attr(hid_t obj, const std::string& name, double value) {
+  write_attr_raw(obj, name, H5T_IEEE_F64LE, &value);
+}
+void write_attr(hid_t obj, const std::string& name, const std::string& value) {
+  Handle t = string_type(true);
+  const char* p = value.c_str();
+  write_attr_raw(obj, name, t.id(), &p);
+}
+
+int64_t read_attr_int(hid_t obj, const std::string& name, const std::string& where) {
+  Handle a = attribute(obj, name, where);
+  Handle t(H5_CHECK(H5Aget_type(a.id())), H5Tclose);
+  OPD_REQUIRE(H5Tget_class(t.id()) == H5T_INTEGER, where, ": attribute '", name, "' must be an integer");
+  int64_t v = 0;
+  H5_CHECK(H5Aread(a.id(), H5T_NATIVE_INT64, &v));
+  return v;
+}
+
+double read_attr_double(hid_t obj, const std::string& name, const std::string& where) {
+  Handle a = attribute(obj, name, where);
+  Handle t(H5_CHECK(H5Aget_type(a.id())), H5Tclose);
+  const H5T_class_t cls = H5Tget_class(t.id());
+  OPD_REQUIRE(cls == H5T_FLOAT || cls == H5T_INTEGER, where, ": attribute '", name, "' must be a number");
+  double v = 0;
+  H5_CHECK(H5Aread(a.id(), H5T_NATIVE_DOUBLE, &v));
+  return v;
+}
+
+std::string read_attr_string(hid_t obj, const std::string& name, const std::string& where) {
+  Handle a = attribute(obj, name, where);
+  Handle t(H5_CHECK(H5Aget_type(a.id())), H5Tclose);
+  OPD_REQUIRE(H5Tget_class(t.id()) == H5T_STRING, where, ": attribute '", name, "' must be a string");
+  if (H5Tis_variable_str(t.id()) > 0) {
+    Handle mt = string_type(true);
+    char* p = nullptr;
+    H5_CHECK(H5Aread(a.id(), mt.id(), &p));
+    std::string s = p ? p : "";
+    H5free_memory(p);
+    return s;
+  }
+  size_t size = H5Tget_size(t.id());
+  std::string s(size, '\0');
+  H5_CHECK(H5Aread(a.id(), t.id(), s.data()));
+  return s.substr(0, s.find('\0'));
+}
+
+void write_f32(hid_t loc, const std::string& name, const float* data, const std::vector<int64_t>& shape) {
+  Handle space = simple_space(shape);
+  Handle d(H5_CHECK(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space.id(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
+           H5Dclose);
+  H5_CHECK(H5Dwrite(d.id(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+}
+
+void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& values) {
+  Handle t = string_type(true);
+  Handle space = simple_space({static_cast<int64_t>(values.size())});
+  Handle d(H5_CHECK(H5Dcreate2(loc, name.c_str(), t.id(), space.id(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
+           H5Dclose);
+  std::vector<const char*> ptrs;
+  for (const auto& v : values) ptrs.push_back(v.c_str());
+  H5_CHECK(H5Dwrite(d.id(), t.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()));
+}
+
+std::vector<int64_t> dataset_shape(hid_t loc, const std::string& name, const std::string& where) {
+  Handle d = dataset(loc, name, where);
+  Handle space(H5_CHECK(H5Dget_space(d.id())), H5Sclose);
+  int rank = H5_CHECK(H5Sget_simple_extent_ndims(space.id()));
+  std::vector<hsize_t> dims(rank);
+  H5_CHECK(H5Sget_simple_extent_dims(space.id(), dims.data(), nullptr));
+  return std::vector<int64_t>(dims.begin(), dims.end());
+}
+
+void read_f32(hid_t loc, const std::string& name, float* data, size_t n, const std::string& where) {
+  Handle d = dataset(loc, name, where);
+  require_class(d.id(), H5T_FLOAT, 4, where, name, "float32");
+  OPD_REQUIRE(element_count(d.id()) == n, where, ": dataset '", name, "' has ", element_count(d.id()),
+              " elements, expected ", n);
+  H5_CHECK(H5Dread(d.id(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+}
+
+std::vector<double> read_f64(hid_t loc, const std::string& name, const std::string& where) {
+  Handle d = dataset(loc, name, where);
+  Handle t(H5_CHECK(H5Dget_type(d.id())), H5Tclose);
+  OPD_REQUIRE(H5Tget_class(t.id()) == H5T_FLOAT, where, ": dataset '", name, "' must hold floats");
+  std::vector<double> v(element_count(d.id()));
+  H5_CHECK(H5Dread(d.id(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
+  return v;
+}
+
+std::vector<int32_t> read_i32(hid_t loc, const std::string& name, const std::string& where) {
+  Handle d = dataset(loc, name, where);
+  Handle t(H5_CHECK(H5Dget_type(d.id())), H5Tclose);
+  OPD_REQUIRE(H5Tget_class(t.id()) == H5T_INTEGER, where, ": dataset '", name, "' must hold integers");
+  std::vector<int32_t> v(element_count(d.id()));
+  H5_CHECK(H5Dread(d.id(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
+  return v;
+}
+
+std::vector<std::string> read_strings(hid_t loc, const std::string& name, const std::string& where) {
+  Handle d = dataset(loc, name, where);
+  Handle t(H5_CHECK(H5Dget_type(d.id())), H5Tclose);
+  OPD_REQUIRE(H5Tget_class(t.id()) == H5T_STRING && H5Tis_variable_str(t.id()) > 0, where, ": dataset '", name,
+              "' must hold variable-length strings");
+  const size_t n = element_count(d.id());
+  Handle mt = string_type(true);
+  std::vector<char*> ptrs(n, nullptr);
+  H5_CHECK(H5Dread(d.id(), mt.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()));
+  std::vector<std::string> out;
+  for (char* p : ptrs) {
+    out.emplace_back(p ? p : "");
+    H5free_memory(p);
+  }
+  return out;
+}
+
+}  // namespace opd::h5

@@ -1,0 +1,66 @@
+// A thin RAII layer over the HDF5 C API: handles that close themselves, and typed reads and
+// writes of attributes and datasets whose errors name the file and object at fault.
+#pragma once
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace opd::h5 {
+
+class Handle {
+ public:
+  Handle() = default;
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Handle(Handle&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = -1; }
+  Handle& operator=(Handle&& o) noexcept;
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle();
+  hid_t id() const { return id_; }
+
+ private:
+  hid_t id_ = -1;
+  herr_t (*close_)(hid_t) = nullptr;
+};
+
+// An open file; `path` is kept for error messages.
+class File {
+ public:
+  static File create(const std::string& path);     // truncates
+  static File open_read(const std::string& path);  // error naming the path when missing or not HDF5
+  hid_t id() const { return h_.id(); }
+  const std::string& path() const { return path_; }
+  void flush();
+  void close();
+
+ private:
+  Handle h_;
+  std::string path_;
+};
+
+Handle create_group(hid_t loc, const std::string& name);
+Handle open_group(const File& f, const std::string& name);  // error naming file and group when missing
+bool exists(hid_t loc, const std::string& name);
+std::vector<std::string> children(hid_t group);              // names of links in a group
+
+void write_attr(hid_t obj, const std::string& name, int64_t value);
+void write_attr(hid_t obj, const std::string& name, double value);
+void write_attr(hid_t obj, const std::string& name, const std::string& value);
+// `where` names the object in errors, e.g. "model.h5:/model/config".
+int64_t read_attr_int(hid_t obj, const std::string& name, const std::string& where);
+double read_attr_double(hid_t obj, const std::string& name, const std::string& where);
+std::string read_attr_string(hid_t obj, const std::string& name, const std::string& where);
+bool has_attr(hid_t obj, const std::string& name);
+
+// Datasets of little-endian float32 / int32 / float64, full shape, C order.
+void write_f32(hid_t loc, const std::string& name, const float* data, const std::vector<int64_t>& shape);
+void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& values);
+std::vector<int64_t> dataset_shape(hid_t loc, const std::string& name, const std::string& where);
+void read_f32(hid_t loc, const std::string& name, float* data, size_t n, const std::string& where);
+std::vector<double> read_f64(hid_t loc, const std::string& name, const std::string& where);
+std::vector<int32_t> read_i32(hid_t loc, const std::string& name, const std::string& where);
+std::vector<std::string> read_strings(hid_t loc, const std::string& name, const std::string& where);
+
+}  // namespace opd::h5

@@ -1,0 +1,123 @@
+#include "io/model_file.h"
+
+#include <cstdio>
+#include <set>
+
+#include "core/crc32.h"
+#include "core/error.h"
+
+namespace opd {
+
+namespace {
+const char* kConfigInts[] = {"vocab", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "max_seq"};
+
+int* config_int(ModelConfig& c, const std::string& k) {
+  if (k == "vocab") return &c.vocab;
+  if (k == "d_model") return &c.d_model;
+  if (k == "n_layers") return &c.n_layers;
+  if (k == "n_heads") return &c.n_heads;
+  if (k == "n_kv_heads") return &c.n_kv_heads;
+  if (k == "head_dim") return &c.head_dim;
+  if (k == "ffn_dim") return &c.ffn_dim;
+  return &c.max_seq;
+}
+}  // namespace
+
+void write_model_group(h5::File& file, const Transformer& model) {
+  const ModelConfig& c = model.config();
+  h5::Handle g = h5::create_group(file.id(), "model");
+  h5::Handle cg = h5::create_group(g.id(), "config");
+  ModelConfig copy = c;
+  for (const char* k : kConfigInts) h5::write_attr(cg.id(), k, static_cast<int64_t>(*config_int(copy, k)));
+  h5::write_attr(cg.id(), "rope_theta", c.rope_theta);
+  h5::write_attr(cg.id(), "rms_eps", c.rms_eps);
+  h5::write_attr(cg.id(), "qk_norm", static_cast<int64_t>(c.qk_norm));
+  h5::write_attr(cg.id(), "tie_embeddings", static_cast<int64_t>(c.tie_embeddings));
+
+  const Tokenizer& tok = model.tokenizer();
+  h5::Handle tg = h5::create_group(g.id(), "tokenizer");
+  h5::write_attr(tg.id(), "type", std::string("char"));
+  h5::write_attr(tg.id(), "eos_id", static_cast<int64_t>(tok.eos_id()));
+  h5::write_attr(tg.id(), "pad_id", static_cast<int64_t>(tok.pad_id()));
+  h5::write_strings(tg.id(), "pieces", tok.pieces());
+
+  for (const ParamSpec& s : model.specs()) {
+    const float* data = model.params().data() + s.offset;
+    h5::write_f32(g.id(), s.name, data, s.shape);
+    h5::Handle d(H5Dopen2(g.id(), s.name.c_str(), H5P_DEFAULT), H5Dclose);
+    h5::write_attr(d.id(), "crc32", static_cast<int64_t>(crc32(data, s.size * sizeof(float))));
+  }
+}
+
+std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
+  const std::string where = file.path() + ":/model";
+  h5::Handle g = h5::open_group(file, "model");
+  h5::Handle cg = h5::open_group(file, "model/config");
+  const std::string cwhere = file.path() + ":/model/config";
+  ModelConfig c;
+  for (const char* k : kConfigInts) {
+    int64_t v = h5::read_attr_int(cg.id(), k, cwhere);
+    OPD_REQUIRE(v > 0 && v < (int64_t(1) << 31), cwhere, ": attribute '", k, "' = ", v, " is out of range");
+    *config_int(c, k) = static_cast<int>(v);
+  }
+  c.rope_theta = h5::read_attr_double(cg.id(), "rope_theta", cwhere);
+  c.rms_eps = h5::read_attr_double(cg.id(), "rms_eps", cwhere);
+  c.qk_norm = h5::read_attr_int(cg.id(), "qk_norm", cwhere) != 0;
+  c.tie_embeddings = h5::read_attr_int(cg.id(), "tie_embeddings", cwhere) != 0;
+  c.validate(cwhere);
+
+  h5::Handle tg = h5::open_group(file, "model/tokenizer");
+  const std::string twhere = file.path() + ":/model/tokenizer";
+  const std::string type = h5::read_attr_string(tg.id(), "type", twhere);
+  OPD_REQUIRE(type == "char", twhere, ": tokenizer type '", type, "' is not supported (expected 'char')");
+  Tokenizer tok(h5::read_strings(tg.id(), "pieces", twhere),
+                static_cast<int>(h5::read_attr_int(tg.id(), "eos_id", twhere)),
+                static_cast<int>(h5::read_attr_int(tg.id(), "pad_id", twhere)));
+  OPD_REQUIRE(tok.vocab_size() == c.vocab, twhere, ": ", tok.vocab_size(), " pieces but config vocab = ", c.vocab);
+
+  auto model = std::make_unique<Transformer>(c, std::move(tok));
+  std::set<std::string> expected = {"config", "tokenizer"};
+  for (const ParamSpec& s : model->specs()) {
+    expected.insert(s.name);
+    const auto shape = h5::dataset_shape(g.id(), s.name, where);
+    OPD_REQUIRE(shape == s.shape, where, ": dataset '", s.name, "' has the wrong shape for this config");
+    float* data = model->param(s);
+    h5::read_f32(g.id(), s.name, data, s.size, where);
+    h5::Handle d(H5Dopen2(g.id(), s.name.c_str(), H5P_DEFAULT), H5Dclose);
+    const std::string dwhere = where + "/" + s.name;
+    const int64_t stored = h5::read_attr_int(d.id(), "crc32", dwhere);
+    const uint32_t actual = crc32(data, s.size * sizeof(float));
+    OPD_REQUIRE(stored == static_cast<int64_t>(actual), dwhere, ": checksum mismatch (stored crc32 ", stored,
+                ", data gives ", actual, "): the file is corrupt");
+  }
+  for (const std::string& name : h5::children(g.id()))
+    OPD_REQUIRE(expected.count(name), where, ": unexpected entry '", name, "' (not a tensor of this model config)");
+  return model;
+}
+
+void save_model(const std::string& path, const Transformer& model) {
+  const std::string tmp = path + ".tmp";
+  {
+    h5::File f = h5::File::create(tmp);
+    h5::write_attr(f.id(), "format", std::string("opd-model"));
+    h5::write_attr(f.id(), "format_version", kModelFormatVersion);
+    h5::write_attr(f.id(), "opd_version", std::string(OPD_VERSION));
+    write_model_group(f, model);
+    f.flush();
+    f.close();
+  }
+  OPD_REQUIRE(std::rename(tmp.c_str(), path.c_str()) == 0, path, ": cannot rename ", tmp, " into place");
+}
+
+std::unique_ptr<Transformer> load_model(const std::string& path) {
+  h5::File f = h5::File::open_read(path);
+  const std::string format = h5::read_attr_string(f.id(), "format", path);
+  OPD_REQUIRE(format == "opd-model" || format == "opd-checkpoint", path, ": format '", format,
+              "' is not an opd model or checkpoint");
+  const int64_t version = h5::read_attr_int(f.id(), "format_version", path);
+  OPD_REQUIRE(version == kModelFormatVersion, path, ": format_version ", version, " is not supported (this opd reads ",
+              kModelFormatVersion, ")");
+  return read_model_group(f);
+}
+
+}  // namespace opd

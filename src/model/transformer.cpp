@@ -1,0 +1,287 @@
+#include "model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/swiglu.h"
+
+namespace opd {
+
+namespace ops = opd::cpu;
+
+namespace {
+void resize(std::vector<float>& v, size_t n) {
+  if (v.size() != n) v.assign(n, 0.0f);
+}
+void zero(std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); }
+}  // namespace
+
+Transformer::Transformer(const ModelConfig& config, Tokenizer tokenizer)
+    : cfg_(config), tok_(std::move(tokenizer)), specs_(param_specs(config)), off_(model_offsets(config, specs_)) {
+  cfg_.validate("model");
+  OPD_REQUIRE(tok_.vocab_size() == cfg_.vocab, "model: the tokenizer has ", tok_.vocab_size(),
+              " pieces but the config says vocab = ", cfg_.vocab);
+  params_.assign(total_size(specs_), 0.0f);
+  grads_.assign(params_.size(), 0.0f);
+}
+
+void Transformer::init_random(uint64_t seed) {
+  const float resid_std = 0.02f / std::sqrt(2.0f * cfg_.n_layers);
+  for (size_t si = 0; si < specs_.size(); ++si) {
+    const ParamSpec& s = specs_[si];
+    float* w = param(s);
+    if (s.shape.size() == 1) {  // norm weights start as the identity
+      std::fill(w, w + s.size, 1.0f);
+      continue;
+    }
+    const bool resid_out = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos;
+    const float std = resid_out ? resid_std : 0.02f;
+    for (size_t i = 0; i < s.size; i += 2) {  // Box-Muller, two normals per Philox draw
+      Philox4 r = philox_draw(seed, static_cast<uint32_t>(si), i / 2);
+      const float u1 = 1.0f - uniform01(r.v[0]), u2 = uniform01(r.v[1]);
+      const float rad = std::sqrt(-2.0f * std::log(u1)), ang = 6.2831853f * u2;
+      w[i] = std * rad * std::cos(ang);
+      if (i + 1 < s.size) w[i + 1] = std * rad * std::sin(ang);
+    }
+  }
+}
+
+void Transformer::zero_grad() { zero(grads_); }
+
+void Transformer::check_tokens(const int* tokens, size_t n) const {
+  for (size_t i = 0; i < n; ++i)
+    OPD_REQUIRE(tokens[i] >= 0 && tokens[i] < cfg_.vocab, "model: token id ", tokens[i], " at index ", i,
+                " is outside the vocabulary [0, ", cfg_.vocab, ")");
+}
+
+void Transformer::ensure_batch(int B, int T) {
+  OPD_REQUIRE(B > 0 && T > 0, "model: empty batch (B = ", B, ", T = ", T, ")");
+  OPD_REQUIRE(T <= cfg_.max_seq, "model: sequence length ", T, " exceeds max_seq = ", cfg_.max_seq);
+  B_ = B;
+  T_ = T;
+  const size_t N = static_cast<size_t>(B) * T, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab;
+  const size_t QD = cfg_.q_dim(), KD = cfg_.kv_dim(), H = cfg_.n_heads, HK = cfg_.n_kv_heads;
+  acts_.resize(cfg_.n_layers);
+  for (auto& a : acts_) {
+    resize(a.resid, N * C);
+    resize(a.ln1, N * C);
+    resize(a.rstd1, N);
+    resize(a.q, N * QD);
+    resize(a.k, N * KD);
+    resize(a.v, N * KD);
+    resize(a.qr, N * QD);
+    resize(a.kr, N * KD);
+    resize(a.q_rstd, N * H);
+    resize(a.k_rstd, N * HK);
+    resize(a.att, N * QD);
+    resize(a.lse, N * H);
+    resize(a.mid, N * C);
+    resize(a.ln2, N * C);
+    resize(a.rstd2, N);
+    resize(a.gate, N * F);
+    resize(a.up, N * F);
+    resize(a.h, N * F);
+  }
+  resize(final_resid_, N * C);
+  resize(lnf_, N * C);
+  resize(rstdf_, N);
+  resize(logits_, N * V);
+  pos_.resize(N);
+  for (size_t i = 0; i < N; ++i) pos_[i] = static_cast<int>(i % T);
+}
+
+const float* Transformer::forward(const int* tokens, int B, int T) {
+  ensure_batch(B, T);
+  const int N = B * T, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab, H = cfg_.n_heads,
+            HK = cfg_.n_kv_heads, D = cfg_.head_dim, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);
+  check_tokens(tokens, N);
+  tokens_.assign(tokens, tokens + N);
+  const float* W = params_.data();
+
+  ops::embedding_forward(acts_[0].resid.data(), tokens, W + off_.embed, N, C);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    LayerActivations& a = acts_[l];
+    const LayerOffsets& o = off_.layers[l];
+    ops::rmsnorm_forward(a.ln1.data(), a.rstd1.data(), a.resid.data(), W + o.input_norm, N, C, eps);
+    ops::matmul_forward(a.q.data(), a.ln1.data(), W + o.q, N, C, QD);
+    ops::matmul_forward(a.k.data(), a.ln1.data(), W + o.k, N, C, KD);
+    ops::matmul_forward(a.v.data(), a.ln1.data(), W + o.v, N, C, KD);
+    if (cfg_.qk_norm) {
+      ops::rmsnorm_forward(a.qr.data(), a.q_rstd.data(), a.q.data(), W + o.q_norm, N * H, D, eps);
+      ops::rmsnorm_forward(a.kr.data(), a.k_rstd.data(), a.k.data(), W + o.k_norm, N * HK, D, eps);
+    } else {
+      a.qr = a.q;
+      a.kr = a.k;
+    }
+    ops::rope_forward(a.qr.data(), pos_.data(), N, H, D, theta);
+    ops::rope_forward(a.kr.data(), pos_.data(), N, HK, D, theta);
+    ops::attention_forward(a.att.data(), a.lse.data(), a.qr.data(), a.kr.data(), a.v.data(), B, T, H, HK, D);
+    a.mid = a.resid;
+    ops::matmul_forward(a.mid.data(), a.att.data(), W + o.o, N, QD, C, /*accumulate=*/true);
+    ops::rmsnorm_forward(a.ln2.data(), a.rstd2.data(), a.mid.data(), W + o.post_norm, N, C, eps);
+    ops::matmul_forward(a.gate.data(), a.ln2.data(), W + o.gate, N, C, F);
+    ops::matmul_forward(a.up.data(), a.ln2.data(), W + o.up, N, C, F);
+    ops::swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), static_cast<size_t>(N) * F);
+    std::vector<float>& next = l + 1 < cfg_.n_layers ? acts_[l + 1].resid : final_resid_;
+    next = a.mid;
+    ops::matmul_forward(next.data(), a.h.data(), W + o.down, N, F, C, /*accumulate=*/true);
+  }
+  ops::rmsnorm_forward(lnf_.data(), rstdf_.data(), final_resid_.data(), W + off_.final_norm, N, C, eps);
+  ops::matmul_forward(logits_.data(), lnf_.data(), W + off_.lm_head, N, C, V);
+  return logits_.data();
+}
+
+void Transformer::backward(const float* dlogits) {
+  OPD_REQUIRE(B_ > 0, "model: backward called before forward");
+  const int B = B_, T = T_, N = B * T, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab, H = cfg_.n_heads,
+            HK = cfg_.n_kv_heads, D = cfg_.head_dim, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const float theta = static_cast<float>(cfg_.rope_theta);
+  const float* W = params_.data();
+  float* G = grads_.data();
+  resize(dresid_, size_t(N) * C);
+  resize(dln_, size_t(N) * C);
+  resize(dq_, size_t(N) * QD);
+  resize(dk_, size_t(N) * KD);
+  resize(dv_, size_t(N) * KD);
+  resize(datt_, size_t(N) * QD);
+  resize(dqp_, size_t(N) * QD);
+  resize(dkp_, size_t(N) * KD);
+  resize(dgate_, size_t(N) * F);
+  resize(dup_, size_t(N) * F);
+  resize(dh_, size_t(N) * F);
+
+  zero(dln_);
+  zero(dresid_);
+  ops::matmul_backward(dln_.data(), G + off_.lm_head, dlogits, lnf_.data(), W + off_.lm_head, N, C, V);
+  ops::rmsnorm_backward(dresid_.data(), G + off_.final_norm, dln_.data(), final_resid_.data(), W + off_.final_norm,
+                        rstdf_.data(), N, C);
+  for (int l = cfg_.n_layers - 1; l >= 0; --l) {
+    LayerActivations& a = acts_[l];
+    const LayerOffsets& o = off_.layers[l];
+    // MLP branch: out = mid + down(swiglu(gate(ln2), up(ln2)))
+    zero(dh_);
+    ops::matmul_backward(dh_.data(), G + o.down, dresid_.data(), a.h.data(), W + o.down, N, F, C);
+    ops::swiglu_backward(dgate_.data(), dup_.data(), dh_.data(), a.gate.data(), a.up.data(), size_t(N) * F);
+    zero(dln_);
+    ops::matmul_backward(dln_.data(), G + o.gate, dgate_.data(), a.ln2.data(), W + o.gate, N, C, F);
+    ops::matmul_backward(dln_.data(), G + o.up, dup_.data(), a.ln2.data(), W + o.up, N, C, F);
+    ops::rmsnorm_backward(dresid_.data(), G + o.post_norm, dln_.data(), a.mid.data(), W + o.post_norm,
+                          a.rstd2.data(), N, C);
+    // Attention branch: mid = resid + o(attn(rope(qknorm(q)), rope(qknorm(k)), v))
+    zero(datt_);
+    ops::matmul_backward(datt_.data(), G + o.o, dresid_.data(), a.att.data(), W + o.o, N, QD, C);
+    ops::attention_backward(dq_.data(), dk_.data(), dv_.data(), datt_.data(), a.qr.data(), a.kr.data(), a.v.data(),
+                            a.att.data(), a.lse.data(), B, T, H, HK, D);
+    ops::rope_backward(dq_.data(), pos_.data(), N, H, D, theta);
+    ops::rope_backward(dk_.data(), pos_.data(), N, HK, D, theta);
+    const float* dq_proj = dq_.data();
+    const float* dk_proj = dk_.data();
+    if (cfg_.qk_norm) {
+      zero(dqp_);
+      zero(dkp_);
+      ops::rmsnorm_backward(dqp_.data(), G + o.q_norm, dq_.data(), a.q.data(), W + o.q_norm, a.q_rstd.data(), N * H, D);
+      ops::rmsnorm_backward(dkp_.data(), G + o.k_norm, dk_.data(), a.k.data(), W + o.k_norm, a.k_rstd.data(), N * HK,
+                            D);
+      dq_proj = dqp_.data();
+      dk_proj = dkp_.data();
+    }
+    zero(dln_);
+    ops::matmul_backward(dln_.data(), G + o.q, dq_proj, a.ln1.data(), W + o.q, N, C, QD);
+    ops::matmul_backward(dln_.data(), G + o.k, dk_proj, a.ln1.data(), W + o.k, N, C, KD);
+    ops::matmul_backward(dln_.data(), G + o.v, dv_.data(), a.ln1.data(), W + o.v, N, C, KD);
+    ops::rmsnorm_backward(dresid_.data(), G + o.input_norm, dln_.data(), a.resid.data(), W + o.input_norm,
+                          a.rstd1.data(), N, C);
+  }
+  ops::embedding_backward(G + off_.embed, dresid_.data(), tokens_.data(), N, V, C);
+}
+
+void Transformer::reset_cache(KVCache& cache, int B, int capacity) const {
+  OPD_REQUIRE(capacity <= cfg_.max_seq, "model: KV cache of ", capacity, " positions exceeds max_seq = ",
+              cfg_.max_seq);
+  cache.batch = B;
+  cache.capacity = capacity;
+  const size_t n = size_t(B) * capacity * cfg_.kv_dim();
+  cache.k.assign(cfg_.n_layers, std::vector<float>(n, 0.0f));
+  cache.v.assign(cfg_.n_layers, std::vector<float>(n, 0.0f));
+}
+
+const float* Transformer::prefill(KVCache& cache, const int* tokens, int B, int T) {
+  OPD_REQUIRE(cache.batch == B && T <= cache.capacity, "model: prefill of ", B, " x ", T,
+              " tokens does not fit a cache of ", cache.batch, " x ", cache.capacity);
+  const float* logits = forward(tokens, B, T);
+  for (int l = 0; l < cfg_.n_layers; ++l)
+    ops::kv_cache_write(cache.k[l].data(), cache.v[l].data(), acts_[l].kr.data(), acts_[l].v.data(), B, T,
+                        cache.capacity, cfg_.n_kv_heads, cfg_.head_dim);
+  return logits;
+}
+
+const float* Transformer::decode(KVCache& cache, const int* tokens, const int* pos) {
+  const int B = cache.batch, S = cache.capacity, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab,
+            H = cfg_.n_heads, HK = cfg_.n_kv_heads, D = cfg_.head_dim, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);
+  check_tokens(tokens, B);
+  for (int b = 0; b < B; ++b)
+    OPD_REQUIRE(pos[b] >= 0 && pos[b] < S, "model: decode position ", pos[b], " of sequence ", b,
+                " is outside the KV cache of ", S, " positions");
+  resize(dec_x_, size_t(B) * C);
+  resize(dec_ln_, size_t(B) * C);
+  resize(dec_rstd_, B);
+  resize(dec_q_, size_t(B) * QD);
+  resize(dec_k_, size_t(B) * KD);
+  resize(dec_v_, size_t(B) * KD);
+  resize(dec_qn_, size_t(B) * QD);
+  resize(dec_kn_, size_t(B) * KD);
+  resize(dec_q_rstd_, size_t(B) * H);
+  resize(dec_k_rstd_, size_t(B) * HK);
+  resize(dec_att_, size_t(B) * QD);
+  resize(dec_gate_, size_t(B) * F);
+  resize(dec_up_, size_t(B) * F);
+  resize(dec_h_, size_t(B) * F);
+  resize(dec_logits_, size_t(B) * V);
+  const float* W = params_.data();
+
+  ops::embedding_forward(dec_x_.data(), tokens, W + off_.embed, B, C);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const LayerOffsets& o = off_.layers[l];
+    ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.input_norm, B, C, eps);
+    ops::matmul_forward(dec_q_.data(), dec_ln_.data(), W + o.q, B, C, QD);
+    ops::matmul_forward(dec_k_.data(), dec_ln_.data(), W + o.k, B, C, KD);
+    ops::matmul_forward(dec_v_.data(), dec_ln_.data(), W + o.v, B, C, KD);
+    if (cfg_.qk_norm) {
+      ops::rmsnorm_forward(dec_qn_.data(), dec_q_rstd_.data(), dec_q_.data(), W + o.q_norm, B * H, D, eps);
+      ops::rmsnorm_forward(dec_kn_.data(), dec_k_rstd_.data(), dec_k_.data(), W + o.k_norm, B * HK, D, eps);
+    } else {
+      dec_qn_ = dec_q_;
+      dec_kn_ = dec_k_;
+    }
+    ops::rope_forward(dec_qn_.data(), pos, B, H, D, theta);
+    ops::rope_forward(dec_kn_.data(), pos, B, HK, D, theta);
+    ops::attention_decode(dec_att_.data(), dec_qn_.data(), dec_kn_.data(), dec_v_.data(), cache.k[l].data(),
+                          cache.v[l].data(), pos, B, S, H, HK, D);
+    ops::matmul_forward(dec_x_.data(), dec_att_.data(), W + o.o, B, QD, C, /*accumulate=*/true);
+    ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.post_norm, B, C, eps);
+    ops::matmul_forward(dec_gate_.data(), dec_ln_.data(), W + o.gate, B, C, F);
+    ops::matmul_forward(dec_up_.data(), dec_ln_.data(), W + o.up, B, C, F);
+    ops::swiglu_forward(dec_h_.data(), dec_gate_.data(), dec_up_.data(), size_t(B) * F);
+    ops::matmul_forward(dec_x_.data(), dec_h_.data(), W + o.down, B, F, C, /*accumulate=*/true);
+  }
+  ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + off_.final_norm, B, C, eps);
+  ops::matmul_forward(dec_logits_.data(), dec_ln_.data(), W + off_.lm_head, B, C, V);
+  return dec_logits_.data();
+}
+
+double Transformer::forward_flops(double n_tokens, double ctx) const {
+  const double C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const double matmul_params = cfg_.n_layers * (C * QD + 2 * C * KD + QD * C + 3 * C * F) + V * C;
+  return n_tokens * (2 * matmul_params + 4.0 * cfg_.n_layers * ctx * QD);
+}
+
+}  // namespace opd

@@ -1,0 +1,85 @@
+// The Qwen3-family decoder on the CPU: forward, hand-written backward, and the KV-cache steps
+// that generation is built from. It calls ops; it never loops over floats itself.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/params.h"
+#include "model/tokenizer.h"
+
+namespace opd {
+
+// Per-layer tensors kept by the training forward for backward.
+struct LayerActivations {
+  std::vector<float> resid;        // [N, C] layer input
+  std::vector<float> ln1, rstd1;   // [N, C], [N]
+  std::vector<float> q, k, v;      // projections [N, H*D], [N, Hkv*D], [N, Hkv*D]
+  std::vector<float> qr, kr;       // after QK-norm and RoPE: attention's inputs
+  std::vector<float> q_rstd, k_rstd;  // [N*H], [N*Hkv]
+  std::vector<float> att, lse;     // [N, H*D], [B, H, T]
+  std::vector<float> mid;          // [N, C] after the attention residual
+  std::vector<float> ln2, rstd2;
+  std::vector<float> gate, up, h;  // [N, F]
+};
+
+// A batch's KV cache: per layer, keys (after RoPE) and values of shape [B, S, Hkv, D].
+struct KVCache {
+  int batch = 0, capacity = 0;
+  std::vector<std::vector<float>> k, v;
+};
+
+class Transformer {
+ public:
+  Transformer(const ModelConfig& config, Tokenizer tokenizer);
+
+  const ModelConfig& config() const { return cfg_; }
+  const Tokenizer& tokenizer() const { return tok_; }
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  std::vector<float>& params() { return params_; }
+  const std::vector<float>& params() const { return params_; }
+  std::vector<float>& grads() { return grads_; }
+  float* param(const ParamSpec& s) { return params_.data() + s.offset; }
+
+  // Gaussian initialisation with std 0.02 (0.02/sqrt(2 n_layers) for residual outputs), norms at 1.
+  void init_random(uint64_t seed);
+  void zero_grad();
+
+  // Training forward over right-padded token ids [B, T] (every id in the vocabulary, T <= max_seq).
+  // Returns logits [B*T, V], valid until the next forward.
+  const float* forward(const int* tokens, int B, int T);
+  // Backward of the last forward given dL/dlogits [B*T, V]; accumulates into grads().
+  void backward(const float* dlogits);
+
+  // Generation steps. prefill runs the training forward over right-padded prompts [B, T] and fills
+  // the cache; decode appends one token per sequence at position pos[b] and returns logits [B, V].
+  void reset_cache(KVCache& cache, int B, int capacity) const;
+  const float* prefill(KVCache& cache, const int* tokens, int B, int T);
+  const float* decode(KVCache& cache, const int* tokens, const int* pos);
+
+  // FLOPs of one forward over n tokens, each attending to `ctx` earlier tokens on average.
+  double forward_flops(double n_tokens, double ctx) const;
+
+ private:
+  void ensure_batch(int B, int T);
+  void check_tokens(const int* tokens, size_t n) const;
+
+  ModelConfig cfg_;
+  Tokenizer tok_;
+  std::vector<ParamSpec> specs_;
+  ModelOffsets off_;
+  std::vector<float> params_, grads_;
+
+  // Activations of the last training forward.
+  int B_ = 0, T_ = 0;
+  std::vector<int> tokens_, pos_;
+  std::vector<LayerActivations> acts_;
+  std::vector<float> final_resid_, lnf_, rstdf_, logits_;
+  // Backward scratch.
+  std::vector<float> dresid_, dln_, dq_, dk_, dv_, datt_, dqp_, dkp_, dgate_, dup_, dh_;
+  // Decode scratch (one row per sequence).
+  std::vector<float> dec_x_, dec_ln_, dec_rstd_, dec_q_, dec_k_, dec_v_, dec_qn_, dec_kn_, dec_q_rstd_, dec_k_rstd_,
+      dec_att_, dec_gate_, dec_up_, dec_h_, dec_logits_;
+};
+
+}  // namespace opd

@@ -1,0 +1,120 @@
+// logprobs_forward / logprobs_backward against a naive log-softmax and central finite differences.
+#include <cmath>
+#include <vector>
+
+#include "common/check.h"
+#include "core/error.h"
+#include "kernels/cpu/logprobs.h"
+
+using opd::testing::expect_close;
+using opd::testing::numeric_gradient;
+using opd::testing::random_vector;
+
+namespace {
+
+// Straight from the definition, in double, no max subtracted.
+void naive_logprobs(std::vector<double>& logp, std::vector<double>& ent, const std::vector<float>& x,
+                    const std::vector<int>& t, int N, int V) {
+  logp.assign(N, 0);
+  ent.assign(N, 0);
+  for (int n = 0; n < N; ++n) {
+    if (t[n] < 0) continue;
+    double z = 0;
+    for (int v = 0; v < V; ++v) z += std::exp(static_cast<double>(x[n * V + v]));
+    logp[n] = std::log(std::exp(static_cast<double>(x[n * V + t[n]])) / z);
+    for (int v = 0; v < V; ++v) {
+      const double p = std::exp(static_cast<double>(x[n * V + v])) / z;
+      ent[n] -= p * std::log(p);
+    }
+  }
+}
+
+std::vector<int> random_targets(int N, int V, uint32_t seed, bool with_skips) {
+  std::mt19937 gen(seed);
+  std::vector<int> t(N);
+  for (int n = 0; n < N; ++n) t[n] = static_cast<int>(gen() % V);
+  if (with_skips) t[N / 2] = -1;
+  return t;
+}
+
+void check_forward(int N, int V) {
+  auto x = random_vector<float>(static_cast<size_t>(N) * V, 1, -4, 4);
+  auto t = random_targets(N, V, 2, true);
+  std::vector<float> logp(N, 99), ent(N, 99);
+  opd::cpu::logprobs_forward(logp.data(), ent.data(), x.data(), t.data(), N, V);
+  std::vector<double> rl, re;
+  naive_logprobs(rl, re, x, t, N, V);
+  expect_close(logp, rl, 1e-5, 1e-5, "logp");
+  expect_close(ent, re, 1e-5, 1e-5, "entropy");
+  std::vector<float> logp2(N);
+  opd::cpu::logprobs_forward(logp2.data(), static_cast<float*>(nullptr), x.data(), t.data(), N, V);
+  EXPECT_EQ(logp2, logp);
+}
+
+TEST(Logprobs, ForwardSmall) { check_forward(7, 13); }
+TEST(Logprobs, ForwardRealistic) { check_forward(64, 4099); }
+
+TEST(Logprobs, ForwardStableForLargeLogits) {
+  const int N = 3, V = 11;
+  auto x = random_vector<float>(N * V, 3, -1, 1);
+  auto shifted = x;
+  for (auto& v : shifted) v += 1000.0f;  // exp would overflow without the max taken out
+  std::vector<int> t = {0, 5, 10};
+  std::vector<float> a(N), b(N), ea(N), eb(N);
+  opd::cpu::logprobs_forward(a.data(), ea.data(), x.data(), t.data(), N, V);
+  opd::cpu::logprobs_forward(b.data(), eb.data(), shifted.data(), t.data(), N, V);
+  expect_close(b, a, 1e-4, 0, "shifted logp");
+  expect_close(eb, ea, 1e-4, 0, "shifted entropy");
+}
+
+TEST(Logprobs, RejectsTargetOutOfRange) {
+  std::vector<float> x(2 * 5, 0), logp(2);
+  std::vector<int> t = {1, 5};
+  EXPECT_THROW(opd::cpu::logprobs_forward(logp.data(), static_cast<float*>(nullptr), x.data(), t.data(), 2, 5),
+               opd::Error);
+}
+
+// Backward against finite differences of sum(logp * R), and it accumulates into dlogits.
+void check_backward_fd(int N, int V) {
+  auto x = random_vector<double>(static_cast<size_t>(N) * V, 4, -3, 3);
+  auto R = random_vector<double>(N, 5);
+  auto t = random_targets(N, V, 6, true);
+  auto loss = [&] {
+    std::vector<double> logp(N);
+    opd::cpu::logprobs_forward(logp.data(), static_cast<double*>(nullptr), x.data(), t.data(), N, V);
+    double s = 0;
+    for (int n = 0; n < N; ++n) s += logp[n] * R[n];
+    return s;
+  };
+  auto fd = numeric_gradient(loss, x);
+  const auto init = random_vector<double>(x.size(), 7);
+  auto d = init;
+  opd::cpu::logprobs_backward(d.data(), R.data(), x.data(), t.data(), N, V);
+  for (size_t i = 0; i < d.size(); ++i) d[i] -= init[i];
+  expect_close(d, fd, 1e-8, 1e-6, "dlogits");
+  // The skipped row keeps exactly what it had.
+  for (int v = 0; v < V; ++v) EXPECT_EQ(d[(N / 2) * V + v], 0.0);
+}
+
+TEST(Logprobs, BackwardMatchesFiniteDifferencesSmall) { check_backward_fd(7, 13); }
+TEST(Logprobs, BackwardMatchesFiniteDifferencesWider) { check_backward_fd(5, 257); }
+
+TEST(Logprobs, BackwardFloatMatchesNaive) {
+  const int N = 33, V = 1031;
+  auto x = random_vector<float>(static_cast<size_t>(N) * V, 8, -4, 4);
+  auto g = random_vector<float>(N, 9);
+  auto t = random_targets(N, V, 10, true);
+  std::vector<float> d(x.size(), 0.5f);
+  opd::cpu::logprobs_backward(d.data(), g.data(), x.data(), t.data(), N, V);
+  std::vector<double> want(x.size(), 0.5);
+  for (int n = 0; n < N; ++n) {
+    if (t[n] < 0) continue;
+    double z = 0;
+    for (int v = 0; v < V; ++v) z += std::exp(static_cast<double>(x[n * V + v]));
+    for (int v = 0; v < V; ++v)
+      want[n * V + v] += g[n] * ((v == t[n]) - std::exp(static_cast<double>(x[n * V + v])) / z);
+  }
+  expect_close(d, want, 1e-6, 1e-5, "dlogits");
+}
+
+}  // namespace
