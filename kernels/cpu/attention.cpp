@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/fast_exp.h"
 
 namespace opd::cpu {
 namespace {
@@ -62,11 +63,10 @@ T attend_row(T* out, const T* q, const T* k, const T* v, size_t stride, int n, i
   scaled_dots(p, q, k, stride, n, D, scale);
   T m = -std::numeric_limits<T>::infinity();
   for (int j = 0; j < n; ++j) m = p[j] > m ? p[j] : m;
+  // Exponentials in their own loop so it vectorizes; the sum stays in order (deterministic).
+  for (int j = 0; j < n; ++j) p[j] = exp_fast(p[j] - m);
   T sum = 0;
-  for (int j = 0; j < n; ++j) {
-    p[j] = std::exp(p[j] - m);
-    sum += p[j];
-  }
+  for (int j = 0; j < n; ++j) sum += p[j];
   for (int d = 0; d < D; ++d) out[d] = 0;
   // Four value rows per pass: out is loaded and stored once per four rows instead of every row.
   int j = 0;
@@ -143,7 +143,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
             scaled_dots(p.data(), qt, k + kv0, kstride, t + 1, D, scale);
             scaled_dots(ds.data(), go, v + kv0, kstride, t + 1, D, T(1));
             for (int j = 0; j <= t; ++j) {
-              p[j] = std::exp(p[j] - l);
+              p[j] = exp_fast(p[j] - l);
               ds[j] = p[j] * (ds[j] - Dt);
             }
             for (int d = 0; d < D; ++d) dqt[d] = 0;

@@ -26,21 +26,48 @@ std::vector<T> inv_freq(int D, float theta) {
   return f;
 }
 
+// cos and sin of every angle at position p, in the HF order of rounding.
+template <typename T>
+void angles(T* cs, T* sn, int p, const std::vector<T>& freq, T sign) {
+  for (size_t i = 0; i < freq.size(); ++i) {
+    const T angle = T(p) * freq[i];
+    cs[i] = T(std::cos(double(angle)));
+    sn[i] = sign * T(std::sin(double(angle)));
+  }
+}
+
 // sign = +1 rotates by +angle (forward), -1 by -angle (backward: the transpose of a rotation).
 template <typename T>
 void rotate(T* x, const int* pos, int N, int H, int D, float theta, T sign) {
   OPD_REQUIRE(D > 0 && D % 2 == 0, "rope: head dimension must be even and positive, got ", D);
   const int half = D / 2;
   const std::vector<T> freq = inv_freq<T>(D, theta);
+  int max_pos = 0;
+  for (int n = 0; n < N; ++n) {
+    OPD_REQUIRE(pos[n] >= 0, "rope: negative position ", pos[n], " at row ", n);
+    max_pos = pos[n] > max_pos ? pos[n] : max_pos;
+  }
+  // A training batch repeats each position B times: one table of cos/sin per position saves
+  // (B - 1) / B of the trigonometry. Decode steps (few rows, scattered positions) skip the table.
+  const bool table = N > max_pos + 1;
+  std::vector<T> cs_table, sn_table;
+  if (table) {
+    cs_table.resize(size_t(max_pos + 1) * half);
+    sn_table.resize(size_t(max_pos + 1) * half);
+    for (int p = 0; p <= max_pos; ++p) angles(&cs_table[size_t(p) * half], &sn_table[size_t(p) * half], p, freq, sign);
+  }
 #pragma omp parallel if ((size_t)N * H * D >= kParallelMin)
   {
-    std::vector<T> cs(half), sn(half);
+    std::vector<T> cs_row(half), sn_row(half);
 #pragma omp for
     for (int n = 0; n < N; ++n) {
-      for (int i = 0; i < half; ++i) {
-        const T angle = T(pos[n]) * freq[i];
-        cs[i] = T(std::cos(double(angle)));
-        sn[i] = sign * T(std::sin(double(angle)));
+      const T* cs = cs_row.data();
+      const T* sn = sn_row.data();
+      if (table) {
+        cs = &cs_table[size_t(pos[n]) * half];
+        sn = &sn_table[size_t(pos[n]) * half];
+      } else {
+        angles(cs_row.data(), sn_row.data(), pos[n], freq, sign);
       }
       for (int h = 0; h < H; ++h) {
         T* v = x + ((size_t)n * H + h) * D;
