@@ -19,6 +19,7 @@ const std::map<std::string, Subcommand>& subcommands() {
   static const std::map<std::string, Subcommand> table = {
       {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
       {"bench", {opd::cli::bench, "throughput benchmarks (bench model)"}},
+      {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)"}},
   };
   return table;
 }

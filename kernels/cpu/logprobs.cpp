@@ -1,6 +1,9 @@
 #include "kernels/cpu/logprobs.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <vector>
 
 #include "core/error.h"
 
@@ -72,6 +75,58 @@ void logprobs_backward(T* dlogits, const T* dlogp, const T* logits, const int* t
   }
 }
 
+template <typename T>
+void log_softmax_forward(T* out, const T* logits, int N, int V) {
+  OPD_REQUIRE(N >= 0 && V > 0, "log_softmax: need N >= 0 and V > 0, got N=", N, " V=", V);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * V >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * V;
+    T* y = out + static_cast<size_t>(n) * V;
+    T mx, lse;
+    max_and_lse(mx, lse, x, V);
+    for (int v = 0; v < V; ++v) y[v] = (x[v] - mx) - lse;
+  }
+}
+
+template <typename T>
+void topk_logprobs(int* ids, T* logp, const T* logits, const int* extra, bool skip_without_extra, int N, int V, int K) {
+  OPD_REQUIRE(K >= 1 && K <= V, "topk_logprobs: K = ", K, " must be in [1, V = ", V, "]");
+  check_targets(extra, N, V);
+  const int K1 = K + 1;
+#pragma omp parallel if (static_cast<size_t>(N) * V >= kParallelMin)
+  {
+    std::vector<int> order(V);
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const T* x = logits + static_cast<size_t>(n) * V;
+      int* id = ids + static_cast<size_t>(n) * K1;
+      T* lp = logp + static_cast<size_t>(n) * K1;
+      std::fill(id, id + K1, -1);
+      std::fill(lp, lp + K1, T(0));
+      if (skip_without_extra && extra[n] < 0) continue;
+      T mx, lse;
+      max_and_lse(mx, lse, x, V);
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                        [x](int a, int b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
+      bool extra_in_top = false;
+      for (int j = 0; j < K; ++j) {
+        id[j] = order[j];
+        lp[j] = (x[order[j]] - mx) - lse;
+        extra_in_top = extra_in_top || order[j] == extra[n];
+      }
+      if (extra[n] >= 0 && !extra_in_top) {
+        id[K] = extra[n];
+        lp[K] = (x[extra[n]] - mx) - lse;
+      }
+    }
+  }
+}
+
+template void log_softmax_forward<float>(float*, const float*, int, int);
+template void log_softmax_forward<double>(double*, const double*, int, int);
+template void topk_logprobs<float>(int*, float*, const float*, const int*, bool, int, int, int);
+template void topk_logprobs<double>(int*, double*, const double*, const int*, bool, int, int, int);
 template void logprobs_forward<float>(float*, float*, const float*, const int*, int, int);
 template void logprobs_forward<double>(double*, double*, const double*, const int*, int, int);
 template void logprobs_backward<float>(float*, const float*, const float*, const int*, int, int);

@@ -13,4 +13,15 @@ void logprobs_forward(T* logp, T* entropy, const T* logits, const int* targets, 
 template <typename T>
 void logprobs_backward(T* dlogits, const T* dlogp, const T* logits, const int* targets, int N, int V);
 
+// Full log-softmax rows: out[n, v] = log_softmax(logits[n])[v] (what a teacher returns for --kl full).
+template <typename T>
+void log_softmax_forward(T* out, const T* logits, int N, int V);
+
+// The K most likely tokens of each row plus one extra token (the sampled one; extra[n] < 0 for
+// none): ids[n, 0..K] and their log-probs logp[n, 0..K], most likely first (ties: lower id first);
+// slot K holds the extra token when it is not among the top K, else -1 (logp 0). Rows with
+// extra[n] < 0 and skip_without_extra set are all -1 (not a completion position). K <= V.
+template <typename T>
+void topk_logprobs(int* ids, T* logp, const T* logits, const int* extra, bool skip_without_extra, int N, int V, int K);
+
 }  // namespace opd::cpu

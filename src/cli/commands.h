@@ -10,5 +10,6 @@ using Args = std::vector<std::string>;
 
 int score(const Args& args);
 int bench(const Args& args);
+int data(const Args& args);
 
 }  // namespace opd::cli

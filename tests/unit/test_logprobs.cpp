@@ -118,3 +118,46 @@ TEST(Logprobs, BackwardFloatMatchesNaive) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(LogSoftmax, RowsMatchGatheredLogprobsExactly) {
+  const int N = 6, V = 17;
+  auto logits = opd::testing::random_vector<float>(size_t(N) * V, 41, -5.0, 5.0);
+  std::vector<float> rows(size_t(N) * V);
+  opd::cpu::log_softmax_forward(rows.data(), logits.data(), N, V);
+  for (int v = 0; v < V; ++v) {
+    std::vector<int> targets(N, v);
+    std::vector<float> logp(N);
+    opd::cpu::logprobs_forward(logp.data(), static_cast<float*>(nullptr), logits.data(), targets.data(), N, V);
+    for (int n = 0; n < N; ++n) EXPECT_EQ(rows[size_t(n) * V + v], logp[n]);  // bit for bit: one formula
+  }
+  for (int n = 0; n < N; ++n) {
+    double total = 0;
+    for (int v = 0; v < V; ++v) total += std::exp(double(rows[size_t(n) * V + v]));
+    EXPECT_NEAR(total, 1.0, 1e-5);
+  }
+}
+
+TEST(TopkLogprobs, TopKPlusSampledToken) {
+  const int V = 6, K = 2;
+  // Row 0: sampled token inside the top 2; row 1: outside; row 2: no sampled token (skipped).
+  std::vector<float> logits = {0, 5, 1, 4, 2, 3,  0, 5, 1, 4, 2, 3,  1, 1, 1, 1, 1, 1};
+  std::vector<int> extra = {3, 0, -1}, ids(3 * (K + 1));
+  std::vector<float> logp(3 * (K + 1));
+  opd::cpu::topk_logprobs(ids.data(), logp.data(), logits.data(), extra.data(), true, 3, V, K);
+  std::vector<float> rows(3 * V);
+  opd::cpu::log_softmax_forward(rows.data(), logits.data(), 3, V);
+  EXPECT_EQ(std::vector<int>(ids.begin(), ids.begin() + 3), (std::vector<int>{1, 3, -1}));
+  EXPECT_EQ(std::vector<int>(ids.begin() + 3, ids.begin() + 6), (std::vector<int>{1, 3, 0}));
+  EXPECT_EQ(std::vector<int>(ids.begin() + 6, ids.end()), (std::vector<int>{-1, -1, -1}));
+  EXPECT_EQ(logp[0], rows[1]);
+  EXPECT_EQ(logp[1], rows[3]);
+  EXPECT_EQ(logp[5], rows[V + 0]);
+  // Ties go to the lower id.
+  std::vector<int> no_extra = {-1};
+  opd::cpu::topk_logprobs(ids.data(), logp.data(), logits.data() + 2 * V, no_extra.data(), false, 1, V, 3);
+  EXPECT_EQ(std::vector<int>(ids.begin(), ids.begin() + 4), (std::vector<int>{0, 1, 2, -1}));
+}
+
+}  // namespace
