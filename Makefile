@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 
-.PHONY: all deps configure build run test bench clean
+.PHONY: all deps configure build run test bench experiment1 clean
 
 all: build
 
@@ -27,6 +27,9 @@ test: deps build
 
 run: deps build
 	tools/run-demo $(BUILD)/opd
+
+experiment1: deps build
+	tools/experiment1 --opd $(BUILD)/opd --out $(BUILD)/experiment1
 
 bench: build
 	$(BUILD)/opd bench model

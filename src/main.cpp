@@ -17,6 +17,11 @@ struct Subcommand {
 
 const std::map<std::string, Subcommand>& subcommands() {
   static const std::map<std::string, Subcommand> table = {
+      {"distill", {opd::cli::distill, "on-policy distillation: student samples, teacher scores every token"}},
+      {"sft", {opd::cli::sft, "supervised fine-tuning on given or teacher-sampled completions"}},
+      {"rl", {opd::cli::rl, "GRPO reinforcement learning with the task's verifier"}},
+      {"eval", {opd::cli::eval, "accuracy of a model on a task (and reverse KL to a teacher)"}},
+      {"sample", {opd::cli::sample, "completions with per-token student (and teacher) log-probs"}},
       {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
       {"bench", {opd::cli::bench, "throughput benchmarks (bench model)"}},
       {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)"}},

@@ -11,5 +11,10 @@ using Args = std::vector<std::string>;
 int score(const Args& args);
 int bench(const Args& args);
 int data(const Args& args);
+int distill(const Args& args);
+int sft(const Args& args);
+int rl(const Args& args);
+int eval(const Args& args);
+int sample(const Args& args);
 
 }  // namespace opd::cli

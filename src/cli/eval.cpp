@@ -1,0 +1,132 @@
+// opd eval and opd sample: a model's accuracy on a task, and its completions with per-token
+// log-probabilities under it and, given one, under a teacher.
+#include <cstdio>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/runtime.h"
+#include "core/jsonl.h"
+#include "io/model_file.h"
+#include "train/eval.h"
+#include "train/rollout.h"
+#include "train/score.h"
+#include "train/teacher.h"
+
+namespace opd::cli {
+
+namespace {
+struct Loaded {
+  std::unique_ptr<Transformer> model, teacher;
+};
+
+Loaded load_models(const po::variables_map& vm) {
+  Loaded l;
+  l.model = load_model(vm["model"].as<std::string>());
+  if (vm.count("teacher")) {
+    l.teacher = load_model(vm["teacher"].as<std::string>());
+    check_same_tokenizer(*l.model, vm["model"].as<std::string>(), *l.teacher, vm["teacher"].as<std::string>());
+  }
+  return l;
+}
+
+void add_model_options(po::options_description& d) {
+  d.add_options()("model", po::value<std::string>()->required(), "model file (HDF5)")(
+      "teacher", po::value<std::string>(), "a teacher model file, for log-probs / reverse KL under it")(
+      "max-new-tokens", po::value<int>()->default_value(48)->notifier(in_range("max-new-tokens", 1, 1 << 20)),
+      "longest completion")(
+      "temperature", po::value<float>()->default_value(0.0f)->notifier(in_range("temperature", 0.0f, 100.0f)),
+      "sampling temperature (0: greedy)")(
+      "seed", po::value<uint64_t>()->default_value(1), "sampling seed")(
+      "batch", po::value<int>()->default_value(256)->notifier(in_range("batch", 1, 1 << 20)),
+      "sequences generated together");
+  add_runtime_options(d);
+}
+}  // namespace
+
+int eval(const Args& args) {
+  const Command cmd{"eval",
+                    "Accuracy (pass@1, greedy by default) of a model on prompts with answers; with --teacher also the "
+                    "mean exact per-token reverse KL to it on the model's own completions.",
+                    "opd eval --model M.h5 --eval eval.jsonl [--teacher T.h5]"};
+  po::options_description opts("Evaluation");
+  opts.add_options()("eval", po::value<std::string>()->required(), "JSONL {prompt, answer}")(
+      "n", po::value<int>()->default_value(0)->notifier(in_range("n", 0, 1 << 24)), "first N examples (0: all)")(
+      "json", po::bool_switch(), "print the result as one JSON object");
+  add_model_options(opts);
+  po::variables_map vm;
+  if (!parse_options(cmd, args, opts, vm)) return 0;
+  apply_runtime_options(vm);
+  Loaded l = load_models(vm);
+  auto examples = load_prompts(vm["eval"].as<std::string>());
+  const int n = vm["n"].as<int>();
+  if (n > 0 && n < static_cast<int>(examples.size())) examples.resize(n);
+  EvalOptions o;
+  o.max_new_tokens = vm["max-new-tokens"].as<int>();
+  o.temperature = vm["temperature"].as<float>();
+  o.seed = vm["seed"].as<uint64_t>();
+  o.batch = vm["batch"].as<int>();
+  const EvalResult r = evaluate(*l.model, l.teacher.get(), examples, o);
+  json j = {{"model", vm["model"].as<std::string>()}, {"n", r.n}, {"accuracy", r.accuracy},
+            {"mean_completion_length", r.mean_length}};
+  if (l.teacher) j["reverse_kl"] = r.kl;
+  if (vm["json"].as<bool>()) {
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("%s: accuracy %.4f on %d examples (mean completion %.1f tokens)", vm["model"].as<std::string>().c_str(),
+                r.accuracy, r.n, r.mean_length);
+    if (l.teacher) std::printf(", reverse KL to teacher %.4f nats/token", r.kl);
+    std::printf("\n");
+  }
+  return 0;
+}
+
+int sample(const Args& args) {
+  const Command cmd{"sample",
+                    "Completions for prompts, with per-token log-probs under the model and, with --teacher, under the "
+                    "teacher; the verifier's verdict where the prompt has an answer.",
+                    "opd sample --model M.h5 --prompts p.jsonl --out samples.jsonl [--teacher T.h5]"};
+  po::options_description opts("Sampling");
+  opts.add_options()("prompts", po::value<std::string>()->required(), "JSONL {prompt, answer}")(
+      "out", po::value<std::string>()->required(), "JSONL output")(
+      "samples-per-prompt", po::value<int>()->default_value(1)->notifier(in_range("samples-per-prompt", 1, 1 << 16)),
+      "completions per prompt");
+  add_model_options(opts);
+  po::variables_map vm;
+  if (!parse_options(cmd, args, opts, vm)) return 0;
+  apply_runtime_options(vm);
+  Loaded l = load_models(vm);
+  const auto examples = load_prompts(vm["prompts"].as<std::string>());
+  GenerateOptions g;
+  g.max_new_tokens = vm["max-new-tokens"].as<int>();
+  g.sampling.temperature = vm["temperature"].as<float>();
+  g.sampling.seed = vm["seed"].as<uint64_t>();
+  const Rollout r = sample_rollouts(*l.model, examples, vm["samples-per-prompt"].as<int>(), g, vm["batch"].as<int>());
+  std::vector<std::vector<float>> teacher_logp;
+  if (l.teacher) {
+    std::vector<std::vector<int>> seqs;
+    for (const auto& s : r.seqs) {
+      std::vector<int> t = s.prompt;
+      t.insert(t.end(), s.completion.begin(), s.completion.end());
+      seqs.push_back(t);
+    }
+    for (auto& lp : score_sequences(*l.teacher, seqs, vm["batch"].as<int>())) teacher_logp.push_back(lp);
+  }
+  JsonlWriter out(vm["out"].as<std::string>());
+  double correct = 0;
+  for (size_t i = 0; i < r.seqs.size(); ++i) {
+    const auto& s = r.seqs[i];
+    json line = {{"prompt", examples[s.group].prompt}, {"completion", r.completions[i]}, {"tokens", s.completion},
+                 {"logp_student", r.logp[i]}, {"eos", s.eos}, {"correct", r.rewards[i] > 0}};
+    if (l.teacher) {
+      const auto& t = teacher_logp[i];
+      line["logp_teacher"] = std::vector<float>(t.end() - s.completion.size(), t.end());
+    }
+    correct += r.rewards[i];
+    out.write(line);
+  }
+  std::fprintf(stderr, "sample: wrote %zu completions to %s (%.1f%% correct, %d truncated)\n", r.seqs.size(),
+               out.path().c_str(), 100.0 * correct / std::max<size_t>(1, r.seqs.size()), r.truncated);
+  return 0;
+}
+
+}  // namespace opd::cli

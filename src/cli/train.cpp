@@ -1,0 +1,271 @@
+// opd distill / sft / rl: one trainer, three sources of advantage (ARCHITECTURE §1.1–1.2).
+#include <iostream>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/runtime.h"
+#include "io/model_file.h"
+#include "tasks/arith.h"
+#include "train/teacher.h"
+#include "train/trainer.h"
+
+namespace opd::cli {
+
+namespace {
+
+// "d_model=64,n_layers=2,..." -> a config for a model trained from scratch on the arith vocabulary.
+ModelConfig parse_shape(const std::string& text) {
+  ModelConfig c;
+  c.max_seq = 64;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const size_t eq = item.find('=');
+    OPD_REQUIRE(eq != std::string::npos, "option --init: '", item, "' is not key=value");
+    const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    double v = 0;
+    try {
+      v = std::stod(value);
+    } catch (...) {
+      throw Error(str("option --init: ", key, " = '", value, "' is not a number"));
+    }
+    if (key == "d_model") c.d_model = int(v);
+    else if (key == "n_layers") c.n_layers = int(v);
+    else if (key == "n_heads") c.n_heads = int(v);
+    else if (key == "n_kv_heads") c.n_kv_heads = int(v);
+    else if (key == "head_dim") c.head_dim = int(v);
+    else if (key == "ffn_dim") c.ffn_dim = int(v);
+    else if (key == "max_seq") c.max_seq = int(v);
+    else if (key == "rope_theta") c.rope_theta = v;
+    else if (key == "tie_embeddings") c.tie_embeddings = v != 0;
+    else if (key == "qk_norm") c.qk_norm = v != 0;
+    else throw Error(str("option --init: unknown key '", key, "' (known: d_model, n_layers, n_heads, n_kv_heads, "
+                         "head_dim, ffn_dim, max_seq, rope_theta, tie_embeddings, qk_norm)"));
+  }
+  c.vocab = static_cast<int>(arith_vocabulary().size());
+  c.validate("option --init");
+  return c;
+}
+
+std::unique_ptr<Transformer> new_arith_model(const ModelConfig& c, uint64_t seed) {
+  auto m = std::make_unique<Transformer>(c, Tokenizer(arith_vocabulary(), 1, 0));
+  m->init_random(seed);
+  return m;
+}
+
+void add_common(po::options_description& d, Method method) {
+  po::options_description model("Models");
+  model.add_options()("student", po::value<std::string>(), "the student's starting model file (HDF5)");
+  if (method == Method::kSft)
+    model.add_options()("init", po::value<std::string>(),
+                        "train a new model from scratch instead of --student: "
+                        "\"d_model=64,n_layers=2,n_heads=4,n_kv_heads=2,head_dim=16,ffn_dim=192,max_seq=64\" "
+                        "(arith vocabulary)");
+  if (method != Method::kRl) model.add_options()("teacher", po::value<std::string>(), "the teacher's model file");
+
+  po::options_description data("Data");
+  data.add_options()("prompts", po::value<std::string>(), "training prompts, JSONL {prompt, answer}")(
+      "eval", po::value<std::string>(), "evaluation prompts, JSONL {prompt, answer}")(
+      "eval-n", po::value<int>()->default_value(0)->notifier(in_range("eval-n", 0, 1 << 24)),
+      "evaluate on the first N eval examples (0: all)");
+  if (method == Method::kSft)
+    data.add_options()("data", po::value<std::string>(), "SFT data, JSONL {prompt, completion}")(
+        "from-teacher", po::bool_switch(), "train on completions the teacher samples for --prompts")(
+        "all-tokens", po::bool_switch(), "train on every token, prompt included (pretraining)");
+
+  po::options_description roll("Steps and rollouts");
+  roll.add_options()("steps", po::value<int>()->default_value(50)->notifier(in_range("steps", 1, 10000000)),
+                     "training steps")(
+      "prompts-per-step", po::value<int>()->default_value(32)->notifier(in_range("prompts-per-step", 1, 1 << 20)),
+      "prompts (sft: examples) per step")(
+      "samples-per-prompt", po::value<int>()->default_value(4)->notifier(in_range("samples-per-prompt", 1, 1024)),
+      "completions sampled per prompt")(
+      "max-new-tokens", po::value<int>()->default_value(48)->notifier(in_range("max-new-tokens", 1, 1 << 20)),
+      "longest completion; longer ones are truncated and counted")(
+      "temperature", po::value<float>()->default_value(1.0f)->notifier(in_range("temperature", 0.0f, 100.0f)),
+      "sampling temperature (0: greedy)")(
+      "top-p", po::value<float>()->default_value(1.0f)->notifier(in_range("top-p", 1e-6f, 1.0f)), "nucleus sampling")(
+      "top-k", po::value<int>()->default_value(0)->notifier(in_range("top-k", 0, 1 << 24)), "top-k sampling (0: off)")(
+      "micro-batch", po::value<int>()->default_value(64)->notifier(in_range("micro-batch", 1, 1 << 20)),
+      "sequences per forward/backward")(
+      "gen-batch", po::value<int>()->default_value(256)->notifier(in_range("gen-batch", 1, 1 << 20)),
+      "sequences generated together");
+
+  po::options_description algo("Objective");
+  if (method == Method::kDistill)
+    algo.add_options()("kl", po::value<std::string>()->default_value("sampled"),
+                       "sampled (per-token estimate, importance-sampled), full, or topk:K")(
+        "kl-coef", po::value<double>()->default_value(1.0)->notifier(in_range("kl-coef", 0.0, 1e6)),
+        "advantage = -kl_coef * reverse KL")(
+        "kl-discount", po::value<double>()->default_value(0.0)->notifier(in_range("kl-discount", 0.0, 1.0)),
+        "gamma: sum later tokens' KL into each token's advantage")(
+        "reward-coef", po::value<double>()->default_value(0.0)->notifier(in_range("reward-coef", -1e6, 1e6)),
+        "mix in the verifier's reward: A += coef * (R - mean_group R)");
+  if (method == Method::kRl)
+    algo.add_options()("grpo-std", po::bool_switch(), "divide advantages by the group's reward std");
+
+  po::options_description optim("Optimizer (AdamW)");
+  optim.add_options()("lr", po::value<double>()->default_value(5e-4)->notifier(in_range("lr", 0.0, 10.0)),
+                      "peak learning rate")(
+      "lr-schedule", po::value<std::string>()->default_value("constant"), "constant or cosine")(
+      "warmup-steps", po::value<int>()->default_value(0)->notifier(in_range("warmup-steps", 0, 10000000)),
+      "linear warm-up")(
+      "min-lr-ratio", po::value<double>()->default_value(0.1)->notifier(in_range("min-lr-ratio", 0.0, 1.0)),
+      "cosine floor, as a fraction of --lr")(
+      "weight-decay", po::value<double>()->default_value(0.0)->notifier(in_range("weight-decay", 0.0, 10.0)),
+      "decoupled weight decay (matrices only)")(
+      "grad-clip", po::value<double>()->default_value(1.0)->notifier(in_range("grad-clip", 0.0, 1e9)),
+      "global gradient-norm clip (0: off)")(
+      "beta1", po::value<double>()->default_value(0.9)->notifier(in_range("beta1", 0.0, 0.999999)), "AdamW beta1")(
+      "beta2", po::value<double>()->default_value(0.99)->notifier(in_range("beta2", 0.0, 0.999999)), "AdamW beta2");
+
+  po::options_description ev("Evaluation");
+  ev.add_options()("eval-every", po::value<int>()->default_value(10)->notifier(in_range("eval-every", 0, 10000000)),
+                   "evaluate every N steps (and before and after)")(
+      "eval-max-new-tokens", po::value<int>()->default_value(48)->notifier(in_range("eval-max-new-tokens", 1, 1 << 20)),
+      "longest eval completion")(
+      "target-accuracy", po::value<double>()->default_value(0.0)->notifier(in_range("target-accuracy", 0.0, 1.0)),
+      "report the first step whose eval accuracy reaches this")(
+      "stop-at-target", po::bool_switch(), "stop once --target-accuracy is reached");
+
+  po::options_description runo("Run");
+  runo.add_options()("out", po::value<std::string>()->required(), "run directory")(
+      "overwrite", po::bool_switch(), "reuse a run directory that already holds a run")(
+      "label", po::value<std::string>()->default_value(""), "name of the run in plots and tables")(
+      "seed", po::value<uint64_t>()->default_value(1), "seed of prompts order, sampling and initialisation")(
+      "save-every", po::value<int>()->default_value(0)->notifier(in_range("save-every", 0, 10000000)),
+      "save the model every N steps (0: only at the end)")(
+      "samples-to-log", po::value<int>()->default_value(4)->notifier(in_range("samples-to-log", 0, 1 << 20)),
+      "rollouts written to samples/ at each evaluation")(
+      "dry-run", po::bool_switch(), "print the resolved configuration and exit");
+  add_runtime_options(runo);
+  d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo);
+}
+
+std::vector<Example> load_eval(const po::variables_map& vm) {
+  if (!vm.count("eval")) return {};
+  auto e = load_prompts(vm["eval"].as<std::string>());
+  const int n = vm["eval-n"].as<int>();
+  if (n > 0 && n < static_cast<int>(e.size())) e.resize(n);
+  return e;
+}
+
+int run_training(Method method, const Args& args) {
+  const std::string name = method_name(method);
+  const char* summaries[] = {
+      "On-policy distillation: the student samples, the teacher scores every token, the student is trained on "
+      "the per-token reverse KL.",
+      "Supervised fine-tuning on given completions, or on completions the teacher samples (--from-teacher).",
+      "GRPO-style reinforcement learning with the task's verifier as reward; no teacher."};
+  const Command cmd{name, summaries[static_cast<int>(method)],
+                    method == Method::kDistill
+                        ? "opd distill --student S.h5 --teacher T.h5 --prompts train.jsonl --eval eval.jsonl --out RUN"
+                    : method == Method::kSft ? "opd sft (--student S.h5 | --init SHAPE) --data sft.jsonl --out RUN"
+                                             : "opd rl --student S.h5 --prompts train.jsonl --eval eval.jsonl --out RUN"};
+  po::options_description opts;
+  add_common(opts, method);
+  po::variables_map vm;
+  if (!parse_options(cmd, args, opts, vm)) return 0;
+  if (vm["dry-run"].as<bool>()) {
+    std::cout << "# opd " << name << " resolved configuration\n" << resolved_ini(vm);
+    return 0;
+  }
+  apply_runtime_options(vm);
+
+  TrainConfig c;
+  c.method = method;
+  c.label = vm["label"].as<std::string>();
+  c.steps = vm["steps"].as<int>();
+  c.prompts_per_step = vm["prompts-per-step"].as<int>();
+  c.samples_per_prompt = vm["samples-per-prompt"].as<int>();
+  c.micro_batch = vm["micro-batch"].as<int>();
+  c.gen_batch = vm["gen-batch"].as<int>();
+  c.seed = vm["seed"].as<uint64_t>();
+  c.gen.max_new_tokens = vm["max-new-tokens"].as<int>();
+  c.gen.sampling.temperature = vm["temperature"].as<float>();
+  c.gen.sampling.top_p = vm["top-p"].as<float>();
+  c.gen.sampling.top_k = vm["top-k"].as<int>();
+  c.gen.sampling.seed = c.seed;
+  c.opt.lr = vm["lr"].as<double>();
+  c.opt.schedule = vm["lr-schedule"].as<std::string>();
+  c.opt.warmup_steps = vm["warmup-steps"].as<int>();
+  c.opt.min_lr_ratio = vm["min-lr-ratio"].as<double>();
+  c.opt.weight_decay = vm["weight-decay"].as<double>();
+  c.opt.grad_clip = vm["grad-clip"].as<double>();
+  c.opt.beta1 = vm["beta1"].as<double>();
+  c.opt.beta2 = vm["beta2"].as<double>();
+  c.eval.max_new_tokens = vm["eval-max-new-tokens"].as<int>();
+  c.eval.batch = c.gen_batch;
+  c.eval_every = vm["eval-every"].as<int>();
+  c.target_accuracy = vm["target-accuracy"].as<double>();
+  c.stop_at_target = vm["stop-at-target"].as<bool>();
+  c.save_every = vm["save-every"].as<int>();
+  c.samples_to_log = vm["samples-to-log"].as<int>();
+
+  // Models.
+  std::unique_ptr<Transformer> student, teacher;
+  std::string student_path = vm.count("student") ? vm["student"].as<std::string>() : "";
+  if (method == Method::kSft && vm.count("init")) {
+    OPD_REQUIRE(student_path.empty(), "give either --student or --init, not both");
+    student = new_arith_model(parse_shape(vm["init"].as<std::string>()), c.seed);
+    student_path = "(new model: " + vm["init"].as<std::string>() + ")";
+  } else {
+    OPD_REQUIRE(!student_path.empty(), "opd ", name, ": --student is required",
+                method == Method::kSft ? " (or --init to start from scratch)" : "");
+    student = load_model(student_path);
+  }
+  if (vm.count("teacher")) {
+    const std::string teacher_path = vm["teacher"].as<std::string>();
+    teacher = load_model(teacher_path);
+    check_same_tokenizer(*student, student_path, *teacher, teacher_path);
+  }
+
+  // Objective and data.
+  std::vector<Example> train_set;
+  if (method == Method::kDistill) {
+    OPD_REQUIRE(teacher, "opd distill: --teacher is required");
+    c.distill.kl = parse_kl(vm["kl"].as<std::string>(), student->config().vocab);
+    c.distill.kl_coef = vm["kl-coef"].as<double>();
+    c.distill.kl_discount = vm["kl-discount"].as<double>();
+    c.distill.reward_coef = vm["reward-coef"].as<double>();
+  }
+  if (method == Method::kRl) c.grpo_std = vm["grpo-std"].as<bool>();
+  if (method == Method::kSft) {
+    c.sft_from_teacher = vm["from-teacher"].as<bool>();
+    c.all_tokens = vm["all-tokens"].as<bool>();
+    if (c.sft_from_teacher) {
+      OPD_REQUIRE(teacher, "opd sft --from-teacher: --teacher is required");
+      OPD_REQUIRE(vm.count("prompts"), "opd sft --from-teacher: --prompts is required");
+      train_set = load_prompts(vm["prompts"].as<std::string>());
+    } else {
+      OPD_REQUIRE(vm.count("data"), "opd sft: --data is required (or --from-teacher with --prompts)");
+      train_set = load_sft(vm["data"].as<std::string>());
+    }
+  } else {
+    OPD_REQUIRE(vm.count("prompts"), "opd ", name, ": --prompts is required");
+    train_set = load_prompts(vm["prompts"].as<std::string>());
+  }
+  const std::vector<Example> eval_set = load_eval(vm);
+
+  RunDir run(vm["out"].as<std::string>(), "# opd " + name + "\n" + resolved_ini(vm), vm["overwrite"].as<bool>());
+  std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()
+            << " parameters)";
+  if (teacher) std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " (" << teacher->config().num_parameters()
+                         << " parameters)";
+  std::cerr << "; " << train_set.size() << " training examples, " << eval_set.size() << " eval; run directory "
+            << run.path() << "\n";
+  const json summary = train(c, *student, teacher.get(), train_set, eval_set, run);
+  std::cerr << "[" << name << "] done: " << summary["steps"] << " steps";
+  if (summary.contains("eval_accuracy_initial"))
+    std::cerr << ", eval accuracy " << summary["eval_accuracy_initial"] << " -> " << summary["eval_accuracy_final"];
+  std::cerr << "; model " << summary["final_model"].get<std::string>() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int distill(const Args& args) { return run_training(Method::kDistill, args); }
+int sft(const Args& args) { return run_training(Method::kSft, args); }
+int rl(const Args& args) { return run_training(Method::kRl, args); }
+
+}  // namespace opd::cli

@@ -1,0 +1,51 @@
+#include "train/eval.h"
+
+#include <algorithm>
+
+#include "kernels/cpu/logprobs.h"
+#include "kernels/cpu/reverse_kl.h"
+#include "train/rollout.h"
+
+namespace opd {
+
+EvalResult evaluate(Transformer& student, Transformer* teacher, const std::vector<Example>& examples,
+                    const EvalOptions& o) {
+  EvalResult r;
+  GenerateOptions g;
+  g.max_new_tokens = o.max_new_tokens;
+  g.sampling.temperature = o.temperature;
+  g.sampling.seed = o.seed;
+  const Rollout roll = sample_rollouts(student, examples, 1, g, o.batch);
+  r.n = static_cast<int>(examples.size());
+  r.flops = roll.flops;
+  for (float x : roll.rewards) r.accuracy += x;
+  r.accuracy /= std::max(1, r.n);
+  r.mean_length = double(roll.completion_tokens) / std::max(1, r.n);
+  if (!teacher) return r;
+
+  // Exact KL(student || teacher) at every completion position the student visited.
+  const int V = student.config().vocab;
+  double kl_sum = 0;
+  int64_t positions = 0;
+  for (size_t first = 0; first < roll.seqs.size(); first += o.batch) {
+    std::vector<Sequence> chunk(roll.seqs.begin() + first,
+                                roll.seqs.begin() + std::min(roll.seqs.size(), first + size_t(o.batch)));
+    const SequenceBatch b = make_batch(chunk, student.tokenizer().pad_id());
+    const int N = b.B * b.T;
+    std::vector<float> teacher_rows(size_t(N) * V), kl(N), scale(N, 0.0f);
+    cpu::log_softmax_forward(teacher_rows.data(), teacher->forward(b.tokens.data(), b.B, b.T), N, V);
+    const float* logits = student.forward(b.tokens.data(), b.B, b.T);
+    cpu::reverse_kl_full(kl.data(), static_cast<float*>(nullptr), logits, teacher_rows.data(), scale.data(), N, V);
+    for (int n = 0; n < N; ++n)
+      if (b.targets[n] >= 0) {
+        kl_sum += kl[n];
+        ++positions;
+      }
+    const double tokens = double(b.B) * b.T;
+    r.flops += student.forward_flops(tokens, b.T / 2.0) + teacher->forward_flops(tokens, b.T / 2.0);
+  }
+  r.kl = positions ? kl_sum / positions : 0.0;
+  return r;
+}
+
+}  // namespace opd

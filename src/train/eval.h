@@ -1,0 +1,30 @@
+// Evaluation: accuracy of greedy (or sampled) completions under the task's verifier and, given a
+// teacher, the mean exact per-token reverse KL to it on the student's own completions.
+#pragma once
+#include <limits>
+#include <vector>
+
+#include "model/transformer.h"
+#include "tasks/dataset.h"
+
+namespace opd {
+
+struct EvalOptions {
+  int max_new_tokens = 64;
+  int batch = 128;
+  float temperature = 0.0f;  // 0: greedy (pass@1 at temperature 0)
+  uint64_t seed = 0;
+};
+
+struct EvalResult {
+  int n = 0;
+  double accuracy = 0;
+  double kl = std::numeric_limits<double>::quiet_NaN();  // nats per token; NaN without a teacher
+  double mean_length = 0;
+  double flops = 0;
+};
+
+EvalResult evaluate(Transformer& student, Transformer* teacher, const std::vector<Example>& examples,
+                    const EvalOptions& options);
+
+}  // namespace opd

@@ -1,0 +1,41 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "kernels/cpu/adamw.h"
+
+namespace opd {
+
+AdamW::AdamW(Transformer& model, const OptimizerOptions& options)
+    : model_(model), o_(options), m_(model.params().size(), 0.0f), v_(model.params().size(), 0.0f),
+      decay_mask_(model.params().size(), 0) {
+  OPD_REQUIRE(o_.schedule == "constant" || o_.schedule == "cosine", "option --lr-schedule = '", o_.schedule,
+              "' is not one of constant, cosine");
+  for (const ParamSpec& s : model.specs())
+    std::fill(decay_mask_.begin() + s.offset, decay_mask_.begin() + s.offset + s.size, s.decay ? 1 : 0);
+}
+
+double AdamW::lr_at(int step) const {
+  if (o_.warmup_steps > 0 && step <= o_.warmup_steps) return o_.lr * step / o_.warmup_steps;
+  if (o_.schedule == "constant") return o_.lr;
+  const double span = std::max(1, o_.total_steps - o_.warmup_steps);
+  const double progress = std::min(1.0, (step - o_.warmup_steps) / span);
+  const double floor = o_.lr * o_.min_lr_ratio;
+  return floor + (o_.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+double AdamW::step(int step) {
+  std::vector<float>& g = model_.grads();
+  const double norm = std::sqrt(cpu::grad_sumsq(g.data(), g.size()));
+  OPD_REQUIRE(std::isfinite(norm), "step ", step, ": the gradient norm is ", norm,
+              " (NaN or Inf); stopping before the update so the last saved model stays good");
+  const double scale = (o_.grad_clip > 0 && norm > o_.grad_clip) ? o_.grad_clip / norm : 1.0;
+  ++t_;
+  cpu::adamw_update(model_.params().data(), g.data(), m_.data(), v_.data(), decay_mask_.data(), g.size(),
+                    static_cast<float>(lr_at(step)), static_cast<float>(o_.beta1), static_cast<float>(o_.beta2),
+                    static_cast<float>(o_.eps), static_cast<float>(o_.weight_decay), t_, static_cast<float>(scale));
+  return norm;
+}
+
+}  // namespace opd

@@ -1,0 +1,37 @@
+// AdamW over the model's flat parameter buffer, with a learning-rate schedule and global-norm
+// gradient clipping; a non-finite gradient norm stops the run naming the step.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+
+namespace opd {
+
+struct OptimizerOptions {
+  double lr = 1e-3;
+  double min_lr_ratio = 0.1;     // cosine schedule ends at lr * min_lr_ratio
+  std::string schedule = "constant";  // constant | cosine
+  int warmup_steps = 0;
+  int total_steps = 1;
+  double beta1 = 0.9, beta2 = 0.99, eps = 1e-8;
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;        // max global gradient norm; 0 disables clipping
+};
+
+class AdamW {
+ public:
+  AdamW(Transformer& model, const OptimizerOptions& options);
+  // Applies model.grads() at training step `step` (1-based); returns the gradient norm before clipping.
+  double step(int step);
+  double lr_at(int step) const;
+
+ private:
+  Transformer& model_;
+  OptimizerOptions o_;
+  std::vector<float> m_, v_;
+  std::vector<unsigned char> decay_mask_;
+  int t_ = 0;
+};
+
+}  // namespace opd

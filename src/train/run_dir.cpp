@@ -1,0 +1,63 @@
+#include "train/run_dir.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "core/error.h"
+
+namespace opd {
+
+namespace fs = std::filesystem;
+
+RunDir::RunDir(const std::string& path, const std::string& config_ini, bool overwrite) : path_(path) {
+  OPD_REQUIRE(!path.empty(), "option --out must name a run directory");
+  std::error_code ec;
+  fs::create_directories(fs::path(path) / "samples", ec);
+  OPD_REQUIRE(!ec, path, ": cannot create the run directory (", ec.message(), ")");
+  fs::create_directories(fs::path(path) / "checkpoints", ec);
+  OPD_REQUIRE(!overwrite ? !fs::exists(file("metrics.jsonl")) : true, path,
+              ": already holds a run (metrics.jsonl); choose another --out or pass --overwrite");
+  std::ofstream cfg(file("config.ini"));
+  OPD_REQUIRE(cfg.good(), file("config.ini"), ": cannot write");
+  cfg << config_ini;
+  metrics_ = std::make_unique<JsonlWriter>(file("metrics.jsonl"));
+}
+
+void RunDir::write_samples(int step, const json& rows) const {
+  char name[64];
+  std::snprintf(name, sizeof(name), "samples/step_%06d.jsonl", step);
+  JsonlWriter w(file(name));
+  for (const auto& r : rows) w.write(r);
+}
+
+void RunDir::write_summary(const json& summary) const {
+  const std::string tmp = file("summary.json.tmp");
+  {
+    std::ofstream out(tmp);
+    out << summary.dump(2) << "\n";
+    OPD_REQUIRE(out.good(), tmp, ": write failed");
+  }
+  fs::rename(tmp, file("summary.json"));
+}
+
+std::string format_duration(double s) {
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof(buf), "%.0fs", s);
+  else if (s < 3600) std::snprintf(buf, sizeof(buf), "%dm%02ds", int(s) / 60, int(s) % 60);
+  else std::snprintf(buf, sizeof(buf), "%dh%02dm", int(s) / 3600, (int(s) % 3600) / 60);
+  return buf;
+}
+
+Progress::Progress(std::string name, int total_steps)
+    : name_(std::move(name)), total_(total_steps), start_(std::chrono::steady_clock::now()) {}
+
+void Progress::report(int step, const std::string& fields) {
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double eta = step > 0 ? elapsed / step * (total_ - step) : 0;
+  std::cerr << "[" << name_ << "] step " << step << "/" << total_ << " | " << fields << " | "
+            << format_duration(elapsed) << " elapsed, ETA " << format_duration(eta) << std::endl;
+}
+
+}  // namespace opd

@@ -1,0 +1,42 @@
+// A run's directory (ARCHITECTURE §6): config.ini, metrics.jsonl, samples/, checkpoints/,
+// summary.json; and the progress line rank 0 prints on stderr.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "core/jsonl.h"
+
+namespace opd {
+
+class RunDir {
+ public:
+  // Creates `path` (and samples/, checkpoints/); an existing metrics.jsonl is an error unless
+  // `overwrite` — a finished run is never silently clobbered.
+  RunDir(const std::string& path, const std::string& config_ini, bool overwrite);
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  void log_metrics(const json& line) { metrics_->write(line); }
+  void write_samples(int step, const json& rows) const;
+  void write_summary(const json& summary) const;
+
+ private:
+  std::string path_;
+  std::unique_ptr<JsonlWriter> metrics_;
+};
+
+// "step 12/100 | kl 0.321 | ... | ETA 1m20s" on stderr, one line per call.
+class Progress {
+ public:
+  Progress(std::string name, int total_steps);
+  void report(int step, const std::string& fields);
+
+ private:
+  std::string name_;
+  int total_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+std::string format_duration(double seconds);
+
+}  // namespace opd

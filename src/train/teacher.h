@@ -1,0 +1,44 @@
+// The teacher's side of distillation: score the student's sequences. Colocated here (same
+// process, forward only); dedicated teacher ranks answer the same request over MPI.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+#include "train/batch.h"
+
+namespace opd {
+
+// Which reverse KL the student is trained on (ARCHITECTURE §1.1).
+struct KlSpec {
+  enum Mode { kSampled, kFull, kTopK } mode = kSampled;
+  int k = 0;  // for kTopK
+  std::string str() const;
+};
+// "sampled", "full" or "topk:K"; an error names the option value.
+KlSpec parse_kl(const std::string& text, int vocab);
+
+struct TeacherScores {
+  std::vector<float> logp;       // [B*T] the teacher's log-prob of each row's target (0 where none)
+  std::vector<float> full;       // [B*T*V] log-softmax rows, for kFull
+  std::vector<int> topk_ids;     // [B*T*(K+1)] top-K ids plus the sampled token, for kTopK
+  std::vector<float> topk_logp;  // the teacher's log-probs of those ids
+};
+
+class ColocatedTeacher {
+ public:
+  explicit ColocatedTeacher(Transformer& model) : model_(model) {}
+  TeacherScores score(const SequenceBatch& batch, const KlSpec& kl);
+  // Forward FLOPs of scoring a batch (prefill only).
+  double flops(const SequenceBatch& batch) const;
+  Transformer& model() { return model_; }
+
+ private:
+  Transformer& model_;
+};
+
+// Teacher and student must share one tokenizer; the error names both vocabularies.
+void check_same_tokenizer(const Transformer& student, const std::string& student_path, const Transformer& teacher,
+                          const std::string& teacher_path);
+
+}  // namespace opd

@@ -1,0 +1,311 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/model_file.h"
+#include "train/rollout.h"
+#include "train/teacher.h"
+
+namespace opd {
+
+const char* method_name(Method m) {
+  switch (m) {
+    case Method::kSft: return "sft";
+    case Method::kRl: return "rl";
+    default: return "distill";
+  }
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The examples of one step: a fresh Philox-keyed shuffle of the data set every epoch, so every
+// method run with the same seed sees the same prompts at the same step.
+class PromptStream {
+ public:
+  PromptStream(const std::vector<Example>& data, uint64_t seed) : data_(data), seed_(seed) {}
+  std::vector<Example> next(int n) {
+    std::vector<Example> out;
+    while (static_cast<int>(out.size()) < n) {
+      if (cursor_ % data_.size() == 0) shuffle(cursor_ / data_.size());
+      out.push_back(data_[order_[cursor_ % data_.size()]]);
+      ++cursor_;
+    }
+    return out;
+  }
+
+ private:
+  void shuffle(uint64_t epoch) {
+    order_.resize(data_.size());
+    std::iota(order_.begin(), order_.end(), 0);
+    std::vector<uint32_t> key(data_.size());
+    for (size_t i = 0; i < key.size(); ++i) key[i] = philox_draw(seed_, 0x5eed0000u + uint32_t(epoch), i).v[0];
+    std::stable_sort(order_.begin(), order_.end(), [&](size_t a, size_t b) { return key[a] < key[b]; });
+  }
+  const std::vector<Example>& data_;
+  uint64_t seed_;
+  uint64_t cursor_ = 0;
+  std::vector<size_t> order_;
+};
+
+struct Flops {
+  double sample = 0, score = 0, train = 0, teacher_gen = 0, eval = 0;
+  double total() const { return sample + score + train + teacher_gen; }
+  json to_json() const {
+    return {{"sample", sample}, {"score", score}, {"train", train}, {"teacher_gen", teacher_gen}, {"eval", eval},
+            {"total", total()}};
+  }
+};
+
+double real_tokens(const std::vector<Sequence>& seqs) {
+  double n = 0;
+  for (const auto& s : seqs) n += s.prompt.size() + s.completion.size();
+  return n;
+}
+
+json tokens_json(const std::vector<float>& v) {
+  json a = json::array();
+  for (float x : v) a.push_back(std::round(x * 1e4) / 1e4);
+  return a;
+}
+
+}  // namespace
+
+json train(const TrainConfig& c, Transformer& student, Transformer* teacher, const std::vector<Example>& train_set,
+           const std::vector<Example>& eval_set, RunDir& run) {
+  OPD_REQUIRE(!train_set.empty(), "training data: no examples");
+  OPD_REQUIRE(c.method != Method::kDistill || teacher, "distill needs a teacher (--teacher)");
+  OPD_REQUIRE(!c.sft_from_teacher || teacher, "sft --from-teacher needs a teacher (--teacher)");
+  const int V = student.config().vocab;
+  const int pad = std::max(student.tokenizer().pad_id(), 0);
+  const bool rollouts = c.method != Method::kSft;
+  const std::string name = method_name(c.method);
+
+  AdamW opt(student, [&] {
+    OptimizerOptions o = c.opt;
+    o.total_steps = c.steps;
+    return o;
+  }());
+  PromptStream prompts(train_set, c.seed);
+  ColocatedTeacher scorer(teacher ? *teacher : student);
+  Progress progress(name, c.steps);
+  Flops flops;
+  int64_t samples = 0, tokens = 0;
+  std::vector<float> dlogits;
+
+  json summary = {{"command", name}, {"label", c.label.empty() ? name : c.label}, {"run_dir", run.path()},
+                  {"steps_planned", c.steps}, {"prompts_per_step", c.prompts_per_step},
+                  {"samples_per_prompt", c.samples_per_prompt}};
+  if (c.target_accuracy > 0) summary["target_accuracy"] = c.target_accuracy;
+  const auto run_start = Clock::now();
+
+  auto run_eval = [&](int step, json& line) {
+    if (eval_set.empty()) return false;
+    const auto t = Clock::now();
+    EvalOptions eo = c.eval;
+    eo.seed = c.seed;
+    const EvalResult e = evaluate(student, teacher, eval_set, eo);
+    flops.eval += e.flops;
+    line["eval_accuracy"] = e.accuracy;
+    line["eval_length"] = e.mean_length;
+    if (!std::isnan(e.kl)) line["eval_kl"] = e.kl;
+    line["time"]["eval"] = since(t);
+    if (step == 0) summary["eval_accuracy_initial"] = e.accuracy;
+    summary["eval_accuracy_final"] = e.accuracy;
+    if (!std::isnan(e.kl)) {
+      if (step == 0) summary["eval_kl_initial"] = e.kl;
+      summary["eval_kl_final"] = e.kl;
+    }
+    if (c.target_accuracy > 0 && e.accuracy >= c.target_accuracy && !summary.contains("target_reached_step")) {
+      summary["target_reached_step"] = step;
+      summary["samples_to_target"] = samples;
+      summary["flops_to_target"] = flops.total();
+      summary["flops_to_target_without_teacher_gen"] = flops.total() - flops.teacher_gen;
+      return true;
+    }
+    return false;
+  };
+
+  {  // Step 0: where the student starts.
+    json line = {{"step", 0}, {"samples", 0}, {"tokens", 0}};
+    run_eval(0, line);
+    line["flops"] = flops.to_json();
+    run.log_metrics(line);
+    if (line.contains("eval_accuracy"))
+      std::fprintf(stderr, "[%s] step 0: eval accuracy %.3f%s\n", name.c_str(), line["eval_accuracy"].get<double>(),
+                   line.contains("eval_kl") ? str(", eval KL ", line["eval_kl"].get<double>()).c_str() : "");
+  }
+
+  int step = 1;
+  for (; step <= c.steps; ++step) {
+    const auto step_start = Clock::now();
+    json line = {{"step", step}};
+    const std::vector<Example> examples = prompts.next(c.prompts_per_step);
+    GenerateOptions gen = c.gen;
+    gen.sampling.step = static_cast<uint32_t>(step);
+
+    // 1. The sequences of this step: the student's own samples, or SFT targets.
+    std::vector<Sequence> seqs;
+    std::vector<float> rewards;
+    std::vector<std::vector<float>> decode_logp;
+    std::vector<std::string> texts;
+    auto t = Clock::now();
+    if (rollouts || c.sft_from_teacher) {
+      Transformer& sampler = rollouts ? student : *teacher;
+      Rollout r = sample_rollouts(sampler, examples, c.samples_per_prompt, gen, c.gen_batch);
+      (rollouts ? flops.sample : flops.teacher_gen) += r.flops;
+      line["truncated"] = r.truncated;
+      line["completion_length"] = double(r.completion_tokens) / std::max<size_t>(1, r.seqs.size());
+      seqs = std::move(r.seqs);
+      rewards = std::move(r.rewards);
+      decode_logp = std::move(r.logp);
+      texts = std::move(r.completions);
+      line["reward"] = std::accumulate(rewards.begin(), rewards.end(), 0.0) / std::max<size_t>(1, rewards.size());
+    } else {
+      for (size_t i = 0; i < examples.size(); ++i) {
+        const Example& e = examples[i];
+        OPD_REQUIRE(!e.completion.empty(), "sft: example with prompt '", e.prompt,
+                    "' has no completion (use --from-teacher to sample one)");
+        Sequence s{encode_prompt(student, e.prompt), student.tokenizer().encode(e.completion, "completion"),
+                   static_cast<int>(i), true};
+        if (student.tokenizer().eos_id() >= 0) s.completion.push_back(student.tokenizer().eos_id());
+        seqs.push_back(std::move(s));
+        texts.push_back(e.completion);
+      }
+    }
+    line["time"]["rollout"] = since(t);
+
+    // 2-4. Score, advantage, gradient: micro-batch by micro-batch, one optimizer step.
+    std::vector<float> seq_adv;
+    if (c.method == Method::kRl || (c.method == Method::kDistill && c.distill.reward_coef != 0)) {
+      std::vector<int> groups;
+      for (const auto& s : seqs) groups.push_back(s.group);
+      seq_adv = group_advantages(rewards, groups, c.method == Method::kRl && c.grpo_std);
+    }
+    int64_t trained = 0;
+    for (const auto& s : seqs) trained += c.all_tokens ? s.prompt.size() + s.completion.size() - 1 : s.completion.size();
+    OPD_REQUIRE(trained > 0, "step ", step, ": no tokens to train on");
+    const float weight = 1.0f / static_cast<float>(trained);
+    student.zero_grad();
+    TokenSums sums;
+    double score_time = 0;
+    std::vector<std::vector<float>> teacher_logp_logged;
+    t = Clock::now();
+    for (size_t first = 0; first < seqs.size(); first += c.micro_batch) {
+      const size_t last = std::min(seqs.size(), first + size_t(c.micro_batch));
+      std::vector<Sequence> micro(seqs.begin() + first, seqs.begin() + last);
+      const SequenceBatch b = make_batch(micro, pad, c.all_tokens);
+      std::vector<float> micro_adv;
+      if (!seq_adv.empty()) micro_adv.assign(seq_adv.begin() + first, seq_adv.begin() + last);
+      dlogits.resize(size_t(b.B) * b.T * V);
+      TokenSums s;
+      if (c.method == Method::kDistill) {
+        const auto ts = Clock::now();
+        const TeacherScores scores = scorer.score(b, c.distill.kl);
+        score_time += since(ts);
+        flops.score += teacher->forward_flops(real_tokens(micro), b.T / 2.0);
+        for (size_t i = first; i < last && static_cast<int>(i) < c.samples_to_log; ++i) {
+          std::vector<float> row;
+          const size_t bi = i - first;
+          for (int tt = 0; tt < b.T; ++tt)
+            if (b.targets[bi * b.T + tt] >= 0) row.push_back(scores.logp[bi * b.T + tt]);
+          teacher_logp_logged.push_back(row);
+        }
+        const float* logits = student.forward(b.tokens.data(), b.B, b.T);
+        s = distill_objective(dlogits.data(), logits, b, V, scores, c.distill, micro_adv, weight);
+      } else if (c.method == Method::kRl) {
+        const float* logits = student.forward(b.tokens.data(), b.B, b.T);
+        s = policy_gradient_objective(dlogits.data(), logits, b, V, micro_adv, weight);
+      } else {
+        const float* logits = student.forward(b.tokens.data(), b.B, b.T);
+        s = sft_objective(dlogits.data(), logits, b, V, weight);
+      }
+      student.backward(dlogits.data());
+      flops.train += 3 * student.forward_flops(real_tokens(micro), b.T / 2.0);
+      sums += s;
+    }
+    OPD_REQUIRE(std::isfinite(sums.loss), "step ", step, ": the loss is ", sums.loss,
+                " (NaN or Inf); stopping before the update so the last saved model stays good");
+    const double grad_norm = opt.step(step);
+    const double update_time = since(t) - score_time;
+
+    samples += static_cast<int64_t>(seqs.size());
+    tokens += static_cast<int64_t>(real_tokens(seqs));
+    const double n = std::max<int64_t>(1, sums.tokens);
+    line["samples"] = samples;
+    line["tokens"] = tokens;
+    line["loss"] = sums.loss;
+    line["logp_student"] = sums.logp_student / n;
+    if (c.method != Method::kSft) line["entropy"] = sums.entropy / n;
+    if (c.method == Method::kDistill) {
+      line["kl"] = sums.kl / n;
+      line["logp_teacher"] = sums.logp_teacher / n;
+      if (c.distill.kl.mode != KlSpec::kSampled) line["kl_exact"] = sums.kl_exact / n;
+    }
+    line["grad_norm"] = grad_norm;
+    line["lr"] = opt.lr_at(step);
+    line["time"]["score"] = score_time;
+    line["time"]["update"] = update_time;
+    line["tokens_per_s"] = real_tokens(seqs) / since(step_start);
+
+    // Samples: the first few sequences, with per-token log-probs.
+    const bool log_now = step == 1 || (c.eval_every > 0 && step % c.eval_every == 0) || step == c.steps;
+    if (log_now && c.samples_to_log > 0) {
+      json rows = json::array();
+      for (int i = 0; i < std::min<int>(c.samples_to_log, static_cast<int>(seqs.size())); ++i) {
+        json r = {{"prompt", examples[seqs[i].group].prompt}, {"completion", texts[i]}};
+        if (!rewards.empty()) r["reward"] = rewards[i];
+        if (!decode_logp.empty()) r["logp_student"] = tokens_json(decode_logp[i]);
+        if (i < static_cast<int>(teacher_logp_logged.size())) r["logp_teacher"] = tokens_json(teacher_logp_logged[i]);
+        rows.push_back(r);
+      }
+      run.write_samples(step, rows);
+    }
+
+    const bool eval_now = (c.eval_every > 0 && step % c.eval_every == 0) || step == c.steps;
+    const bool reached = eval_now && run_eval(step, line);
+    line["time"]["step"] = since(step_start);
+    line["flops"] = flops.to_json();
+    run.log_metrics(line);
+
+    char buf[256];
+    std::string fields;
+    std::snprintf(buf, sizeof(buf), "loss %.4f", sums.loss);
+    fields += buf;
+    if (line.contains("kl")) fields += str(" | kl ", std::round(line["kl"].get<double>() * 1e4) / 1e4);
+    if (line.contains("reward")) fields += str(" | reward ", std::round(line["reward"].get<double>() * 1e3) / 1e3);
+    if (line.contains("eval_accuracy")) fields += str(" | eval acc ", line["eval_accuracy"].get<double>());
+    std::snprintf(buf, sizeof(buf), " | %.0f tok/s", line["tokens_per_s"].get<double>());
+    fields += buf;
+    progress.report(step, fields);
+
+    if (c.save_every > 0 && step % c.save_every == 0) {
+      std::snprintf(buf, sizeof(buf), "checkpoints/step_%06d.h5", step);
+      save_model(run.file(buf), student);
+    }
+    if (reached && c.stop_at_target) {
+      ++step;
+      break;
+    }
+  }
+  const int done = step - 1;
+  save_model(run.file("final.h5"), student);
+  summary["steps"] = done;
+  summary["samples"] = samples;
+  summary["tokens"] = tokens;
+  summary["flops"] = flops.to_json();
+  summary["seconds"] = since(run_start);
+  summary["final_model"] = run.file("final.h5");
+  run.write_summary(summary);
+  return summary;
+}
+
+}  // namespace opd

@@ -1,0 +1,48 @@
+// The training loop shared by distill, sft and rl (ARCHITECTURE §1.1–1.2): one step is
+// rollout -> (teacher scoring) -> advantage -> update; only where the advantage or target
+// comes from differs between the methods.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/jsonl.h"
+#include "model/generate.h"
+#include "tasks/dataset.h"
+#include "train/eval.h"
+#include "train/objectives.h"
+#include "train/optimizer.h"
+#include "train/run_dir.h"
+
+namespace opd {
+
+enum class Method { kDistill, kSft, kRl };
+const char* method_name(Method m);
+
+struct TrainConfig {
+  Method method = Method::kDistill;
+  std::string label;
+  int steps = 100;
+  int prompts_per_step = 32;
+  int samples_per_prompt = 4;
+  int micro_batch = 64;    // sequences per forward/backward
+  int gen_batch = 256;     // sequences generated together
+  GenerateOptions gen;     // max_new_tokens and sampling (temperature, top-p, top-k, seed)
+  DistillOptions distill;
+  bool grpo_std = false;          // rl: divide advantages by the group's std
+  bool sft_from_teacher = false;  // sft: completions sampled by the teacher (off-policy distillation)
+  bool all_tokens = false;        // sft: train on every token (pretraining), not completions only
+  OptimizerOptions opt;
+  EvalOptions eval;
+  int eval_every = 10;            // 0: only before and after
+  double target_accuracy = 0;     // > 0: report the first step that reaches it
+  bool stop_at_target = false;
+  int samples_to_log = 4;
+  int save_every = 0;
+  uint64_t seed = 1;
+};
+
+// Runs the configured method; returns the summary it also writes to summary.json.
+json train(const TrainConfig& config, Transformer& student, Transformer* teacher, const std::vector<Example>& train_set,
+           const std::vector<Example>& eval_set, RunDir& run);
+
+}  // namespace opd

@@ -1,0 +1,166 @@
+// A few steps of every subcommand on the shipped models and the built-in task, and the errors a
+// user meets first: each must say what is wrong and exit non-zero.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "run.h"
+
+namespace opd {
+namespace {
+
+using testing::count_lines;
+using testing::read_file;
+using testing::run_opd;
+using testing::temp_dir;
+
+const std::string kTeacher = "models/teacher.h5";
+const std::string kStudent = "models/student-base.h5";
+const std::string kThreads = " --threads 2";
+
+class Subcommands : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = temp_dir("subcommands");
+    ASSERT_EQ(run_opd("data arith --n 64 --seed 5 --out " + dir_ + "/train.jsonl").code, 0);
+    ASSERT_EQ(run_opd("data arith --n 8 --seed 6 --out " + dir_ + "/eval.jsonl").code, 0);
+  }
+  static std::string dir_;
+  std::string data() const { return " --prompts " + dir_ + "/train.jsonl --eval " + dir_ + "/eval.jsonl"; }
+  // A finished run: metrics for steps 0..steps, a summary, a loadable final model.
+  void expect_run(const std::string& out, int steps) {
+    EXPECT_EQ(count_lines(out + "/metrics.jsonl"), steps + 1);
+    const auto summary = nlohmann::json::parse(read_file(out + "/summary.json"));
+    EXPECT_EQ(summary["steps"], steps);
+    EXPECT_TRUE(summary.contains("eval_accuracy_final"));
+    EXPECT_FALSE(read_file(out + "/config.ini").empty());
+    const auto r = run_opd("eval --model " + out + "/final.h5 --eval " + dir_ + "/eval.jsonl" + kThreads);
+    EXPECT_EQ(r.code, 0) << r.output;
+  }
+};
+std::string Subcommands::dir_;
+
+TEST_F(Subcommands, DistillAllKlModes) {
+  for (std::string kl : {"sampled", "full", "topk:4"}) {
+    const std::string out = temp_dir("distill_" + kl.substr(0, 4));
+    const auto r = run_opd("distill --student " + kStudent + " --teacher " + kTeacher + data() +
+                           " --steps 2 --prompts-per-step 4 --samples-per-prompt 2 --eval-every 1 --kl " + kl +
+                           " --out " + out + kThreads);
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("step 2/2"), std::string::npos) << r.output;
+    expect_run(out, 2);
+    const auto last = nlohmann::json::parse(read_file(out + "/metrics.jsonl").substr(
+        read_file(out + "/metrics.jsonl").rfind('{')));
+    for (const char* k : {"loss", "kl", "logp_student", "logp_teacher", "entropy", "tokens", "tokens_per_s", "flops",
+                          "time", "eval_accuracy", "eval_kl"})
+      EXPECT_TRUE(last.contains(k)) << kl << ": metrics line lacks " << k;
+    EXPECT_GT(last["flops"]["score"].get<double>(), 0);
+    EXPECT_GE(count_lines(out + "/samples/step_000001.jsonl"), 1);
+  }
+}
+
+TEST_F(Subcommands, SftFromDataAndFromTeacher) {
+  std::string out = temp_dir("sft_data");
+  auto r = run_opd("sft --student " + kStudent + " --data " + dir_ + "/train.jsonl --eval " + dir_ +
+                   "/eval.jsonl --steps 2 --prompts-per-step 4 --out " + out + kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_run(out, 2);
+  out = temp_dir("sft_teacher");
+  r = run_opd("sft --from-teacher --student " + kStudent + " --teacher " + kTeacher + data() +
+              " --steps 2 --prompts-per-step 4 --samples-per-prompt 1 --out " + out + kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_run(out, 2);
+  const auto s = nlohmann::json::parse(read_file(out + "/summary.json"));
+  EXPECT_GT(s["flops"]["teacher_gen"].get<double>(), 0);
+}
+
+TEST_F(Subcommands, SftFromScratch) {
+  const std::string out = temp_dir("sft_init");
+  const auto r = run_opd("sft --init d_model=16,n_layers=1,n_heads=2,n_kv_heads=1,head_dim=8,ffn_dim=32 --data " +
+                         dir_ + "/train.jsonl --all-tokens --steps 2 --prompts-per-step 4 --eval-every 0 --out " +
+                         out + kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(count_lines(out + "/metrics.jsonl"), 3);
+}
+
+TEST_F(Subcommands, Rl) {
+  const std::string out = temp_dir("rl");
+  const auto r = run_opd("rl --student " + kStudent + data() +
+                         " --steps 2 --prompts-per-step 4 --samples-per-prompt 4 --grpo-std --out " + out + kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_run(out, 2);
+}
+
+TEST_F(Subcommands, EvalSampleScore) {
+  auto r = run_opd("eval --model " + kTeacher + " --teacher " + kTeacher + " --eval " + dir_ + "/eval.jsonl --json" +
+                   kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["n"], 8);
+  EXPECT_EQ(j["reverse_kl"].get<double>(), 0.0);  // a model against itself
+
+  const std::string samples = dir_ + "/samples.jsonl";
+  r = run_opd("sample --model " + kStudent + " --teacher " + kTeacher + " --prompts " + dir_ +
+              "/eval.jsonl --samples-per-prompt 2 --temperature 1 --out " + samples + kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(count_lines(samples), 16);
+  const auto first = nlohmann::json::parse(read_file(samples).substr(0, read_file(samples).find('\n')));
+  EXPECT_EQ(first["logp_student"].size(), first["tokens"].size());
+  EXPECT_EQ(first["logp_teacher"].size(), first["tokens"].size());
+
+  const std::string in = dir_ + "/score_in.jsonl", out = dir_ + "/score_out.jsonl";
+  std::ofstream(in) << "{\"text\": \"12+7=19;=19\"}\n{\"tokens\": [2, 3, 4, 1]}\n";
+  r = run_opd("score --model " + kTeacher + " --input " + in + " --output " + out + kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(count_lines(out), 2);
+  const auto line = nlohmann::json::parse(read_file(out).substr(0, read_file(out).find('\n')));
+  EXPECT_EQ(line["logprobs"].size(), 10u);
+}
+
+TEST_F(Subcommands, ClearErrors) {
+  const std::string bad = dir_ + "/bad.jsonl";
+  std::ofstream(bad) << "{\"prompt\": \"1+2?\", \"answer\": \"3\"}\n{\"prompt\": 12}\n";
+  auto r = run_opd("distill --student " + kStudent + " --teacher " + kTeacher + " --prompts " + bad +
+                   " --steps 1 --out " + dir_ + "/bad_run");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find(bad + ":2"), std::string::npos) << r.output;
+
+  r = run_opd("eval --model /nonexistent/student.h5 --eval " + dir_ + "/eval.jsonl");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("/nonexistent/student.h5: no such file"), std::string::npos) << r.output;
+
+  // The reference-check fixture has another vocabulary than the arith models.
+  r = run_opd("distill --student " + kStudent + " --teacher tests/fixtures/qwen3_tiny.h5" + data() +
+              " --steps 1 --out " + dir_ + "/mismatch");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("must share one tokenizer"), std::string::npos) << r.output;
+
+  r = run_opd("distill --student " + kStudent + " --teacher " + kTeacher + data() + " --kl topk:0 --steps 1 --out " +
+              dir_ + "/badkl");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--kl"), std::string::npos) << r.output;
+
+  r = run_opd("distill --bogus 3");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("bogus"), std::string::npos) << r.output;
+
+  r = run_opd("rl --student " + kStudent + data() + " --samples-per-prompt 0 --out " + dir_ + "/x");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--samples-per-prompt"), std::string::npos) << r.output;
+}
+
+TEST_F(Subcommands, ConfigFileWithCommandLineOverride) {
+  const std::string ini = dir_ + "/run.ini", out = dir_ + "/ini_run";
+  std::ofstream(ini) << "steps = 5\nprompts-per-step = 2\nsamples-per-prompt = 2\neval-every = 0\n";
+  auto r = run_opd("rl --config " + ini + " --steps 1 --student " + kStudent + data() + " --out " + out + kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(count_lines(out + "/metrics.jsonl"), 2);  // --steps 1 on the command line wins
+  EXPECT_NE(read_file(out + "/config.ini").find("prompts-per-step = 2"), std::string::npos);
+  std::ofstream(ini) << "stepz = 5\n";
+  r = run_opd("rl --config " + ini + " --student " + kStudent + data() + " --out " + out + "2");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("stepz"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace opd
