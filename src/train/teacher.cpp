@@ -53,10 +53,6 @@ TeacherScores ColocatedTeacher::score(const SequenceBatch& batch, const KlSpec& 
   return s;
 }
 
-double ColocatedTeacher::flops(const SequenceBatch& batch) const {
-  return model_.forward_flops(double(batch.B) * batch.T, (batch.T + 1) / 2.0);
-}
-
 void check_same_tokenizer(const Transformer& student, const std::string& student_path, const Transformer& teacher,
                           const std::string& teacher_path) {
   const Tokenizer &a = student.tokenizer(), &b = teacher.tokenizer();

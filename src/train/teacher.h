@@ -29,9 +29,6 @@ class ColocatedTeacher {
  public:
   explicit ColocatedTeacher(Transformer& model) : model_(model) {}
   TeacherScores score(const SequenceBatch& batch, const KlSpec& kl);
-  // Forward FLOPs of scoring a batch (prefill only).
-  double flops(const SequenceBatch& batch) const;
-  Transformer& model() { return model_; }
 
  private:
   Transformer& model_;
