@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "parallel/mpi_check.h"
 
 namespace {
 
@@ -38,12 +39,13 @@ void print_usage(std::ostream& os) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // MPI's default handler aborts the job on a failing call, before any of ours could run.
   MPI_Init(&argc, &argv);
   int rank = 0, world = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
   int code = 0;
   try {
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
     if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
       print_usage(argc < 2 ? std::cerr : std::cout);
       code = argc < 2 ? 2 : 0;
