@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 
-.PHONY: all deps configure build run test bench experiment1 clean
+.PHONY: all deps configure build run test bench experiment1 experiment2 clean
 
 all: build
 
@@ -30,6 +30,9 @@ run: deps build
 
 experiment1: deps build
 	tools/experiment1 --opd $(BUILD)/opd --out $(BUILD)/experiment1
+
+experiment2: deps build
+	tools/experiment2 --opd $(BUILD)/opd --out $(BUILD)/experiment2
 
 bench: build
 	$(BUILD)/opd bench model

@@ -7,6 +7,7 @@
 #include "cli/runtime.h"
 #include "core/jsonl.h"
 #include "io/model_file.h"
+#include "tasks/builtin.h"
 #include "train/eval.h"
 #include "train/rollout.h"
 #include "train/score.h"
@@ -49,34 +50,48 @@ int eval(const Args& args) {
                     "mean exact per-token reverse KL to it on the model's own completions.",
                     "opd eval --model M.h5 --eval eval.jsonl [--teacher T.h5]"};
   po::options_description opts("Evaluation");
-  opts.add_options()("eval", po::value<std::string>()->required(), "JSONL {prompt, answer}")(
-      "n", po::value<int>()->default_value(0)->notifier(in_range("n", 0, 1 << 24)), "first N examples (0: all)")(
+  opts.add_options()("eval", po::value<std::string>(), "JSONL {prompt, answer}")(
+      "task", po::value<std::string>(), "generated built-in sets instead, e.g. arith:general,arith:domain")(
+      "n", po::value<int>()->default_value(0)->notifier(in_range("n", 0, 1 << 24)),
+      "first N examples (0: all; --task: 200 problems)")(
+      "task-seed", po::value<uint64_t>()->default_value(1000), "seed of the --task problems")(
       "json", po::bool_switch(), "print the result as one JSON object");
   add_model_options(opts);
   po::variables_map vm;
   if (!parse_options(cmd, args, opts, vm)) return 0;
   apply_runtime_options(vm);
+  OPD_REQUIRE(vm.count("eval") != vm.count("task"), "opd eval: give --eval FILE or --task LIST (one of them)");
   Loaded l = load_models(vm);
-  auto examples = load_prompts(vm["eval"].as<std::string>());
   const int n = vm["n"].as<int>();
-  if (n > 0 && n < static_cast<int>(examples.size())) examples.resize(n);
+  std::vector<NamedExamples> sets;
+  if (vm.count("eval")) {
+    sets.push_back({vm["eval"].as<std::string>(), load_prompts(vm["eval"].as<std::string>())});
+    if (n > 0 && n < static_cast<int>(sets[0].examples.size())) sets[0].examples.resize(n);
+  } else {
+    sets = builtin_task_sets(vm["task"].as<std::string>(), n > 0 ? n : 200, vm["task-seed"].as<uint64_t>());
+  }
   EvalOptions o;
   o.max_new_tokens = vm["max-new-tokens"].as<int>();
   o.temperature = vm["temperature"].as<float>();
   o.seed = vm["seed"].as<uint64_t>();
   o.batch = vm["batch"].as<int>();
-  const EvalResult r = evaluate(*l.model, l.teacher.get(), examples, o);
-  json j = {{"model", vm["model"].as<std::string>()}, {"n", r.n}, {"accuracy", r.accuracy},
-            {"mean_completion_length", r.mean_length}};
-  if (l.teacher) j["reverse_kl"] = r.kl;
-  if (vm["json"].as<bool>()) {
-    std::cout << j.dump() << "\n";
-  } else {
-    std::printf("%s: accuracy %.4f on %d examples (mean completion %.1f tokens)", vm["model"].as<std::string>().c_str(),
-                r.accuracy, r.n, r.mean_length);
+  json all = json::object();
+  for (const auto& set : sets) {
+    const EvalResult r = evaluate(*l.model, l.teacher.get(), set.examples, o);
+    json j = {{"model", vm["model"].as<std::string>()}, {"set", set.name}, {"n", r.n}, {"accuracy", r.accuracy},
+              {"mean_completion_length", r.mean_length}};
+    if (l.teacher) j["reverse_kl"] = r.kl;
+    if (vm["json"].as<bool>()) {
+      all[set.name] = j;
+      continue;
+    }
+    std::printf("%s on %s: accuracy %.4f on %d examples (mean completion %.1f tokens)",
+                vm["model"].as<std::string>().c_str(), set.name.c_str(), r.accuracy, r.n, r.mean_length);
     if (l.teacher) std::printf(", reverse KL to teacher %.4f nats/token", r.kl);
     std::printf("\n");
   }
+  // One set: its object; several: one object per set name.
+  if (vm["json"].as<bool>()) std::cout << (sets.size() == 1 ? all.begin().value() : all).dump() << "\n";
   return 0;
 }
 

@@ -6,6 +6,7 @@
 #include "cli/runtime.h"
 #include "io/model_file.h"
 #include "tasks/arith.h"
+#include "tasks/builtin.h"
 #include "train/teacher.h"
 #include "train/trainer.h"
 
@@ -62,14 +63,23 @@ void add_common(po::options_description& d, Method method) {
                         "\"d_model=64,n_layers=2,n_heads=4,n_kv_heads=2,head_dim=16,ffn_dim=192,max_seq=64\" "
                         "(arith vocabulary)");
   if (method != Method::kRl) model.add_options()("teacher", po::value<std::string>(), "the teacher's model file");
+  if (method == Method::kDistill)
+    model.add_options()("anchor-teacher", po::value<std::string>(),
+                        "a second teacher that scores the --anchor-prompts (e.g. a frozen copy of the student, "
+                        "to keep a skill while another is distilled)")(
+        "anchor-prompts", po::value<std::string>(), "prompts scored by --anchor-teacher, mixed into --prompts");
 
   po::options_description data("Data");
-  data.add_options()("prompts", po::value<std::string>(), "training prompts, JSONL {prompt, answer}")(
+  data.add_options()("prompts", po::value<std::string>(),
+                     "training prompts, JSONL {prompt, answer}; several files: a,b (mixed)")(
       "eval", po::value<std::string>(), "evaluation prompts, JSONL {prompt, answer}")(
+      "eval-task", po::value<std::string>(),
+      "also evaluate generated built-in task sets, e.g. arith:general,arith:domain (reported per set)")(
       "eval-n", po::value<int>()->default_value(0)->notifier(in_range("eval-n", 0, 1 << 24)),
-      "evaluate on the first N eval examples (0: all)");
+      "evaluate on the first N eval examples (0: all; --eval-task sets: 200)")(
+      "eval-seed", po::value<uint64_t>()->default_value(1000), "seed of the --eval-task problems");
   if (method == Method::kSft)
-    data.add_options()("data", po::value<std::string>(), "SFT data, JSONL {prompt, completion}")(
+    data.add_options()("data", po::value<std::string>(), "SFT data, JSONL {prompt, completion}; several: a,b (mixed)")(
         "from-teacher", po::bool_switch(), "train on completions the teacher samples for --prompts")(
         "all-tokens", po::bool_switch(), "train on every token, prompt included (pretraining)");
 
@@ -142,12 +152,19 @@ void add_common(po::options_description& d, Method method) {
   d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo);
 }
 
-std::vector<Example> load_eval(const po::variables_map& vm) {
-  if (!vm.count("eval")) return {};
-  auto e = load_prompts(vm["eval"].as<std::string>());
+// --eval FILE first (the primary set), then the --eval-task sets.
+std::vector<NamedExamples> load_eval_sets(const po::variables_map& vm) {
+  std::vector<NamedExamples> sets;
   const int n = vm["eval-n"].as<int>();
-  if (n > 0 && n < static_cast<int>(e.size())) e.resize(n);
-  return e;
+  if (vm.count("eval")) {
+    NamedExamples file{vm["eval"].as<std::string>(), load_prompts(vm["eval"].as<std::string>())};
+    if (n > 0 && n < static_cast<int>(file.examples.size())) file.examples.resize(n);
+    sets.push_back(std::move(file));
+  }
+  if (vm.count("eval-task"))
+    for (auto& set : builtin_task_sets(vm["eval-task"].as<std::string>(), n > 0 ? n : 200, vm["eval-seed"].as<uint64_t>()))
+      sets.push_back(std::move(set));
+  return sets;
 }
 
 int run_training(Method method, const Args& args) {
@@ -203,7 +220,7 @@ int run_training(Method method, const Args& args) {
   c.samples_to_log = vm["samples-to-log"].as<int>();
 
   // Models.
-  std::unique_ptr<Transformer> student, teacher;
+  std::unique_ptr<Transformer> student, teacher, anchor;
   std::string student_path = vm.count("student") ? vm["student"].as<std::string>() : "";
   if (method == Method::kSft && vm.count("init")) {
     OPD_REQUIRE(student_path.empty(), "give either --student or --init, not both");
@@ -228,6 +245,12 @@ int run_training(Method method, const Args& args) {
     c.distill.kl_coef = vm["kl-coef"].as<double>();
     c.distill.kl_discount = vm["kl-discount"].as<double>();
     c.distill.reward_coef = vm["reward-coef"].as<double>();
+    OPD_REQUIRE(vm.count("anchor-teacher") == vm.count("anchor-prompts"),
+                "opd distill: --anchor-teacher and --anchor-prompts go together");
+    if (vm.count("anchor-teacher")) {
+      anchor = load_model(vm["anchor-teacher"].as<std::string>());
+      check_same_tokenizer(*student, student_path, *anchor, vm["anchor-teacher"].as<std::string>());
+    }
   }
   if (method == Method::kRl) c.grpo_std = vm["grpo-std"].as<bool>();
   if (method == Method::kSft) {
@@ -236,28 +259,37 @@ int run_training(Method method, const Args& args) {
     if (c.sft_from_teacher) {
       OPD_REQUIRE(teacher, "opd sft --from-teacher: --teacher is required");
       OPD_REQUIRE(vm.count("prompts"), "opd sft --from-teacher: --prompts is required");
-      train_set = load_prompts(vm["prompts"].as<std::string>());
+      train_set = load_prompt_files(vm["prompts"].as<std::string>());
     } else {
       OPD_REQUIRE(vm.count("data"), "opd sft: --data is required (or --from-teacher with --prompts)");
-      train_set = load_sft(vm["data"].as<std::string>());
+      train_set = load_sft_files(vm["data"].as<std::string>());
     }
   } else {
     OPD_REQUIRE(vm.count("prompts"), "opd ", name, ": --prompts is required");
-    train_set = load_prompts(vm["prompts"].as<std::string>());
+    train_set = load_prompt_files(vm["prompts"].as<std::string>());
+    if (anchor)
+      for (Example e : load_prompt_files(vm["anchor-prompts"].as<std::string>())) {
+        e.source = 1;
+        train_set.push_back(std::move(e));
+      }
   }
-  const std::vector<Example> eval_set = load_eval(vm);
+  const std::vector<NamedExamples> eval_sets = load_eval_sets(vm);
 
   RunDir run(vm["out"].as<std::string>(), "# opd " + name + "\n" + resolved_ini(vm), vm["overwrite"].as<bool>());
   std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()
             << " parameters)";
   if (teacher) std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " (" << teacher->config().num_parameters()
                          << " parameters)";
-  std::cerr << "; " << train_set.size() << " training examples, " << eval_set.size() << " eval; run directory "
+  size_t n_eval = 0;
+  for (const auto& set : eval_sets) n_eval += set.examples.size();
+  std::cerr << "; " << train_set.size() << " training examples, " << n_eval << " eval; run directory "
             << run.path() << "\n";
-  const json summary = train(c, *student, teacher.get(), train_set, eval_set, run);
+  const json summary = train(c, *student, teacher.get(), train_set, eval_sets, run, anchor.get());
   std::cerr << "[" << name << "] done: " << summary["steps"] << " steps";
-  if (summary.contains("eval_accuracy_initial"))
-    std::cerr << ", eval accuracy " << summary["eval_accuracy_initial"] << " -> " << summary["eval_accuracy_final"];
+  if (summary.contains("eval_initial"))
+    for (const auto& [set_name, r] : summary["eval_initial"].items())
+      std::cerr << ", " << set_name << " accuracy " << r["accuracy"] << " -> "
+                << summary["eval_final"][set_name]["accuracy"];
   std::cerr << "; model " << summary["final_model"].get<std::string>() << "\n";
   return 0;
 }

@@ -53,6 +53,22 @@ TeacherScores ColocatedTeacher::score(const SequenceBatch& batch, const KlSpec& 
   return s;
 }
 
+TeacherScores merge_scores(TeacherScores a, const TeacherScores& b, const std::vector<char>& use_b, int T, int V,
+                           const KlSpec& kl) {
+  const size_t K1 = kl.mode == KlSpec::kTopK ? size_t(kl.k) + 1 : 0;
+  for (size_t s = 0; s < use_b.size(); ++s) {
+    if (!use_b[s]) continue;
+    const size_t r0 = s * T, r1 = r0 + T;
+    std::copy(b.logp.begin() + r0, b.logp.begin() + r1, a.logp.begin() + r0);
+    if (kl.mode == KlSpec::kFull) std::copy(b.full.begin() + r0 * V, b.full.begin() + r1 * V, a.full.begin() + r0 * V);
+    if (kl.mode == KlSpec::kTopK) {
+      std::copy(b.topk_ids.begin() + r0 * K1, b.topk_ids.begin() + r1 * K1, a.topk_ids.begin() + r0 * K1);
+      std::copy(b.topk_logp.begin() + r0 * K1, b.topk_logp.begin() + r1 * K1, a.topk_logp.begin() + r0 * K1);
+    }
+  }
+  return a;
+}
+
 void check_same_tokenizer(const Transformer& student, const std::string& student_path, const Transformer& teacher,
                           const std::string& teacher_path) {
   const Tokenizer &a = student.tokenizer(), &b = teacher.tokenizer();

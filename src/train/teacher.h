@@ -34,6 +34,11 @@ class ColocatedTeacher {
   Transformer& model_;
 };
 
+// Scores whose rows come from `b` for the sequences flagged in use_b and from `a` otherwise
+// (several teachers in one batch, each sequence scored by its own).
+TeacherScores merge_scores(TeacherScores a, const TeacherScores& b, const std::vector<char>& use_b, int T, int V,
+                           const KlSpec& kl);
+
 // Teacher and student must share one tokenizer; the error names both vocabularies.
 void check_same_tokenizer(const Transformer& student, const std::string& student_path, const Transformer& teacher,
                           const std::string& teacher_path);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <numeric>
 
 #include "core/error.h"
@@ -80,7 +81,7 @@ json tokens_json(const std::vector<float>& v) {
 }  // namespace
 
 json train(const TrainConfig& c, Transformer& student, Transformer* teacher, const std::vector<Example>& train_set,
-           const std::vector<Example>& eval_set, RunDir& run) {
+           const std::vector<NamedExamples>& eval_sets, RunDir& run, Transformer* anchor) {
   OPD_REQUIRE(!train_set.empty(), "training data: no examples");
   OPD_REQUIRE(c.method != Method::kDistill || teacher, "distill needs a teacher (--teacher)");
   OPD_REQUIRE(!c.sft_from_teacher || teacher, "sft --from-teacher needs a teacher (--teacher)");
@@ -96,6 +97,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   }());
   PromptStream prompts(train_set, c.seed);
   ColocatedTeacher scorer(teacher ? *teacher : student);
+  std::unique_ptr<ColocatedTeacher> anchor_scorer = anchor ? std::make_unique<ColocatedTeacher>(*anchor) : nullptr;
   Progress progress(name, c.steps);
   Flops flops;
   int64_t samples = 0, tokens = 0;
@@ -108,23 +110,32 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   const auto run_start = Clock::now();
 
   auto run_eval = [&](int step, json& line) {
-    if (eval_set.empty()) return false;
+    if (eval_sets.empty()) return false;
     const auto t = Clock::now();
     EvalOptions eo = c.eval;
     eo.seed = c.seed;
-    const EvalResult e = evaluate(student, teacher, eval_set, eo);
-    flops.eval += e.flops;
-    line["eval_accuracy"] = e.accuracy;
-    line["eval_length"] = e.mean_length;
-    if (!std::isnan(e.kl)) line["eval_kl"] = e.kl;
-    line["time"]["eval"] = since(t);
-    if (step == 0) summary["eval_accuracy_initial"] = e.accuracy;
-    summary["eval_accuracy_final"] = e.accuracy;
-    if (!std::isnan(e.kl)) {
-      if (step == 0) summary["eval_kl_initial"] = e.kl;
-      summary["eval_kl_final"] = e.kl;
+    for (size_t i = 0; i < eval_sets.size(); ++i) {
+      const NamedExamples& set = eval_sets[i];
+      const EvalResult e = evaluate(student, teacher, set.examples, eo);
+      flops.eval += e.flops;
+      json r = {{"accuracy", e.accuracy}, {"length", e.mean_length}};
+      if (!std::isnan(e.kl)) r["kl"] = e.kl;
+      line["eval"][set.name] = r;
+      if (step == 0) summary["eval_initial"][set.name] = r;
+      summary["eval_final"][set.name] = r;
+      if (i > 0) continue;
+      line["eval_accuracy"] = e.accuracy;
+      if (!std::isnan(e.kl)) line["eval_kl"] = e.kl;
+      if (step == 0) summary["eval_accuracy_initial"] = e.accuracy;
+      summary["eval_accuracy_final"] = e.accuracy;
+      if (!std::isnan(e.kl)) {
+        if (step == 0) summary["eval_kl_initial"] = e.kl;
+        summary["eval_kl_final"] = e.kl;
+      }
     }
-    if (c.target_accuracy > 0 && e.accuracy >= c.target_accuracy && !summary.contains("target_reached_step")) {
+    line["time"]["eval"] = since(t);
+    if (c.target_accuracy > 0 && line["eval_accuracy"].get<double>() >= c.target_accuracy &&
+        !summary.contains("target_reached_step")) {
       summary["target_reached_step"] = step;
       summary["samples_to_target"] = samples;
       summary["flops_to_target"] = flops.total();
@@ -139,9 +150,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     run_eval(0, line);
     line["flops"] = flops.to_json();
     run.log_metrics(line);
-    if (line.contains("eval_accuracy"))
-      std::fprintf(stderr, "[%s] step 0: eval accuracy %.3f%s\n", name.c_str(), line["eval_accuracy"].get<double>(),
-                   line.contains("eval_kl") ? str(", eval KL ", line["eval_kl"].get<double>()).c_str() : "");
+    if (line.contains("eval")) std::fprintf(stderr, "[%s] step 0: eval %s\n", name.c_str(), line["eval"].dump().c_str());
   }
 
   int step = 1;
@@ -209,9 +218,16 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       TokenSums s;
       if (c.method == Method::kDistill) {
         const auto ts = Clock::now();
-        const TeacherScores scores = scorer.score(b, c.distill.kl);
-        score_time += since(ts);
+        TeacherScores scores = scorer.score(b, c.distill.kl);
+        std::vector<char> anchored(micro.size(), 0);
+        for (size_t i = 0; i < micro.size(); ++i) anchored[i] = examples[micro[i].group].source == 1;
         flops.score += teacher->forward_flops(real_tokens(micro), b.T / 2.0);
+        if (std::find(anchored.begin(), anchored.end(), 1) != anchored.end()) {
+          OPD_REQUIRE(anchor_scorer, "training data has anchor prompts but no anchor teacher was given");
+          scores = merge_scores(std::move(scores), anchor_scorer->score(b, c.distill.kl), anchored, b.T, V, c.distill.kl);
+          flops.score += anchor->forward_flops(real_tokens(micro), b.T / 2.0);  // it scores the whole micro-batch
+        }
+        score_time += since(ts);
         for (size_t i = first; i < last && static_cast<int>(i) < c.samples_to_log; ++i) {
           std::vector<float> row;
           const size_t bi = i - first;
@@ -282,7 +298,8 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     fields += buf;
     if (line.contains("kl")) fields += str(" | kl ", std::round(line["kl"].get<double>() * 1e4) / 1e4);
     if (line.contains("reward")) fields += str(" | reward ", std::round(line["reward"].get<double>() * 1e3) / 1e3);
-    if (line.contains("eval_accuracy")) fields += str(" | eval acc ", line["eval_accuracy"].get<double>());
+    if (line.contains("eval"))
+      for (const auto& [set_name, r] : line["eval"].items()) fields += str(" | ", set_name, " acc ", r["accuracy"].get<double>());
     std::snprintf(buf, sizeof(buf), " | %.0f tok/s", line["tokens_per_s"].get<double>());
     fields += buf;
     progress.report(step, fields);

@@ -7,6 +7,7 @@
 
 #include "core/jsonl.h"
 #include "model/generate.h"
+#include "tasks/builtin.h"
 #include "tasks/dataset.h"
 #include "train/eval.h"
 #include "train/objectives.h"
@@ -41,8 +42,11 @@ struct TrainConfig {
   uint64_t seed = 1;
 };
 
-// Runs the configured method; returns the summary it also writes to summary.json.
+// Runs the configured method; returns the summary it also writes to summary.json. Every eval set
+// is evaluated at each evaluation and reported under "eval" by name; the first is the primary one
+// ("eval_accuracy", "eval_kl", the target).
+// distill: examples with source 1 are scored by `anchor` instead of `teacher` (may be null).
 json train(const TrainConfig& config, Transformer& student, Transformer* teacher, const std::vector<Example>& train_set,
-           const std::vector<Example>& eval_set, RunDir& run);
+           const std::vector<NamedExamples>& eval_sets, RunDir& run, Transformer* anchor = nullptr);
 
 }  // namespace opd

@@ -142,3 +142,31 @@ TEST(Distill, NonFiniteGradientStopsNamingTheStep) {
 }
 }  // namespace
 }  // namespace opd
+
+namespace opd {
+namespace {
+// Sequences flagged for the anchor teacher get its scores, the others the main teacher's.
+TEST(Distill, MergedScoresTakeEachSequenceFromItsTeacher) {
+  auto student = testing::tiny_model();
+  auto other = testing::tiny_model(false, 4);  // a different teacher
+  auto same = testing::tiny_model();           // identical to the student
+  const SequenceBatch b = make_batch(sampled_sequences(*student), 0);
+  const int V = student->config().vocab;
+  for (const std::string mode : {"sampled", "full", "topk:3"}) {
+    const KlSpec kl = parse_kl(mode, V);
+    ColocatedTeacher main_teacher(*other), anchor(*same);
+    const TeacherScores a = main_teacher.score(b, kl), s = anchor.score(b, kl);
+    const std::vector<char> use_anchor = {1, 0, 1, 0};
+    const TeacherScores m = merge_scores(a, s, use_anchor, b.T, V, kl);
+    for (int i = 0; i < b.B; ++i)
+      for (int t = 0; t < b.T; ++t) {
+        const size_t r = size_t(i) * b.T + t;
+        EXPECT_EQ(m.logp[r], use_anchor[i] ? s.logp[r] : a.logp[r]) << mode;
+        if (kl.mode == KlSpec::kFull) EXPECT_EQ(m.full[r * V + 2], use_anchor[i] ? s.full[r * V + 2] : a.full[r * V + 2]);
+        if (kl.mode == KlSpec::kTopK)
+          EXPECT_EQ(m.topk_ids[r * 4 + 1], use_anchor[i] ? s.topk_ids[r * 4 + 1] : a.topk_ids[r * 4 + 1]);
+      }
+  }
+}
+}  // namespace
+}  // namespace opd

@@ -1,0 +1,25 @@
+// Built-in task sets named on the command line, e.g. "arith:general,arith:domain": problems
+// generated on the fly, so evaluating several skills at once needs no data files.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tasks/dataset.h"
+
+namespace opd {
+
+struct NamedExamples {
+  std::string name;  // "arith:general", or a file's path
+  std::vector<Example> examples;
+};
+
+// Parses a comma-separated list of task specs ("arith" means "arith:general") and generates n
+// problems of each from `seed`; an unknown task or skill is an error naming it.
+std::vector<NamedExamples> builtin_task_sets(const std::string& specs, int n, uint64_t seed);
+
+// Read a comma-separated list of JSONL files into one set, in order (prompt sets; SFT sets).
+std::vector<Example> load_prompt_files(const std::string& paths);
+std::vector<Example> load_sft_files(const std::string& paths);
+
+}  // namespace opd

@@ -1,0 +1,31 @@
+// A shortened experiment 2: both stages run, both skills are evaluated at every evaluation, and
+// the table and the plot are written.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "run.h"
+
+namespace opd {
+namespace {
+
+TEST(Experiment2, ShortPipeline) {
+  const std::string out = testing::temp_dir("experiment2");
+  const std::string cmd = "tools/experiment2 --opd " + std::string(OPD_BINARY) + " --out " + out +
+                          " --sft-steps 2 --opd-steps 2 --eval-n 8 --sft-eval-every 1 --opd-eval-every 1"
+                          " --threads 2 > " + out + "/log 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(out + "/log");
+  const std::string table = testing::read_file(out + "/table.md");
+  for (const char* row : {"before (the general model)", "after SFT on the domain", "after OPD on general prompts"})
+    EXPECT_NE(table.find(row), std::string::npos) << table;
+  EXPECT_TRUE(std::filesystem::exists(out + "/accuracy_through_stages.png"));
+  // Metrics carry both skills at every evaluation.
+  const std::string metrics = testing::read_file(out + "/2-opd-general/metrics.jsonl");
+  const auto last = nlohmann::json::parse(metrics.substr(metrics.rfind('\n', metrics.size() - 2) + 1));
+  EXPECT_TRUE(last["eval"].contains("arith:general"));
+  EXPECT_TRUE(last["eval"].contains("arith:domain"));
+}
+
+}  // namespace
+}  // namespace opd
