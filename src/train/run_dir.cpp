@@ -51,10 +51,13 @@ std::string format_duration(double s) {
 }
 
 Progress::Progress(std::string name, int total_steps)
-    : name_(std::move(name)), total_(total_steps), start_(std::chrono::steady_clock::now()) {}
+    : name_(std::move(name)), total_(total_steps), start_(std::chrono::steady_clock::now()), last_(start_) {}
 
-void Progress::report(int step, const std::string& fields) {
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+void Progress::report(int step, const std::string& fields, bool forced) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!forced && step != total_ && step != 1 && now - last_ < std::chrono::seconds(1)) return;
+  last_ = now;
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double eta = step > 0 ? elapsed / step * (total_ - step) : 0;
   std::cerr << "[" << name_ << "] step " << step << "/" << total_ << " | " << fields << " | "
             << format_duration(elapsed) << " elapsed, ETA " << format_duration(eta) << std::endl;

@@ -25,16 +25,17 @@ class RunDir {
   std::unique_ptr<JsonlWriter> metrics_;
 };
 
-// "step 12/100 | kl 0.321 | ... | ETA 1m20s" on stderr, one line per call.
+// "step 12/100 | kl 0.321 | ... | ETA 1m20s" on stderr. At most one line a second (a job log of
+// a long run stays readable), except lines that are `forced` (evaluations) and the last step.
 class Progress {
  public:
   Progress(std::string name, int total_steps);
-  void report(int step, const std::string& fields);
+  void report(int step, const std::string& fields, bool forced = false);
 
  private:
   std::string name_;
   int total_;
-  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point start_, last_;
 };
 
 std::string format_duration(double seconds);

@@ -302,7 +302,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       for (const auto& [set_name, r] : line["eval"].items()) fields += str(" | ", set_name, " acc ", r["accuracy"].get<double>());
     std::snprintf(buf, sizeof(buf), " | %.0f tok/s", line["tokens_per_s"].get<double>());
     fields += buf;
-    progress.report(step, fields);
+    progress.report(step, fields, line.contains("eval"));
 
     if (c.save_every > 0 && step % c.save_every == 0) {
       std::snprintf(buf, sizeof(buf), "checkpoints/step_%06d.h5", step);
