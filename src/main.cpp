@@ -23,6 +23,7 @@ const std::map<std::string, Subcommand>& subcommands() {
       {"rl", {opd::cli::rl, "GRPO reinforcement learning with the task's verifier"}},
       {"eval", {opd::cli::eval, "accuracy of a model on a task (and reverse KL to a teacher)"}},
       {"sample", {opd::cli::sample, "completions with per-token student (and teacher) log-probs"}},
+      {"inspect", {opd::cli::inspect, "a model file's or checkpoint's contents, every checksum verified"}},
       {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
       {"bench", {opd::cli::bench, "throughput benchmarks (bench model)"}},
       {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)"}},

@@ -16,5 +16,6 @@ int sft(const Args& args);
 int rl(const Args& args);
 int eval(const Args& args);
 int sample(const Args& args);
+int inspect(const Args& args);
 
 }  // namespace opd::cli

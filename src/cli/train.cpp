@@ -144,7 +144,11 @@ void add_common(po::options_description& d, Method method) {
       "label", po::value<std::string>()->default_value(""), "name of the run in plots and tables")(
       "seed", po::value<uint64_t>()->default_value(1), "seed of prompts order, sampling and initialisation")(
       "save-every", po::value<int>()->default_value(0)->notifier(in_range("save-every", 0, 10000000)),
-      "save the model every N steps (0: only at the end)")(
+      "write a checkpoint every N steps (0: only on SIGUSR1 / SIGTERM)")(
+      "keep-last", po::value<int>()->default_value(3)->notifier(in_range("keep-last", 1, 1000000)),
+      "checkpoints kept in RUN/checkpoints")(
+      "resume", po::value<std::string>()->default_value(""),
+      "auto: continue from the newest valid checkpoint in --out (fresh if none); or a checkpoint file")(
       "samples-to-log", po::value<int>()->default_value(4)->notifier(in_range("samples-to-log", 0, 1 << 20)),
       "rollouts written to samples/ at each evaluation")(
       "dry-run", po::bool_switch(), "print the resolved configuration and exit");
@@ -217,6 +221,9 @@ int run_training(Method method, const Args& args) {
   c.target_accuracy = vm["target-accuracy"].as<double>();
   c.stop_at_target = vm["stop-at-target"].as<bool>();
   c.save_every = vm["save-every"].as<int>();
+  c.keep_last = vm["keep-last"].as<int>();
+  c.resume = vm["resume"].as<std::string>();
+  c.config_ini = "# opd " + name + "\n" + resolved_ini(vm);
   c.samples_to_log = vm["samples-to-log"].as<int>();
 
   // Models.
@@ -275,7 +282,7 @@ int run_training(Method method, const Args& args) {
   }
   const std::vector<NamedExamples> eval_sets = load_eval_sets(vm);
 
-  RunDir run(vm["out"].as<std::string>(), "# opd " + name + "\n" + resolved_ini(vm), vm["overwrite"].as<bool>());
+  RunDir run(vm["out"].as<std::string>(), c.config_ini, vm["overwrite"].as<bool>(), !c.resume.empty());
   std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()
             << " parameters)";
   if (teacher) std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " (" << teacher->config().num_parameters()
@@ -290,6 +297,10 @@ int run_training(Method method, const Args& args) {
     for (const auto& [set_name, r] : summary["eval_initial"].items())
       std::cerr << ", " << set_name << " accuracy " << r["accuracy"] << " -> "
                 << summary["eval_final"][set_name]["accuracy"];
+  if (summary.value("preempted", false)) {
+    std::cerr << "; stopped by a signal after a checkpoint (exit " << kExitCheckpointed << ": requeue and --resume auto)\n";
+    return kExitCheckpointed;
+  }
   std::cerr << "; model " << summary["final_model"].get<std::string>() << "\n";
   return 0;
 }

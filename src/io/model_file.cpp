@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/crc32.h"
+#include "core/durable.h"
 #include "core/error.h"
 
 namespace opd {
@@ -23,6 +24,29 @@ int* config_int(ModelConfig& c, const std::string& k) {
 }
 }  // namespace
 
+void write_tensor(hid_t group, const std::string& name, const float* data, const std::vector<int64_t>& shape) {
+  size_t n = 1;
+  for (auto d : shape) n *= static_cast<size_t>(d);
+  h5::write_f32(group, name, data, shape);
+  h5::Handle d(H5Dopen2(group, name.c_str(), H5P_DEFAULT), H5Dclose);
+  h5::write_attr(d.id(), "crc32", static_cast<int64_t>(crc32(data, n * sizeof(float))));
+}
+
+void read_tensor(hid_t group, const std::string& name, float* data, const std::vector<int64_t>& shape,
+                 const std::string& where) {
+  size_t n = 1;
+  for (auto d : shape) n *= static_cast<size_t>(d);
+  OPD_REQUIRE(h5::dataset_shape(group, name, where) == shape, where, ": dataset '", name,
+              "' has the wrong shape for this model config");
+  h5::read_f32(group, name, data, n, where);
+  h5::Handle d(H5Dopen2(group, name.c_str(), H5P_DEFAULT), H5Dclose);
+  const std::string dwhere = where + "/" + name;
+  const int64_t stored = h5::read_attr_int(d.id(), "crc32", dwhere);
+  const uint32_t actual = crc32(data, n * sizeof(float));
+  OPD_REQUIRE(stored == static_cast<int64_t>(actual), dwhere, ": checksum mismatch (stored crc32 ", stored,
+              ", data gives ", actual, "): the file is corrupt");
+}
+
 void write_model_group(h5::File& file, const Transformer& model) {
   const ModelConfig& c = model.config();
   h5::Handle g = h5::create_group(file.id(), "model");
@@ -41,12 +65,7 @@ void write_model_group(h5::File& file, const Transformer& model) {
   h5::write_attr(tg.id(), "pad_id", static_cast<int64_t>(tok.pad_id()));
   h5::write_strings(tg.id(), "pieces", tok.pieces());
 
-  for (const ParamSpec& s : model.specs()) {
-    const float* data = model.params().data() + s.offset;
-    h5::write_f32(g.id(), s.name, data, s.shape);
-    h5::Handle d(H5Dopen2(g.id(), s.name.c_str(), H5P_DEFAULT), H5Dclose);
-    h5::write_attr(d.id(), "crc32", static_cast<int64_t>(crc32(data, s.size * sizeof(float))));
-  }
+  for (const ParamSpec& s : model.specs()) write_tensor(g.id(), s.name, model.params().data() + s.offset, s.shape);
 }
 
 std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
@@ -79,16 +98,7 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
   std::set<std::string> expected = {"config", "tokenizer"};
   for (const ParamSpec& s : model->specs()) {
     expected.insert(s.name);
-    const auto shape = h5::dataset_shape(g.id(), s.name, where);
-    OPD_REQUIRE(shape == s.shape, where, ": dataset '", s.name, "' has the wrong shape for this config");
-    float* data = model->param(s);
-    h5::read_f32(g.id(), s.name, data, s.size, where);
-    h5::Handle d(H5Dopen2(g.id(), s.name.c_str(), H5P_DEFAULT), H5Dclose);
-    const std::string dwhere = where + "/" + s.name;
-    const int64_t stored = h5::read_attr_int(d.id(), "crc32", dwhere);
-    const uint32_t actual = crc32(data, s.size * sizeof(float));
-    OPD_REQUIRE(stored == static_cast<int64_t>(actual), dwhere, ": checksum mismatch (stored crc32 ", stored,
-                ", data gives ", actual, "): the file is corrupt");
+    read_tensor(g.id(), s.name, model->param(s), s.shape, where);
   }
   for (const std::string& name : h5::children(g.id()))
     OPD_REQUIRE(expected.count(name), where, ": unexpected entry '", name, "' (not a tensor of this model config)");
@@ -106,7 +116,7 @@ void save_model(const std::string& path, const Transformer& model) {
     f.flush();
     f.close();
   }
-  OPD_REQUIRE(std::rename(tmp.c_str(), path.c_str()) == 0, path, ": cannot rename ", tmp, " into place");
+  publish_file(tmp, path);
 }
 
 std::unique_ptr<Transformer> load_model(const std::string& path) {

@@ -16,6 +16,14 @@ AdamW::AdamW(Transformer& model, const OptimizerOptions& options)
     std::fill(decay_mask_.begin() + s.offset, decay_mask_.begin() + s.offset + s.size, s.decay ? 1 : 0);
 }
 
+void AdamW::restore(std::vector<float> m, std::vector<float> v, int updates) {
+  OPD_REQUIRE(m.size() == m_.size() && v.size() == v_.size(), "optimizer state of ", m.size(),
+              " parameters does not fit a model of ", m_.size());
+  m_ = std::move(m);
+  v_ = std::move(v);
+  t_ = updates;
+}
+
 double AdamW::lr_at(int step) const {
   if (o_.warmup_steps > 0 && step <= o_.warmup_steps) return o_.lr * step / o_.warmup_steps;
   if (o_.schedule == "constant") return o_.lr;

@@ -26,6 +26,12 @@ class AdamW {
   double step(int step);
   double lr_at(int step) const;
 
+  // The moments and update count, for checkpoints; restore() checks the sizes.
+  const std::vector<float>& m() const { return m_; }
+  const std::vector<float>& v() const { return v_; }
+  int updates() const { return t_; }
+  void restore(std::vector<float> m, std::vector<float> v, int updates);
+
  private:
   Transformer& model_;
   OptimizerOptions o_;

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <vector>
 
 #include "core/error.h"
 
@@ -11,18 +12,37 @@ namespace opd {
 
 namespace fs = std::filesystem;
 
-RunDir::RunDir(const std::string& path, const std::string& config_ini, bool overwrite) : path_(path) {
+RunDir::RunDir(const std::string& path, const std::string& config_ini, bool overwrite, bool resume) : path_(path) {
   OPD_REQUIRE(!path.empty(), "option --out must name a run directory");
   std::error_code ec;
   fs::create_directories(fs::path(path) / "samples", ec);
   OPD_REQUIRE(!ec, path, ": cannot create the run directory (", ec.message(), ")");
   fs::create_directories(fs::path(path) / "checkpoints", ec);
-  OPD_REQUIRE(!overwrite ? !fs::exists(file("metrics.jsonl")) : true, path,
-              ": already holds a run (metrics.jsonl); choose another --out or pass --overwrite");
+  OPD_REQUIRE(overwrite || resume || !fs::exists(file("metrics.jsonl")), path,
+              ": already holds a run (metrics.jsonl); choose another --out, --resume auto or --overwrite");
   std::ofstream cfg(file("config.ini"));
   OPD_REQUIRE(cfg.good(), file("config.ini"), ": cannot write");
   cfg << config_ini;
-  metrics_ = std::make_unique<JsonlWriter>(file("metrics.jsonl"));
+  metrics_ = std::make_unique<JsonlWriter>(file("metrics.jsonl"), /*append=*/resume);
+}
+
+void RunDir::keep_metrics_through(int64_t step) {
+  std::vector<std::string> kept;
+  {
+    std::ifstream in(file("metrics.jsonl"));
+    std::string line;
+    while (std::getline(in, line)) {
+      json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_discarded() && j.contains("step") && j["step"].get<int64_t>() <= step) kept.push_back(line);
+    }
+  }
+  metrics_.reset();
+  {
+    std::ofstream out(file("metrics.jsonl"), std::ios::trunc);
+    for (const auto& l : kept) out << l << "\n";
+    OPD_REQUIRE(out.good(), file("metrics.jsonl"), ": rewrite failed");
+  }
+  metrics_ = std::make_unique<JsonlWriter>(file("metrics.jsonl"), /*append=*/true);
 }
 
 void RunDir::write_samples(int step, const json& rows) const {

@@ -13,7 +13,10 @@ class RunDir {
  public:
   // Creates `path` (and samples/, checkpoints/); an existing metrics.jsonl is an error unless
   // `overwrite` — a finished run is never silently clobbered.
-  RunDir(const std::string& path, const std::string& config_ini, bool overwrite);
+  // `resume`: continue a run whose metrics.jsonl exists; call keep_metrics_through() first.
+  RunDir(const std::string& path, const std::string& config_ini, bool overwrite, bool resume = false);
+  // Drops metrics lines of steps after `step` (written after the checkpoint a run resumes from).
+  void keep_metrics_through(int64_t step);
   const std::string& path() const { return path_; }
   std::string file(const std::string& name) const { return path_ + "/" + name; }
   void log_metrics(const json& line) { metrics_->write(line); }

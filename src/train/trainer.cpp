@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -9,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/checkpoint.h"
 #include "io/model_file.h"
 #include "train/rollout.h"
 #include "train/teacher.h"
@@ -36,12 +39,15 @@ class PromptStream {
   std::vector<Example> next(int n) {
     std::vector<Example> out;
     while (static_cast<int>(out.size()) < n) {
-      if (cursor_ % data_.size() == 0) shuffle(cursor_ / data_.size());
+      const uint64_t epoch = cursor_ / data_.size();
+      if (epoch != shuffled_epoch_) shuffle(epoch);
       out.push_back(data_[order_[cursor_ % data_.size()]]);
       ++cursor_;
     }
     return out;
   }
+  uint64_t cursor() const { return cursor_; }
+  void seek(uint64_t cursor) { cursor_ = cursor; }
 
  private:
   void shuffle(uint64_t epoch) {
@@ -50,12 +56,18 @@ class PromptStream {
     std::vector<uint32_t> key(data_.size());
     for (size_t i = 0; i < key.size(); ++i) key[i] = philox_draw(seed_, 0x5eed0000u + uint32_t(epoch), i).v[0];
     std::stable_sort(order_.begin(), order_.end(), [&](size_t a, size_t b) { return key[a] < key[b]; });
+    shuffled_epoch_ = epoch;
   }
   const std::vector<Example>& data_;
   uint64_t seed_;
   uint64_t cursor_ = 0;
+  uint64_t shuffled_epoch_ = ~uint64_t(0);
   std::vector<size_t> order_;
 };
+
+// Set by SIGUSR1 / SIGTERM; the loop checkpoints and stops at the next step boundary.
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 
 struct Flops {
   double sample = 0, score = 0, train = 0, teacher_gen = 0, eval = 0;
@@ -63,6 +75,10 @@ struct Flops {
   json to_json() const {
     return {{"sample", sample}, {"score", score}, {"train", train}, {"teacher_gen", teacher_gen}, {"eval", eval},
             {"total", total()}};
+  }
+  static Flops from_json(const json& j) {
+    return {j.at("sample").get<double>(), j.at("score").get<double>(), j.at("train").get<double>(),
+            j.at("teacher_gen").get<double>(), j.at("eval").get<double>()};
   }
 };
 
@@ -145,7 +161,41 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     return false;
   };
 
-  {  // Step 0: where the student starts.
+  int first_step = 1;
+  if (!c.resume.empty()) {
+    std::vector<std::string> skipped;
+    std::string from = c.resume;
+    std::optional<Checkpoint> ck;
+    if (c.resume == "auto") {
+      ck = newest_valid_checkpoint(run.path(), skipped, &from);
+      for (const auto& why : skipped) std::fprintf(stderr, "[%s] skipping a checkpoint: %s\n", name.c_str(), why.c_str());
+    } else {
+      ck = load_checkpoint(c.resume);
+    }
+    if (ck) {
+      OPD_REQUIRE(ck->model->params().size() == student.params().size() &&
+                      ck->model->tokenizer() == student.tokenizer(),
+                  from, ": the checkpoint's model does not match the student's shape or tokenizer");
+      student.params() = ck->model->params();
+      opt.restore(std::move(ck->adam_m), std::move(ck->adam_v), ck->adam_updates);
+      prompts.seek(ck->state.data_cursor);
+      samples = ck->state.samples;
+      tokens = ck->state.tokens;
+      const json counters = json::parse(ck->state.counters);
+      flops = Flops::from_json(counters.at("flops"));
+      summary = counters.at("summary");
+      first_step = static_cast<int>(ck->state.step) + 1;
+      run.keep_metrics_through(ck->state.step);
+      std::fprintf(stderr, "[%s] resuming from %s (step %lld)\n", name.c_str(), from.c_str(),
+                   static_cast<long long>(ck->state.step));
+    } else {
+      OPD_REQUIRE(c.resume == "auto", c.resume, ": no checkpoint to resume from");
+      std::fprintf(stderr, "[%s] --resume auto: no checkpoint in %s yet, starting fresh\n", name.c_str(),
+                   run.path().c_str());
+      run.keep_metrics_through(-1);
+    }
+  }
+  if (first_step == 1) {  // Step 0: where the student starts.
     json line = {{"step", 0}, {"samples", 0}, {"tokens", 0}};
     run_eval(0, line);
     line["flops"] = flops.to_json();
@@ -153,7 +203,21 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     if (line.contains("eval")) std::fprintf(stderr, "[%s] step 0: eval %s\n", name.c_str(), line["eval"].dump().c_str());
   }
 
-  int step = 1;
+  auto checkpoint = [&](int at_step) {
+    char file[64];
+    std::snprintf(file, sizeof(file), "checkpoints/step_%06d.h5", at_step);
+    TrainState st{at_step, samples, tokens, prompts.cursor(),
+                  json{{"flops", flops.to_json()}, {"summary", summary}}.dump()};
+    const auto t0 = Clock::now();
+    save_checkpoint(run.file(file), student, opt.m(), opt.v(), opt.updates(), st, c.config_ini);
+    prune_checkpoints(run.path(), c.keep_last);
+    std::fprintf(stderr, "[%s] wrote %s in %.3f s\n", name.c_str(), file, since(t0));
+  };
+  g_stop_signal = 0;
+  std::signal(SIGUSR1, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+
+  int step = first_step;
   for (; step <= c.steps; ++step) {
     const auto step_start = Clock::now();
     json line = {{"step", step}};
@@ -304,9 +368,19 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     fields += buf;
     progress.report(step, fields, line.contains("eval"));
 
-    if (c.save_every > 0 && step % c.save_every == 0) {
-      std::snprintf(buf, sizeof(buf), "checkpoints/step_%06d.h5", step);
-      save_model(run.file(buf), student);
+    // Fault-injection drill for tests: deliver SIGTERM to ourselves at the end of a chosen step.
+    if (const char* at = std::getenv("OPD_FAULT_SIGNAL_AT_STEP"); at && std::atoi(at) == step) std::raise(SIGTERM);
+    if ((c.save_every > 0 && step % c.save_every == 0) || g_stop_signal) checkpoint(step);
+    if (g_stop_signal) {
+      std::fprintf(stderr, "[%s] signal %d: checkpointed step %d; exiting with code %d so the job can be requeued\n",
+                   name.c_str(), int(g_stop_signal), step, kExitCheckpointed);
+      summary["preempted"] = true;
+      summary["steps"] = step;
+      summary["samples"] = samples;
+      summary["tokens"] = tokens;
+      summary["flops"] = flops.to_json();
+      run.write_summary(summary);
+      return summary;
     }
     if (reached && c.stop_at_target) {
       ++step;

@@ -38,14 +38,22 @@ struct TrainConfig {
   double target_accuracy = 0;     // > 0: report the first step that reaches it
   bool stop_at_target = false;
   int samples_to_log = 4;
-  int save_every = 0;
+  int save_every = 0;             // checkpoint every N steps (0: only on SIGUSR1 / SIGTERM)
+  int keep_last = 3;              // checkpoints kept in the run directory
+  std::string resume;             // "", "auto" (newest valid checkpoint of the run) or a checkpoint file
+  std::string config_ini;         // the resolved configuration, stored in checkpoints
   uint64_t seed = 1;
 };
+
+// Exit code of a run stopped by SIGUSR1 or SIGTERM after writing a checkpoint: "requeue me".
+inline constexpr int kExitCheckpointed = 75;
 
 // Runs the configured method; returns the summary it also writes to summary.json. Every eval set
 // is evaluated at each evaluation and reported under "eval" by name; the first is the primary one
 // ("eval_accuracy", "eval_kl", the target).
 // distill: examples with source 1 are scored by `anchor` instead of `teacher` (may be null).
+// On SIGUSR1 / SIGTERM it checkpoints at the next step boundary and returns a summary with
+// "preempted": true.
 json train(const TrainConfig& config, Transformer& student, Transformer* teacher, const std::vector<Example>& train_set,
            const std::vector<NamedExamples>& eval_sets, RunDir& run, Transformer* anchor = nullptr);
 

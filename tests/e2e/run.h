@@ -17,8 +17,9 @@ struct Result {
   std::string output;
 };
 
-inline Result run_opd(const std::string& args) {
-  const std::string cmd = std::string(OPD_BINARY) + " " + args + " 2>&1";
+// `env`: assignments put before the command, e.g. "OPD_FAULT_SIGNAL_AT_STEP=3".
+inline Result run_opd(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + (env.empty() ? "" : " ") + std::string(OPD_BINARY) + " " + args + " 2>&1";
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;

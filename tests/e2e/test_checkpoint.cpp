@@ -1,0 +1,128 @@
+// Checkpoints on one process: bit-exact resume after a signal, a torn or corrupt newest
+// checkpoint skipped, a crash between write and rename survived, opd inspect, h5py.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "io/model_file.h"
+#include "run.h"
+
+namespace opd {
+namespace {
+
+using testing::read_file;
+using testing::run_opd;
+using testing::temp_dir;
+
+class Checkpoints : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = temp_dir("checkpoints");
+    ASSERT_EQ(run_opd("data arith --n 200 --seed 5 --out " + dir_ + "/p.jsonl").code, 0);
+    ASSERT_EQ(run_opd("data arith --n 16 --seed 6 --out " + dir_ + "/e.jsonl").code, 0);
+  }
+  static std::string dir_;
+  std::string args(int steps) const {
+    return "distill --student models/student-base.h5 --teacher models/teacher.h5 --prompts " + dir_ +
+           "/p.jsonl --eval " + dir_ + "/e.jsonl --steps " + std::to_string(steps) +
+           " --prompts-per-step 8 --samples-per-prompt 2 --eval-every 2 --lr-schedule cosine --threads 2";
+  }
+  // metrics.jsonl without the wall-clock fields, which no two runs share.
+  static std::vector<nlohmann::json> metrics(const std::string& run) {
+    std::vector<nlohmann::json> out;
+    std::istringstream in(read_file(run + "/metrics.jsonl"));
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line);
+      j.erase("time");
+      j.erase("tokens_per_s");
+      out.push_back(j);
+    }
+    return out;
+  }
+  static void expect_same_model(const std::string& a, const std::string& b) {
+    auto ma = load_model(a), mb = load_model(b);
+    ASSERT_EQ(ma->params().size(), mb->params().size());
+    EXPECT_EQ(0, std::memcmp(ma->params().data(), mb->params().data(), ma->params().size() * sizeof(float)));
+  }
+};
+std::string Checkpoints::dir_;
+
+TEST_F(Checkpoints, ResumeAfterSignalIsBitExact) {
+  const std::string straight = dir_ + "/straight", split = dir_ + "/split";
+  ASSERT_EQ(run_opd(args(6) + " --out " + straight).code, 0);
+  const auto stopped = run_opd(args(6) + " --out " + split, "OPD_FAULT_SIGNAL_AT_STEP=3");
+  ASSERT_EQ(stopped.code, 75) << stopped.output;  // checkpointed, please requeue
+  EXPECT_NE(stopped.output.find("checkpointed step 3"), std::string::npos) << stopped.output;
+  EXPECT_TRUE(nlohmann::json::parse(read_file(split + "/summary.json"))["preempted"].get<bool>());
+  const auto resumed = run_opd(args(6) + " --out " + split + " --resume auto");
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming from"), std::string::npos) << resumed.output;
+  EXPECT_EQ(metrics(straight), metrics(split));
+  expect_same_model(straight + "/final.h5", split + "/final.h5");
+}
+
+TEST_F(Checkpoints, CorruptNewestIsSkippedAndKeepLastPrunes) {
+  const std::string run = dir_ + "/corrupt";
+  ASSERT_EQ(run_opd(args(6) + " --save-every 2 --keep-last 2 --out " + run).code, 0);
+  namespace fs = std::filesystem;
+  EXPECT_FALSE(fs::exists(run + "/checkpoints/step_000002.h5"));  // pruned: the newest 2 are kept
+  ASSERT_TRUE(fs::exists(run + "/checkpoints/step_000004.h5"));
+  {  // Tear the newest: cut it in half.
+    const std::string newest = run + "/checkpoints/step_000006.h5";
+    const auto size = fs::file_size(newest);
+    fs::resize_file(newest, size / 2);
+  }
+  const auto r = run_opd(args(8) + " --out " + run + " --resume auto");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("skipping a checkpoint"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("step_000004.h5 (step 4)"), std::string::npos) << r.output;
+}
+
+TEST_F(Checkpoints, CrashBetweenWriteAndRenameLeavesThePreviousOne) {
+  const std::string run = dir_ + "/crash", straight = dir_ + "/crash_straight";
+  ASSERT_EQ(run_opd(args(6) + " --save-every 2 --out " + straight).code, 0);
+  const auto crashed = run_opd(args(6) + " --save-every 2 --out " + run, "OPD_FAULT_BEFORE_RENAME=4");
+  EXPECT_EQ(crashed.code, 97) << crashed.output;
+  EXPECT_TRUE(std::filesystem::exists(run + "/checkpoints/step_000004.h5.tmp"));
+  EXPECT_FALSE(std::filesystem::exists(run + "/checkpoints/step_000004.h5"));
+  const auto r = run_opd(args(6) + " --save-every 2 --out " + run + " --resume auto");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("step_000002.h5 (step 2)"), std::string::npos) << r.output;
+  EXPECT_EQ(metrics(straight), metrics(run));
+  expect_same_model(straight + "/final.h5", run + "/final.h5");
+}
+
+TEST_F(Checkpoints, InspectVerifiesAndNamesTheBadDataset) {
+  const std::string run = dir_ + "/inspect";
+  ASSERT_EQ(run_opd(args(2) + " --save-every 2 --out " + run).code, 0);
+  const std::string ck = run + "/checkpoints/step_000002.h5";
+  auto r = run_opd("inspect " + ck);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("state: step 2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("verified: all 75 tensor checksums match"), std::string::npos) << r.output;
+
+  // Flip a byte inside one optimizer tensor (h5py finds its offset) and inspect names it.
+  const std::string bad = run + "/bad.h5";
+  std::filesystem::copy_file(ck, bad);
+  const std::string py =
+      "import h5py, sys\n"
+      "f = h5py.File(sys.argv[1], 'r'); d = f['optimizer/v/model.norm.weight']\n"
+      "assert abs(float(d[()].sum())) >= 0  # h5py reads a checkpoint tensor\n"
+      "off = d.id.get_offset(); f.close()\n"
+      "b = bytearray(open(sys.argv[1], 'rb').read()); b[off + 5] ^= 0x40\n"
+      "open(sys.argv[1], 'wb').write(bytes(b))\n";
+  std::ofstream(run + "/flip.py") << py;
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + run + "/flip.py " + bad).c_str()), 0);
+  r = run_opd("inspect " + bad);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("/optimizer/v/model.norm.weight: checksum mismatch"), std::string::npos) << r.output;
+
+  r = run_opd("inspect " + dir_ + "/p.jsonl");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("not an HDF5 file"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace opd
