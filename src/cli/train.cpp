@@ -151,7 +151,8 @@ void add_common(po::options_description& d, Method method) {
       "auto: continue from the newest valid checkpoint in --out (fresh if none); or a checkpoint file")(
       "samples-to-log", po::value<int>()->default_value(4)->notifier(in_range("samples-to-log", 0, 1 << 20)),
       "rollouts written to samples/ at each evaluation")(
-      "dry-run", po::bool_switch(), "print the resolved configuration and exit");
+      "dry-run", po::bool_switch(), "print the resolved configuration and exit")(
+      "log-format", po::value<std::string>()->default_value("text"), "progress on stderr: text or jsonl");
   add_runtime_options(runo);
   d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo);
 }
@@ -222,6 +223,10 @@ int run_training(Method method, const Args& args) {
   c.stop_at_target = vm["stop-at-target"].as<bool>();
   c.save_every = vm["save-every"].as<int>();
   c.keep_last = vm["keep-last"].as<int>();
+  const std::string log_format = vm["log-format"].as<std::string>();
+  OPD_REQUIRE(log_format == "text" || log_format == "jsonl", "option --log-format = '", log_format,
+              "' is not one of text, jsonl");
+  c.log_jsonl = log_format == "jsonl";
   c.resume = vm["resume"].as<std::string>();
   c.config_ini = "# opd " + name + "\n" + resolved_ini(vm);
   c.samples_to_log = vm["samples-to-log"].as<int>();

@@ -70,15 +70,25 @@ std::string format_duration(double s) {
   return buf;
 }
 
-Progress::Progress(std::string name, int total_steps)
-    : name_(std::move(name)), total_(total_steps), start_(std::chrono::steady_clock::now()), last_(start_) {}
+Progress::Progress(std::string name, int total_steps, bool jsonl)
+    : jsonl_(jsonl), name_(std::move(name)), total_(total_steps), start_(std::chrono::steady_clock::now()),
+      last_(start_) {}
 
-void Progress::report(int step, const std::string& fields, bool forced) {
+void Progress::report(int step, const std::string& fields, const json& metrics, bool forced) {
   const auto now = std::chrono::steady_clock::now();
   if (!forced && step != total_ && step != 1 && now - last_ < std::chrono::seconds(1)) return;
   last_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double eta = step > 0 ? elapsed / step * (total_ - step) : 0;
+  if (jsonl_) {
+    json j = metrics;
+    j["command"] = name_;
+    j["steps_planned"] = total_;
+    j["elapsed_s"] = elapsed;
+    j["eta_s"] = eta;
+    std::cerr << j.dump() << std::endl;
+    return;
+  }
   std::cerr << "[" << name_ << "] step " << step << "/" << total_ << " | " << fields << " | "
             << format_duration(elapsed) << " elapsed, ETA " << format_duration(eta) << std::endl;
 }

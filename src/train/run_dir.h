@@ -32,10 +32,12 @@ class RunDir {
 // a long run stays readable), except lines that are `forced` (evaluations) and the last step.
 class Progress {
  public:
-  Progress(std::string name, int total_steps);
-  void report(int step, const std::string& fields, bool forced = false);
+  // jsonl: each report is the step's metrics object plus "elapsed_s" and "eta_s", for machines.
+  Progress(std::string name, int total_steps, bool jsonl = false);
+  void report(int step, const std::string& fields, const json& metrics, bool forced = false);
 
  private:
+  bool jsonl_;
   std::string name_;
   int total_;
   std::chrono::steady_clock::time_point start_, last_;

@@ -114,7 +114,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   PromptStream prompts(train_set, c.seed);
   ColocatedTeacher scorer(teacher ? *teacher : student);
   std::unique_ptr<ColocatedTeacher> anchor_scorer = anchor ? std::make_unique<ColocatedTeacher>(*anchor) : nullptr;
-  Progress progress(name, c.steps);
+  Progress progress(name, c.steps, c.log_jsonl);
   Flops flops;
   int64_t samples = 0, tokens = 0;
   std::vector<float> dlogits;
@@ -366,7 +366,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       for (const auto& [set_name, r] : line["eval"].items()) fields += str(" | ", set_name, " acc ", r["accuracy"].get<double>());
     std::snprintf(buf, sizeof(buf), " | %.0f tok/s", line["tokens_per_s"].get<double>());
     fields += buf;
-    progress.report(step, fields, line.contains("eval"));
+    progress.report(step, fields, line, line.contains("eval"));
 
     // Fault-injection drill for tests: deliver SIGTERM to ourselves at the end of a chosen step.
     if (const char* at = std::getenv("OPD_FAULT_SIGNAL_AT_STEP"); at && std::atoi(at) == step) std::raise(SIGTERM);

@@ -42,6 +42,7 @@ struct TrainConfig {
   int keep_last = 3;              // checkpoints kept in the run directory
   std::string resume;             // "", "auto" (newest valid checkpoint of the run) or a checkpoint file
   std::string config_ini;         // the resolved configuration, stored in checkpoints
+  bool log_jsonl = false;         // progress on stderr as JSON lines instead of text
   uint64_t seed = 1;
 };
 

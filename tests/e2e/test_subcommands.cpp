@@ -86,9 +86,15 @@ TEST_F(Subcommands, SftFromScratch) {
 TEST_F(Subcommands, Rl) {
   const std::string out = temp_dir("rl");
   const auto r = run_opd("rl --student " + kStudent + data() +
-                         " --steps 2 --prompts-per-step 4 --samples-per-prompt 4 --grpo-std --out " + out + kThreads);
+                         " --steps 2 --prompts-per-step 4 --samples-per-prompt 4 --grpo-std --log-format jsonl --out " +
+                         out + kThreads);
   ASSERT_EQ(r.code, 0) << r.output;
   expect_run(out, 2);
+  // Progress as JSON lines: the last step's line parses and carries the ETA.
+  const size_t at = r.output.find("{\"command\":\"rl\"");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const auto progress = nlohmann::json::parse(r.output.substr(at, r.output.find('\n', at) - at));
+  EXPECT_TRUE(progress.contains("eta_s"));
 }
 
 TEST_F(Subcommands, EvalSampleScore) {
