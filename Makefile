@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 
-.PHONY: all deps configure build run test bench experiment1 experiment2 clean
+.PHONY: all deps configure build run test test-asan bench experiment1 experiment2 clean
 
 all: build
 
@@ -25,6 +25,17 @@ build: configure
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
+# AddressSanitizer + UndefinedBehaviorSanitizer build of the CPU code, running the unit, model and
+# e2e tests. Leak checking is off: Open MPI and HDF5 keep allocations until exit by design.
+ASAN_BUILD ?= build-asan
+SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DOPD_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_FLAGS="$(SANITIZE)" -DCMAKE_EXE_LINKER_FLAGS="$(SANITIZE)"
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest -L "unit|model|e2e" --output-on-failure -j $(JOBS) --timeout 900
+
 run: deps build
 	tools/run-demo $(BUILD)/opd
 
@@ -38,4 +49,4 @@ bench: build
 	$(BUILD)/opd bench model
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -312,6 +312,9 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       flops.train += 3 * student.forward_flops(real_tokens(micro), b.T / 2.0);
       sums += s;
     }
+    // Fault-injection drills for tests: a NaN loss, or SIGKILL in the middle of a step.
+    if (const char* at = std::getenv("OPD_FAULT_NAN_AT_STEP"); at && std::atoi(at) == step) sums.loss = std::nan("");
+    if (const char* at = std::getenv("OPD_FAULT_KILL_AT_STEP"); at && std::atoi(at) == step) std::raise(SIGKILL);
     OPD_REQUIRE(std::isfinite(sums.loss), "step ", step, ": the loss is ", sums.loss,
                 " (NaN or Inf); stopping before the update so the last saved model stays good");
     const double grad_norm = opt.step(step);

@@ -131,3 +131,35 @@ TEST_F(Checkpoints, InspectVerifiesAndNamesTheBadDataset) {
 
 }  // namespace
 }  // namespace opd
+
+namespace opd {
+namespace {
+
+// A NaN loss stops the run naming the step; the last checkpoint before it stays good.
+TEST_F(Checkpoints, NanLossStopsNamingTheStepAndKeepsTheLastCheckpoint) {
+  const std::string run = dir_ + "/nan";
+  const auto r = run_opd(args(6) + " --save-every 2 --out " + run, "OPD_FAULT_NAN_AT_STEP=3");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("step 3: the loss is nan"), std::string::npos) << r.output;
+  EXPECT_EQ(run_opd("inspect " + run + "/checkpoints/step_000002.h5").code, 0);
+  EXPECT_FALSE(std::filesystem::exists(run + "/checkpoints/step_000004.h5"));
+}
+
+// SIGKILL in the middle of a step, at several steps: --resume auto always ends where an
+// uninterrupted run ends.
+TEST_F(Checkpoints, KilledAnywhereResumesToTheSameResult) {
+  const std::string straight = dir_ + "/kill_straight";
+  ASSERT_EQ(run_opd(args(5) + " --save-every 2 --out " + straight).code, 0);
+  for (int at : {1, 3, 4, 5}) {
+    const std::string run = dir_ + "/kill_" + std::to_string(at);
+    const auto killed = run_opd(args(5) + " --save-every 2 --out " + run, "OPD_FAULT_KILL_AT_STEP=" + std::to_string(at));
+    EXPECT_EQ(killed.code, 128 + 9) << "killed at step " << at << ": " << killed.output;  // the shell reports SIGKILL
+    const auto r = run_opd(args(5) + " --save-every 2 --out " + run + " --resume auto");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(metrics(straight), metrics(run)) << "killed at step " << at;
+    expect_same_model(straight + "/final.h5", run + "/final.h5");
+  }
+}
+
+}  // namespace
+}  // namespace opd
