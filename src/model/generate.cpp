@@ -25,7 +25,7 @@ std::vector<Generation> generate(Transformer& model, const std::vector<std::vect
   const int capacity = std::min(cfg.max_seq, longest + options.max_new_tokens);
 
   // Right-padded prompts: causal attention keeps the padding invisible to the real tokens.
-  const int pad = std::max(cfg.vocab > 0 ? model.tokenizer().pad_id() : 0, 0);
+  const int pad = std::max(model.tokenizer().pad_id(), 0);
   std::vector<int> batch(size_t(B) * longest, pad), len(B);
   for (int b = 0; b < B; ++b) {
     len[b] = static_cast<int>(prompts[b].size());
