@@ -62,14 +62,9 @@ int eval(const Args& args) {
   apply_runtime_options(vm);
   OPD_REQUIRE(vm.count("eval") != vm.count("task"), "opd eval: give --eval FILE or --task LIST (one of them)");
   Loaded l = load_models(vm);
-  const int n = vm["n"].as<int>();
-  std::vector<NamedExamples> sets;
-  if (vm.count("eval")) {
-    sets.push_back({vm["eval"].as<std::string>(), load_prompts(vm["eval"].as<std::string>())});
-    if (n > 0 && n < static_cast<int>(sets[0].examples.size())) sets[0].examples.resize(n);
-  } else {
-    sets = builtin_task_sets(vm["task"].as<std::string>(), n > 0 ? n : 200, vm["task-seed"].as<uint64_t>());
-  }
+  const std::vector<NamedExamples> sets =
+      eval_sets(vm.count("eval") ? vm["eval"].as<std::string>() : "", vm.count("task") ? vm["task"].as<std::string>() : "",
+                vm["n"].as<int>(), vm["task-seed"].as<uint64_t>());
   EvalOptions o;
   o.max_new_tokens = vm["max-new-tokens"].as<int>();
   o.temperature = vm["temperature"].as<float>();

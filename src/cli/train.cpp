@@ -157,21 +157,6 @@ void add_common(po::options_description& d, Method method) {
   d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo);
 }
 
-// --eval FILE first (the primary set), then the --eval-task sets.
-std::vector<NamedExamples> load_eval_sets(const po::variables_map& vm) {
-  std::vector<NamedExamples> sets;
-  const int n = vm["eval-n"].as<int>();
-  if (vm.count("eval")) {
-    NamedExamples file{vm["eval"].as<std::string>(), load_prompts(vm["eval"].as<std::string>())};
-    if (n > 0 && n < static_cast<int>(file.examples.size())) file.examples.resize(n);
-    sets.push_back(std::move(file));
-  }
-  if (vm.count("eval-task"))
-    for (auto& set : builtin_task_sets(vm["eval-task"].as<std::string>(), n > 0 ? n : 200, vm["eval-seed"].as<uint64_t>()))
-      sets.push_back(std::move(set));
-  return sets;
-}
-
 int run_training(Method method, const Args& args) {
   const std::string name = method_name(method);
   const char* summaries[] = {
@@ -285,7 +270,9 @@ int run_training(Method method, const Args& args) {
         train_set.push_back(std::move(e));
       }
   }
-  const std::vector<NamedExamples> eval_sets = load_eval_sets(vm);
+  auto text = [&](const char* key) { return vm.count(key) ? vm[key].as<std::string>() : std::string(); };
+  const std::vector<NamedExamples> eval_sets =
+      opd::eval_sets(text("eval"), text("eval-task"), vm["eval-n"].as<int>(), vm["eval-seed"].as<uint64_t>());
 
   RunDir run(vm["out"].as<std::string>(), c.config_ini, vm["overwrite"].as<bool>(), !c.resume.empty());
   std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()

@@ -42,6 +42,17 @@ std::vector<NamedExamples> builtin_task_sets(const std::string& specs, int n, ui
   return sets;
 }
 
+std::vector<NamedExamples> eval_sets(const std::string& file, const std::string& tasks, int n, uint64_t seed) {
+  std::vector<NamedExamples> sets;
+  if (!file.empty()) {
+    sets.push_back({file, load_prompts(file)});
+    if (n > 0 && n < static_cast<int>(sets.back().examples.size())) sets.back().examples.resize(n);
+  }
+  if (!tasks.empty())
+    for (auto& set : builtin_task_sets(tasks, n > 0 ? n : 200, seed)) sets.push_back(std::move(set));
+  return sets;
+}
+
 namespace {
 std::vector<Example> load_files(const std::string& paths, std::vector<Example> (*load)(const std::string&)) {
   std::vector<Example> all;

@@ -18,6 +18,10 @@ struct NamedExamples {
 // problems of each from `seed`; an unknown task or skill is an error naming it.
 std::vector<NamedExamples> builtin_task_sets(const std::string& specs, int n, uint64_t seed);
 
+// The evaluation sets of a command: the JSONL file `file` first (its first n examples; n 0 = all),
+// then the generated `tasks` (n problems each, 200 when n is 0). Either may be empty.
+std::vector<NamedExamples> eval_sets(const std::string& file, const std::string& tasks, int n, uint64_t seed);
+
 // Read a comma-separated list of JSONL files into one set, in order (prompt sets; SFT sets).
 std::vector<Example> load_prompt_files(const std::string& paths);
 std::vector<Example> load_sft_files(const std::string& paths);

@@ -203,6 +203,13 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     if (line.contains("eval")) std::fprintf(stderr, "[%s] step 0: eval %s\n", name.c_str(), line["eval"].dump().c_str());
   }
 
+  auto close_summary = [&](int steps_done) {
+    summary["steps"] = steps_done;
+    summary["samples"] = samples;
+    summary["tokens"] = tokens;
+    summary["flops"] = flops.to_json();
+    summary["seconds"] = since(run_start);
+  };
   auto checkpoint = [&](int at_step) {
     char file[64];
     std::snprintf(file, sizeof(file), "checkpoints/step_%06d.h5", at_step);
@@ -378,10 +385,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       std::fprintf(stderr, "[%s] signal %d: checkpointed step %d; exiting with code %d so the job can be requeued\n",
                    name.c_str(), int(g_stop_signal), step, kExitCheckpointed);
       summary["preempted"] = true;
-      summary["steps"] = step;
-      summary["samples"] = samples;
-      summary["tokens"] = tokens;
-      summary["flops"] = flops.to_json();
+      close_summary(step);
       run.write_summary(summary);
       return summary;
     }
@@ -390,13 +394,8 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       break;
     }
   }
-  const int done = step - 1;
   save_model(run.file("final.h5"), student);
-  summary["steps"] = done;
-  summary["samples"] = samples;
-  summary["tokens"] = tokens;
-  summary["flops"] = flops.to_json();
-  summary["seconds"] = since(run_start);
+  close_summary(step - 1);
   summary["final_model"] = run.file("final.h5");
   run.write_summary(summary);
   return summary;

@@ -46,6 +46,14 @@ inline std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+// The last line of a JSONL file as a string (metrics.jsonl's newest step).
+inline std::string last_line(const std::string& path) {
+  const std::string text = read_file(path);
+  const size_t end = text.find_last_not_of('\n');
+  const size_t start = text.rfind('\n', end);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
 inline int count_lines(const std::string& path) {
   std::ifstream in(path);
   std::string line;

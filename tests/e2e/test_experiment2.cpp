@@ -21,8 +21,7 @@ TEST(Experiment2, ShortPipeline) {
     EXPECT_NE(table.find(row), std::string::npos) << table;
   EXPECT_TRUE(std::filesystem::exists(out + "/accuracy_through_stages.png"));
   // Metrics carry both skills at every evaluation.
-  const std::string metrics = testing::read_file(out + "/2-opd-general/metrics.jsonl");
-  const auto last = nlohmann::json::parse(metrics.substr(metrics.rfind('\n', metrics.size() - 2) + 1));
+  const auto last = nlohmann::json::parse(testing::last_line(out + "/2-opd-general/metrics.jsonl"));
   EXPECT_TRUE(last["eval"].contains("arith:general"));
   EXPECT_TRUE(last["eval"].contains("arith:domain"));
 }

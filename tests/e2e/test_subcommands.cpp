@@ -49,8 +49,7 @@ TEST_F(Subcommands, DistillAllKlModes) {
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("step 2/2"), std::string::npos) << r.output;
     expect_run(out, 2);
-    const std::string metrics = read_file(out + "/metrics.jsonl");
-    const auto last = nlohmann::json::parse(metrics.substr(metrics.rfind('\n', metrics.size() - 2) + 1));
+    const auto last = nlohmann::json::parse(testing::last_line(out + "/metrics.jsonl"));
     for (const char* k : {"loss", "kl", "logp_student", "logp_teacher", "entropy", "tokens", "tokens_per_s", "flops",
                           "time", "eval_accuracy", "eval_kl"})
       EXPECT_TRUE(last.contains(k)) << kl << ": metrics line lacks " << k;
