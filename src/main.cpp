@@ -14,6 +14,9 @@ namespace {
 struct Subcommand {
   int (*run)(const opd::cli::Args&);
   const char* summary;
+  // Whether it runs as an MPI job. The others are one process and never start MPI: under Open MPI
+  // a singleton MPI_Init forks a daemon (orted), which a benchmark node or a login node may lack.
+  bool mpi = true;
 };
 
 const std::map<std::string, Subcommand>& subcommands() {
@@ -23,10 +26,10 @@ const std::map<std::string, Subcommand>& subcommands() {
       {"rl", {opd::cli::rl, "GRPO reinforcement learning with the task's verifier"}},
       {"eval", {opd::cli::eval, "accuracy of a model on a task (and reverse KL to a teacher)"}},
       {"sample", {opd::cli::sample, "completions with per-token student (and teacher) log-probs"}},
-      {"inspect", {opd::cli::inspect, "a model file's or checkpoint's contents, every checksum verified"}},
+      {"inspect", {opd::cli::inspect, "a model file's or checkpoint's contents, every checksum verified", false}},
       {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
-      {"bench", {opd::cli::bench, "throughput benchmarks (bench model)"}},
-      {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)"}},
+      {"bench", {opd::cli::bench, "kernel and model throughput on this machine (bench ops, bench model)", false}},
+      {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)", false}},
   };
   return table;
 }
@@ -40,22 +43,25 @@ void print_usage(std::ostream& os) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const auto found = argc < 2 ? subcommands().end() : subcommands().find(argv[1]);
+  const bool use_mpi = found != subcommands().end() && found->second.mpi;
   // MPI's default handler aborts the job on a failing call, before any of ours could run.
-  MPI_Init(&argc, &argv);
+  if (use_mpi) MPI_Init(&argc, &argv);
   int rank = 0, world = 1;
   int code = 0;
   try {
-    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+    if (use_mpi) {
+      MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+      MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+    }
     if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
       print_usage(argc < 2 ? std::cerr : std::cout);
       code = argc < 2 ? 2 : 0;
     } else if (!std::strcmp(argv[1], "--version")) {
       std::cout << "opd " << OPD_VERSION << "\n";
     } else {
-      auto it = subcommands().find(argv[1]);
-      if (it == subcommands().end()) throw opd::Error(opd::str("unknown subcommand '", argv[1], "' (opd --help lists them)"));
-      code = it->second.run(opd::cli::Args(argv + 2, argv + argc));
+      if (found == subcommands().end()) throw opd::Error(opd::str("unknown subcommand '", argv[1], "' (opd --help lists them)"));
+      code = found->second.run(opd::cli::Args(argv + 2, argv + argc));
     }
   } catch (const std::exception& e) {
     std::cerr << "opd: error" << (world > 1 ? opd::str(" on rank ", rank) : std::string()) << ": " << e.what() << "\n";
@@ -63,6 +69,6 @@ int main(int argc, char** argv) {
     if (world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
     code = 1;
   }
-  MPI_Finalize();
+  if (use_mpi) MPI_Finalize();
   return code;
 }

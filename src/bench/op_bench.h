@@ -52,6 +52,10 @@ struct OpBench {
 std::vector<OpResult> attention_ops(OpContext& ctx);
 std::vector<OpResult> vocab_ops(OpContext& ctx);
 std::vector<OpResult> pointwise_ops(OpContext& ctx);
+std::vector<OpResult> attention_backward_ops(OpContext& ctx);
+
+// `opd bench ops ARGS...`: runs the families, prints the table; exit code 1 if a check failed.
+int run_bench_ops(const std::vector<std::string>& args);
 
 // Worst absolute and relative error of got against want: the helpers each benchmark validates with.
 double max_abs_error(const std::vector<float>& got, const std::vector<float>& want);

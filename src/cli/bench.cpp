@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "bench/op_bench.h"
 #include "cli/commands.h"
 #include "cli/runtime.h"
 #include "kernels/cpu/cross_entropy.h"
@@ -118,11 +119,12 @@ int bench_model(const Args& args) {
 
 int bench(const Args& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::cout << "usage: opd bench model [options]   (opd bench model --help)\n";
+    std::cout << "usage: opd bench model|ops [options]   (opd bench model --help, opd bench ops --help)\n";
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "model") return bench_model(Args(args.begin() + 1, args.end()));
-  throw Error(str("opd bench: unknown benchmark '", args[0], "' (known: model)"));
+  if (args[0] == "ops") return bench::run_bench_ops(Args(args.begin() + 1, args.end()));
+  throw Error(str("opd bench: unknown benchmark '", args[0], "' (known: model, ops)"));
 }
 
 }  // namespace opd::cli

@@ -154,6 +154,23 @@ TEST_F(Subcommands, ClearErrors) {
   EXPECT_NE(r.output.find("--samples-per-prompt"), std::string::npos) << r.output;
 }
 
+// The CPU side of `opd bench ops`: every family's CPU op timed at small shapes, the ceilings
+// measured, the table printed. On a machine without a GPU, --device cuda is a clear error.
+TEST_F(Subcommands, BenchOps) {
+  auto r = run_opd("bench ops --device cpu --quick" + kThreads);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("ceilings measured now"), std::string::npos) << r.output;
+  for (const char* op : {"attention_forward", "attention_backward", "reverse_kl_full", "logprobs_forward"})
+    EXPECT_NE(r.output.find(op), std::string::npos) << op << "\n" << r.output;
+  EXPECT_NE(r.output.find("0 checks failed"), std::string::npos) << r.output;
+
+  r = run_opd("bench ops --op nonsense");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--op: unknown family 'nonsense'"), std::string::npos) << r.output;
+  r = run_opd("bench ops --device cuda --quick");
+  if (r.code != 0) EXPECT_NE(r.output.find("--device cuda"), std::string::npos) << r.output;
+}
+
 TEST_F(Subcommands, ConfigFileWithCommandLineOverride) {
   const std::string ini = dir_ + "/run.ini", out = dir_ + "/ini_run";
   std::ofstream(ini) << "steps = 5\nprompts-per-step = 2\nsamples-per-prompt = 2\neval-every = 0\n";
