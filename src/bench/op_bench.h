@@ -50,6 +50,7 @@ struct OpBench {
 
 // The registered families; each ops_*.cpp defines its function, bench_ops.cpp lists them.
 std::vector<OpResult> attention_ops(OpContext& ctx);
+std::vector<OpResult> attention_backward_ops(OpContext& ctx);
 std::vector<OpResult> vocab_ops(OpContext& ctx);
 std::vector<OpResult> pointwise_ops(OpContext& ctx);
 std::vector<OpResult> attention_backward_ops(OpContext& ctx);

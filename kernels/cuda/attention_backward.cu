@@ -1,0 +1,531 @@
+// Causal grouped-query flash attention backward (FlashAttention-2 style, recomputing the
+// probabilities from the forward's log-sum-exp). Three kernels, none with float atomics, so the
+// gradients are bit-identical from run to run:
+//   1. row_dot:  Di = dot(dout_i, out_i) per query row (into the workspace);
+//   2. dkdv:     one block per (batch, kv head, 64-key tile); loops over the query heads of its
+//                group and the query tiles at or after the key tile, keeping dK and dV in fp32
+//                registers and writing them once;
+//   3. dq:       one block per (batch, query head, 64-query tile); loops over the key tiles up to
+//                the diagonal, recomputing P and dS, keeping dQ in fp32 registers.
+// Both main kernels use 4 warps, each owning 16 rows of the block's tile (the M side of
+// mma.sync.m16n8k16 bf16 -> fp32); operand tiles sit in shared memory with rows padded by 16 bytes
+// so that ldmatrix reads them without bank conflicts, and the streamed tiles are double-buffered
+// with cp.async.
+#include <cstdint>
+
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/cuda_check.cuh"
+
+namespace opd::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kTile = 16 * kWarps;  // rows of the tile a block owns: 16 per warp
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- PTX wrappers ---------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, bypassing L1; src_bytes = 0 writes zeros (rows past the sequence).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i. Without .trans a lane
+// receives row lane/4, columns 2*(lane%4) and +1 of each matrix; with .trans the transpose.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// c += a * b for one 16x8x16 tile. Fragments (g = lane/4, t = lane%4):
+//   a[0]: (row g,   cols 2t,2t+1)  a[1]: (row g+8, cols 2t..)  a[2]: (row g, cols 2t+8..)  a[3]: (row g+8, cols 2t+8..)
+//   b0:   (rows 2t,2t+1, col g)    b1:   (rows 2t+8,2t+9, col g)
+//   c[0], c[1]: (row g, cols 2t, 2t+1)   c[2], c[3]: (row g+8, cols 2t, 2t+1)
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as a bf16 pair, the first in the low half (the lower column index of a fragment).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// ---- fragment loads from a row-major shared tile with row stride LD elements -----------------
+
+// A operand (16 x 16) = tile rows m0..m0+15, columns k0..k0+15.
+template <int LD>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int m0, int k0, int lane) {
+  ldsm_x4(a, tile + (m0 + (lane % 16)) * LD + k0 + (lane / 16) * 8);
+}
+
+// B operands for two adjacent n-blocks where B = X^T, X stored [n][k]: b[0], b[1] for columns
+// n0..n0+7, b[2], b[3] for n0+8..n0+15; k-block k0..k0+15.
+template <int LD>
+__device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const bf16* x, int n0, int k0, int lane) {
+  const int mat = lane / 8, r = lane % 8;
+  ldsm_x4(b, x + (n0 + (mat / 2) * 8 + r) * LD + k0 + (mat % 2) * 8);
+}
+
+// The same fragments where B itself is stored [k][n] (transposed on the way in).
+template <int LD>
+__device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* y, int k0, int n0, int lane) {
+  const int mat = lane / 8, r = lane % 8;
+  ldsm_x4_trans(b, y + (k0 + (mat % 2) * 8 + r) * LD + n0 + (mat / 2) * 8);
+}
+
+// Rows [r0, r0 + R) of head `head` of a [B, T, Hn, D] tensor into a padded shared tile; rows at or
+// past Tn are zero-filled, so that masked products stay finite (0, never 0 * garbage).
+template <int R, int D, int LD>
+__device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* x, int b, int r0, int Tn, int Hn, int head) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  for (int c = threadIdx.x; c < R * kChunks; c += kThreads) {
+    const int row = c / kChunks, col = (c % kChunks) * 8;
+    const int t = r0 + row;
+    const bool in = t < Tn;
+    const bf16* src = in ? x + ((size_t(b) * Tn + t) * Hn + head) * D + col : x;
+    cp_async16(tile + row * LD + col, src, in ? 16 : 0);
+  }
+}
+
+// ---- 1. Di = dot(dout, out) per row ---------------------------------------------------------
+
+// One warp per (b, t, h) row; the xor butterfly fixes the order of the sum.
+__global__ void row_dot_kernel(float* di, const bf16* dout, const bf16* out, int B, int Tn, int H, int D) {
+  const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= (long long)B * Tn * H) return;
+  const bf16* go = dout + row * D;
+  const bf16* o = out + row * D;
+  float acc = 0.f;
+  for (int d = 2 * lane; d < D; d += 64) {
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(go + d));
+    const float2 c = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(o + d));
+    acc = fmaf(a.x, c.x, acc);
+    acc = fmaf(a.y, c.y, acc);
+  }
+  for (int s = 16; s > 0; s >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, s);
+  if (lane == 0) {
+    const int h = int(row % H);
+    const long long bt = row / H;
+    const int t = int(bt % Tn), b = int(bt / Tn);
+    di[(size_t(b) * H + h) * Tn + t] = acc;
+  }
+}
+
+// ---- 2. dK, dV ------------------------------------------------------------------------------
+
+// Query rows per streamed tile: 64 at D = 64; 32 at D = 128 keeps the 16 x D dK and dV
+// accumulators plus the 16 x BR score tiles within the register file.
+template <int D>
+__host__ __device__ constexpr int dkdv_query_rows() {
+  return D == 64 ? 64 : 32;
+}
+
+template <int D>
+constexpr size_t dkdv_smem_bytes() {
+  constexpr int LD = D + 8, BR = dkdv_query_rows<D>();
+  return sizeof(bf16) * (2 * kTile * LD + 2 * 2 * BR * LD) + sizeof(float) * 2 * 2 * BR;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) dkdv_kernel(bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
+                                                        const bf16* k, const bf16* v, const float* lse,
+                                                        const float* di, int Tn, int H, int Hkv, float scale) {
+  constexpr int LD = D + 8;
+  constexpr int BR = dkdv_query_rows<D>();
+  constexpr int NQ = BR / 8;   // n-tiles of the score tile (queries)
+  constexpr int ND = D / 8;    // n-tiles of the accumulators (head dim)
+  static_assert(kTile % BR == 0, "a query tile must start on a key-tile boundary");
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* ks = reinterpret_cast<bf16*>(smem_raw);
+  bf16* vs = ks + kTile * LD;
+  bf16* qs = vs + kTile * LD;        // [2][BR][LD]
+  bf16* dos = qs + 2 * BR * LD;      // [2][BR][LD]
+  float* lses = reinterpret_cast<float*>(dos + 2 * BR * LD);  // [2][BR], times log2(e)
+  float* dis = lses + 2 * BR;                                 // [2][BR]
+
+  const int key_tile = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int k0 = key_tile * kTile;
+  const int group = H / Hkv;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, tq = lane % 4;
+  const float scale_log2 = scale * kLog2e;
+
+  // Work items: (query head of the group, query tile at or after this key tile), heads outer.
+  const int first_qt = k0 / BR;
+  const int n_qt = (Tn + BR - 1) / BR - first_qt;
+  const int total = group * n_qt;
+
+  auto load_item = [&](int it, int buf) {
+    const int h = kvh * group + it / n_qt;
+    const int q0 = (first_qt + it % n_qt) * BR;
+    load_rows_async<BR, D, LD>(qs + buf * BR * LD, q, b, q0, Tn, H, h);
+    load_rows_async<BR, D, LD>(dos + buf * BR * LD, dout, b, q0, Tn, H, h);
+    for (int i = threadIdx.x; i < BR; i += kThreads) {
+      const int t = q0 + i;
+      const size_t idx = (size_t(b) * H + h) * Tn + t;
+      lses[buf * BR + i] = t < Tn ? lse[idx] * kLog2e : 0.f;
+      dis[buf * BR + i] = t < Tn ? di[idx] : 0.f;
+    }
+  };
+
+  load_rows_async<kTile, D, LD>(ks, k, b, k0, Tn, Hkv, kvh);
+  load_rows_async<kTile, D, LD>(vs, v, b, k0, Tn, Hkv, kvh);
+  load_item(0, 0);
+  cp_async_commit();
+
+  float dk_acc[ND][4], dv_acc[ND][4];
+#pragma unroll
+  for (int j = 0; j < ND; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[j][e] = 0.f, dv_acc[j][e] = 0.f;
+
+  const int m0 = warp * 16;            // this warp's key rows within the tile
+  const int key_lo = k0 + m0 + g;      // key of accumulator rows g; rows g+8 are key_lo + 8
+
+  for (int it = 0; it < total; ++it) {
+    const int buf = it % 2;
+    if (it + 1 < total) {
+      load_item(it + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+
+    const int q0 = (first_qt + it % n_qt) * BR;
+    // Every query of the tile precedes every key of this warp: nothing to add.
+    if (q0 + BR - 1 >= k0 + m0) {
+      const bf16* qt = qs + buf * BR * LD;
+      const bf16* dot = dos + buf * BR * LD;
+      const float* ls = lses + buf * BR;
+      const float* ds = dis + buf * BR;
+
+      // S^T = K_w Q^T and dP^T = V_w dO^T: 16 keys x BR queries each.
+      float s[NQ][4], dp[NQ][4];
+#pragma unroll
+      for (int j = 0; j < NQ; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] = 0.f, dp[j][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t ka[4], va[4];
+        load_a<LD>(ka, ks, m0, kk * 16, lane);
+        load_a<LD>(va, vs, m0, kk * 16, lane);
+#pragma unroll
+        for (int nb = 0; nb < NQ / 2; ++nb) {
+          uint32_t qb[4], ob[4];
+          load_b_nk<LD>(qb, qt, nb * 16, kk * 16, lane);
+          load_b_nk<LD>(ob, dot, nb * 16, kk * 16, lane);
+          mma16816(s[2 * nb], ka, qb[0], qb[1]);
+          mma16816(s[2 * nb + 1], ka, qb[2], qb[3]);
+          mma16816(dp[2 * nb], va, ob[0], ob[1]);
+          mma16816(dp[2 * nb + 1], va, ob[2], ob[3]);
+        }
+      }
+
+      // P^T = exp(scale * S^T - lse), zero where the query precedes the key or is padding;
+      // dS^T = P^T * (dP^T - Di). s becomes P^T, dp becomes dS^T.
+#pragma unroll
+      for (int j = 0; j < NQ; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = j * 8 + 2 * tq + (e % 2);
+          const int query = q0 + col;
+          const int key = key_lo + (e / 2) * 8;
+          const bool live = query < Tn && query >= key;
+          const float p = live ? exp2f(s[j][e] * scale_log2 - ls[col]) : 0.f;
+          s[j][e] = p;
+          dp[j][e] = p * (dp[j][e] - ds[col]);
+        }
+      }
+
+      // dV += P^T dO and dK += dS^T Q: the score tiles' accumulator fragments are the A operands.
+#pragma unroll
+      for (int kk = 0; kk < BR / 16; ++kk) {
+        uint32_t pa[4], dsa[4];
+        pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+        pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+        pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        dsa[0] = pack_bf16(dp[2 * kk][0], dp[2 * kk][1]);
+        dsa[1] = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
+        dsa[2] = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+        dsa[3] = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+#pragma unroll
+        for (int nb = 0; nb < ND / 2; ++nb) {
+          uint32_t ob[4], qb[4];
+          load_b_kn<LD>(ob, dot, kk * 16, nb * 16, lane);
+          load_b_kn<LD>(qb, qt, kk * 16, nb * 16, lane);
+          mma16816(dv_acc[2 * nb], pa, ob[0], ob[1]);
+          mma16816(dv_acc[2 * nb + 1], pa, ob[2], ob[3]);
+          mma16816(dk_acc[2 * nb], dsa, qb[0], qb[1]);
+          mma16816(dk_acc[2 * nb + 1], dsa, qb[2], qb[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's prefetch overwrites this buffer
+  }
+
+  // dK carries the softmax scale of S = scale * Q K^T.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int key = key_lo + half * 8;
+    if (key >= Tn) continue;
+    const size_t row = ((size_t(b) * Tn + key) * Hkv + kvh) * D;
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      const int d = j * 8 + 2 * tq;
+      *reinterpret_cast<__nv_bfloat162*>(dk + row + d) =
+          __floats2bfloat162_rn(dk_acc[j][2 * half] * scale, dk_acc[j][2 * half + 1] * scale);
+      *reinterpret_cast<__nv_bfloat162*>(dv + row + d) =
+          __floats2bfloat162_rn(dv_acc[j][2 * half], dv_acc[j][2 * half + 1]);
+    }
+  }
+}
+
+// ---- 3. dQ ----------------------------------------------------------------------------------
+
+// Keys per streamed tile: 64 at D = 64, 32 at D = 128 (the Q and dO fragments and the dQ
+// accumulator already take 128 registers there).
+template <int D>
+__host__ __device__ constexpr int dq_key_rows() {
+  return D == 64 ? 64 : 32;
+}
+
+template <int D>
+constexpr size_t dq_smem_bytes() {
+  constexpr int LD = D + 8, BC = dq_key_rows<D>();
+  return sizeof(bf16) * (2 * kTile * LD + 2 * 2 * BC * LD);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) dq_kernel(bf16* dq, const bf16* dout, const bf16* q, const bf16* k,
+                                                      const bf16* v, const float* lse, const float* di, int Tn,
+                                                      int H, int Hkv, float scale) {
+  constexpr int LD = D + 8;
+  constexpr int BC = dq_key_rows<D>();
+  constexpr int NK = BC / 8;  // n-tiles of the score tile (keys)
+  constexpr int ND = D / 8;
+  constexpr int KD = D / 16;  // k-blocks over the head dim
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* dos = qs + kTile * LD;
+  bf16* ks = dos + kTile * LD;  // [2][BC][LD]
+  bf16* vs = ks + 2 * BC * LD;  // [2][BC][LD]
+
+  // The last query tiles have the most keys to visit: launch them first.
+  const int q_tile = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int q0 = q_tile * kTile;
+  const int kvh = h / (H / Hkv);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, tq = lane % 4;
+  const float scale_log2 = scale * kLog2e;
+  const int m0 = warp * 16;
+  const int query_lo = q0 + m0 + g;  // query of rows g; rows g+8 are query_lo + 8
+
+  const int last_row = min(q0 + kTile, Tn);  // one past the last query (and key) this block needs
+  const int n_kt = (last_row + BC - 1) / BC;
+
+  load_rows_async<kTile, D, LD>(qs, q, b, q0, Tn, H, h);
+  load_rows_async<kTile, D, LD>(dos, dout, b, q0, Tn, H, h);
+  load_rows_async<BC, D, LD>(ks, k, b, 0, Tn, Hkv, kvh);
+  load_rows_async<BC, D, LD>(vs, v, b, 0, Tn, Hkv, kvh);
+  cp_async_commit();
+
+  float row_lse[2], row_di[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int t = query_lo + half * 8;
+    const size_t idx = (size_t(b) * H + h) * Tn + t;
+    row_lse[half] = t < Tn ? lse[idx] * kLog2e : 0.f;
+    row_di[half] = t < Tn ? di[idx] : 0.f;
+  }
+
+  float dq_acc[ND][4];
+#pragma unroll
+  for (int j = 0; j < ND; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dq_acc[j][e] = 0.f;
+  uint32_t qa[KD][4], oa[KD][4];
+
+  for (int it = 0; it < n_kt; ++it) {
+    const int buf = it % 2;
+    if (it + 1 < n_kt) {
+      load_rows_async<BC, D, LD>(ks + (buf ^ 1) * BC * LD, k, b, (it + 1) * BC, Tn, Hkv, kvh);
+      load_rows_async<BC, D, LD>(vs + (buf ^ 1) * BC * LD, v, b, (it + 1) * BC, Tn, Hkv, kvh);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (it == 0) {
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk) {
+        load_a<LD>(qa[kk], qs, m0, kk * 16, lane);
+        load_a<LD>(oa[kk], dos, m0, kk * 16, lane);
+      }
+    }
+
+    const int kb = it * BC;
+    // Every key of the tile follows every query of this warp: nothing to add.
+    if (kb <= q0 + m0 + 15) {
+      const bf16* kt = ks + buf * BC * LD;
+      const bf16* vt = vs + buf * BC * LD;
+
+      // S = Q_w K^T and dP = dO_w V^T: 16 queries x BC keys each.
+      float s[NK][4], dp[NK][4];
+#pragma unroll
+      for (int j = 0; j < NK; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] = 0.f, dp[j][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk) {
+#pragma unroll
+        for (int nb = 0; nb < NK / 2; ++nb) {
+          uint32_t kb4[4], vb4[4];
+          load_b_nk<LD>(kb4, kt, nb * 16, kk * 16, lane);
+          load_b_nk<LD>(vb4, vt, nb * 16, kk * 16, lane);
+          mma16816(s[2 * nb], qa[kk], kb4[0], kb4[1]);
+          mma16816(s[2 * nb + 1], qa[kk], kb4[2], kb4[3]);
+          mma16816(dp[2 * nb], oa[kk], vb4[0], vb4[1]);
+          mma16816(dp[2 * nb + 1], oa[kk], vb4[2], vb4[3]);
+        }
+      }
+
+      // dS = P * (dP - Di), P = exp(scale * S - lse) on keys at or before the query, else 0.
+#pragma unroll
+      for (int j = 0; j < NK; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = kb + j * 8 + 2 * tq + (e % 2);
+          const int half = e / 2;
+          const int query = query_lo + half * 8;
+          const bool live = query < Tn && key <= query;
+          const float p = live ? exp2f(s[j][e] * scale_log2 - row_lse[half]) : 0.f;
+          dp[j][e] = p * (dp[j][e] - row_di[half]);
+        }
+      }
+
+      // dQ += dS K.
+#pragma unroll
+      for (int kk = 0; kk < BC / 16; ++kk) {
+        uint32_t dsa[4];
+        dsa[0] = pack_bf16(dp[2 * kk][0], dp[2 * kk][1]);
+        dsa[1] = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
+        dsa[2] = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+        dsa[3] = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+#pragma unroll
+        for (int nb = 0; nb < ND / 2; ++nb) {
+          uint32_t kb4[4];
+          load_b_kn<LD>(kb4, kt, kk * 16, nb * 16, lane);
+          mma16816(dq_acc[2 * nb], dsa, kb4[0], kb4[1]);
+          mma16816(dq_acc[2 * nb + 1], dsa, kb4[2], kb4[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's prefetch overwrites this buffer
+  }
+
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int t = query_lo + half * 8;
+    if (t >= Tn) continue;
+    const size_t row = ((size_t(b) * Tn + t) * H + h) * D;
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      const int d = j * 8 + 2 * tq;
+      *reinterpret_cast<__nv_bfloat162*>(dq + row + d) =
+          __floats2bfloat162_rn(dq_acc[j][2 * half] * scale, dq_acc[j][2 * half + 1] * scale);
+    }
+  }
+}
+
+size_t di_bytes(int B, int Tn, int H) { return sizeof(float) * size_t(B) * H * Tn; }
+
+template <int D>
+void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
+                     const bf16* out, const float* lse, float* di, int B, int Tn, int H, int Hkv,
+                     cudaStream_t stream) {
+  const float scale = 1.0f / sqrtf(float(D));
+  const long long rows = (long long)B * Tn * H;
+  constexpr int kRowsPerBlock = 8;  // warps of the row_dot block
+  row_dot_kernel<<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), 32 * kRowsPerBlock, 0, stream>>>(
+      di, dout, out, B, Tn, H, D);
+  CUDA_CHECK_LAUNCH();
+
+  const unsigned tiles = unsigned((Tn + kTile - 1) / kTile);
+  constexpr size_t kvs_smem = dkdv_smem_bytes<D>();
+  CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kvs_smem)));
+  dkdv_kernel<D><<<dim3(tiles, unsigned(Hkv), unsigned(B)), kThreads, kvs_smem, stream>>>(
+      dk, dv, dout, q, k, v, lse, di, Tn, H, Hkv, scale);
+  CUDA_CHECK_LAUNCH();
+
+  constexpr size_t q_smem = dq_smem_bytes<D>();
+  CUDA_CHECK(cudaFuncSetAttribute(dq_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(q_smem)));
+  dq_kernel<D><<<dim3(tiles, unsigned(H), unsigned(B)), kThreads, q_smem, stream>>>(dq, dout, q, k, v, lse, di,
+                                                                                    Tn, H, Hkv, scale);
+  CUDA_CHECK_LAUNCH();
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+size_t attention_backward_workspace_bytes(int B, int Tn, int H, int /*Hkv*/, int /*D*/) {
+  OPD_REQUIRE(B >= 0 && Tn >= 0 && H > 0, "attention_backward_workspace_bytes: bad shape B=", B, " T=", Tn, " H=", H);
+  return di_bytes(B, Tn, H);
+}
+
+void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
+                        const bf16* out, const float* lse, void* workspace, int B, int Tn, int H, int Hkv, int D,
+                        cudaStream_t stream) {
+  OPD_REQUIRE(B >= 0 && Tn >= 0, "attention_backward: batch and sequence length must be non-negative, got B=", B,
+              " T=", Tn);
+  OPD_REQUIRE(H > 0 && Hkv > 0 && H % Hkv == 0, "attention_backward: n_heads (", H,
+              ") must be a positive multiple of n_kv_heads (", Hkv, ")");
+  OPD_REQUIRE(D == 64 || D == 128, "attention_backward: head_dim ", D, " is not supported (64 or 128)");
+  OPD_REQUIRE(B <= 65535 && H <= 65535, "attention_backward: B=", B, " H=", H, " exceed the grid's 65535");
+  if (B == 0 || Tn == 0) return;
+  OPD_REQUIRE(workspace != nullptr, "attention_backward: workspace is null (need ",
+              attention_backward_workspace_bytes(B, Tn, H, Hkv, D), " bytes)");
+  for (const void* p : {static_cast<const void*>(dq), static_cast<const void*>(dk), static_cast<const void*>(dv),
+                        static_cast<const void*>(dout), static_cast<const void*>(q), static_cast<const void*>(k),
+                        static_cast<const void*>(v), static_cast<const void*>(out)})
+    OPD_REQUIRE(aligned16(p), "attention_backward: every bf16 tensor must be 16-byte aligned (rows are read as "
+                              "16-byte vectors)");
+  OPD_REQUIRE(aligned16(workspace), "attention_backward: workspace must be 16-byte aligned");
+  float* di = static_cast<float*>(workspace);
+  if (D == 64)
+    launch_backward<64>(dq, dk, dv, dout, q, k, v, out, lse, di, B, Tn, H, Hkv, stream);
+  else
+    launch_backward<128>(dq, dk, dv, dout, q, k, v, out, lse, di, B, Tn, H, Hkv, stream);
+}
+
+}  // namespace opd::cuda
