@@ -53,7 +53,6 @@ std::vector<OpResult> attention_ops(OpContext& ctx);
 std::vector<OpResult> attention_backward_ops(OpContext& ctx);
 std::vector<OpResult> vocab_ops(OpContext& ctx);
 std::vector<OpResult> pointwise_ops(OpContext& ctx);
-std::vector<OpResult> attention_backward_ops(OpContext& ctx);
 
 // `opd bench ops ARGS...`: runs the families, prints the table; exit code 1 if a check failed.
 int run_bench_ops(const std::vector<std::string>& args);
