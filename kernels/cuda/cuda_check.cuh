@@ -12,6 +12,7 @@
       ::opd::fail_call(#call, cudaGetErrorString(opd_cuda_rc_), __FILE__, __LINE__);       \
   } while (0)
 
+// cuBLASLt calls return cublasStatus_t too and go through the same check.
 #define CUBLAS_CHECK(call)                                                                 \
   do {                                                                                     \
     cublasStatus_t opd_cublas_rc_ = (call);                                                \
