@@ -123,6 +123,51 @@ void topk_logprobs(int* ids, T* logp, const T* logits, const int* extra, bool sk
   }
 }
 
+template <typename T>
+void logprobs_shard_stats(T* mx, T* sumexp, T* target_logit, const T* logits, const int* targets, int N, int Vlocal,
+                          int v0) {
+  OPD_REQUIRE(N >= 0 && Vlocal > 0 && v0 >= 0, "logprobs_shard_stats: need N >= 0, Vlocal > 0 and v0 >= 0, got N=", N,
+              " Vlocal=", Vlocal, " v0=", v0);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vlocal >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * Vlocal;
+    T m = x[0];
+    for (int v = 1; v < Vlocal; ++v) m = x[v] > m ? x[v] : m;
+    T sum = 0;
+    for (int v = 0; v < Vlocal; ++v) sum += std::exp(x[v] - m);
+    mx[n] = m;
+    sumexp[n] = sum;
+    const int local = targets[n] - v0;
+    target_logit[n] = targets[n] >= 0 && local >= 0 && local < Vlocal ? x[local] : T(0);
+  }
+}
+
+template <typename T>
+void combine_shard_stats(T* logp, T* lse, const T* mx, const T* sumexp, const T* target_logit, const int* targets,
+                         int R, int N) {
+  OPD_REQUIRE(R > 0 && N >= 0, "combine_shard_stats: need R > 0 shards and N >= 0, got R=", R, " N=", N);
+  for (int n = 0; n < N; ++n) {
+    T m = mx[n];
+    for (int r = 1; r < R; ++r) m = mx[static_cast<size_t>(r) * N + n] > m ? mx[static_cast<size_t>(r) * N + n] : m;
+    T s = 0, tl = 0;
+    for (int r = 0; r < R; ++r) {
+      const size_t i = static_cast<size_t>(r) * N + n;
+      // A shard whose logits are all -inf holds no mass (and exp(-inf - -inf) would be NaN).
+      if (mx[i] != -INFINITY) s += sumexp[i] * std::exp(mx[i] - m);
+      tl += target_logit[i];  // only the shard holding the target adds a nonzero
+    }
+    const T l = std::log(s);
+    if (lse) lse[n] = m + l;
+    logp[n] = targets[n] < 0 ? T(0) : (tl - m) - l;
+  }
+}
+
+template void logprobs_shard_stats<float>(float*, float*, float*, const float*, const int*, int, int, int);
+template void logprobs_shard_stats<double>(double*, double*, double*, const double*, const int*, int, int, int);
+template void combine_shard_stats<float>(float*, float*, const float*, const float*, const float*, const int*, int,
+                                         int);
+template void combine_shard_stats<double>(double*, double*, const double*, const double*, const double*, const int*,
+                                          int, int);
 template void log_softmax_forward<float>(float*, const float*, int, int);
 template void log_softmax_forward<double>(double*, const double*, int, int);
 template void topk_logprobs<float>(int*, float*, const float*, const int*, bool, int, int, int);

@@ -24,4 +24,20 @@ void log_softmax_forward(T* out, const T* logits, int N, int V);
 template <typename T>
 void topk_logprobs(int* ids, T* logp, const T* logits, const int* extra, bool skip_without_extra, int N, int V, int K);
 
+// Vocabulary-parallel form: tensor parallelism splits each row into shards of consecutive ids.
+// logits: this shard's [N, Vlocal] slab, holding global ids [v0, v0 + Vlocal). Per row: mx = the
+// shard's max, sumexp = sum exp(x - mx) over the shard, target_logit = the target's logit when
+// targets[n] lies in the shard, else 0. Every row gets its statistics, skipped ones included.
+template <typename T>
+void logprobs_shard_stats(T* mx, T* sumexp, T* target_logit, const T* logits, const int* targets, int N, int Vlocal,
+                          int v0);
+
+// Combines the partials of R shards, each array [R, N] (shard r in row r, what an all-gather of the
+// three [N] arrays gives): M = max_r mx, S = sum_r sumexp_r exp(mx_r - M); lse (nullable) = M + log S;
+// logp = (sum_r target_logit_r - M) - log S, 0 where targets[n] < 0. Equals logprobs_forward on the
+// whole rows up to rounding.
+template <typename T>
+void combine_shard_stats(T* logp, T* lse, const T* mx, const T* sumexp, const T* target_logit, const int* targets,
+                         int R, int N);
+
 }  // namespace opd::cpu

@@ -1,0 +1,35 @@
+// Reverse KL between student and teacher on the GPU, same contract as kernels/cpu/reverse_kl.h.
+// Logits and the teacher's full log-softmax rows are fp32 or bf16 (T = float or bf16, both the
+// same type); kl, scale and the top-K teacher log-probs are fp32; dlogits is written in the logits'
+// type and may be the logits buffer itself (in place). All pointers are device pointers; work is
+// queued on `stream`. Includable from plain C++.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace opd::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// k[n] = logp_old[n] - logp_teacher[n].
+void reverse_kl_sampled(float* k, const float* logp_old, const float* logp_teacher, int N, cudaStream_t stream = 0);
+
+// loss[n] = dlogp[n] = -adv[n] * exp(logp[n] - logp_old[n]) * w[n].
+void policy_gradient_loss(float* loss, float* dlogp, const float* logp, const float* logp_old, const float* adv,
+                          const float* w, int N, cudaStream_t stream = 0);
+
+// kl[n] = sum_v p_s(v) (log p_s(v) - logp_teacher[n, v]) in one read of both rows (an online max,
+// sum-exp and sum of exp * (x - logp_teacher)); with dlogits non-null a second pass writes
+// scale[n] * p_s(v) ((log p_s(v) - logp_teacher[n, v]) - kl[n]).
+template <typename T>
+void reverse_kl_full(float* kl, T* dlogits, const T* logits, const T* logp_teacher, const float* scale, int N, int V,
+                     cudaStream_t stream = 0);
+
+// Top-K form over the ids[n, 0..K1) of each row (entries < 0 absent; here also entries >= V, which
+// the CPU op rejects; duplicates are not allowed and not checked). logp_teacher: [N, K1] fp32.
+// Only the gathered logits are read; dlogits (nullable) gets zeros off S. K1 <= 8192.
+template <typename T>
+void reverse_kl_topk(float* kl, T* dlogits, const T* logits, const int* ids, const float* logp_teacher,
+                     const float* scale, int N, int V, int K1, cudaStream_t stream = 0);
+
+}  // namespace opd::cuda
