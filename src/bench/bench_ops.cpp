@@ -69,11 +69,11 @@ void setup_cpu(OpContext& ctx) {
     }
     return median(t);
   };
-  const int n = ctx.quick ? 256 : 1024;
+  const int n = ctx.quick ? 512 : 1024;
   std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
   const double gemm_ms = ctx.time_ms([&] { cpu::matmul_forward(c.data(), a.data(), b.data(), n, n, n); });
   ctx.gemm_tflops = 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e12;
-  const size_t bytes = size_t(ctx.quick ? 16 : 256) << 20;
+  const size_t bytes = size_t(ctx.quick ? 64 : 256) << 20;
   std::vector<char> src(bytes, 1), dst(bytes);
   const double copy_ms = ctx.time_ms([&] { std::memcpy(dst.data(), src.data(), bytes); });
   ctx.copy_gbps = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
@@ -156,7 +156,7 @@ void setup_cuda(OpContext& ctx, CudaTimer& timer) {
 #endif
 
 void print_header(const OpContext& ctx) {
-  std::printf("device: %s; ceilings measured now: GEMM %.1f TFLOP/s (%s), copy %.1f GB/s (read + write)\n",
+  std::printf("device: %s; ceilings measured now: GEMM %.3f TFLOP/s (%s), copy %.1f GB/s (read + write)\n",
               ctx.cuda ? "cuda" : "cpu", ctx.gemm_tflops,
               ctx.cuda ? (ctx.quick ? "cuBLAS bf16 1024^3" : "cuBLAS bf16 8192^3") : "sgemm", ctx.copy_gbps);
   std::printf("%-26s %-34s %-5s %-22s %10s %16s %8s %24s\n", "op", "shape", "dtype", "check vs cpu", "ms",
@@ -171,7 +171,10 @@ void print_row(const OpContext& ctx, const OpResult& r) {
     std::snprintf(check, sizeof check, "%s %s %.1e<=%.0e", r.ok ? "ok" : "FAIL", r.err_kind.c_str(), r.max_err, r.tol);
   if (r.ms > 0 && r.flops > 0) {
     const double tf = r.flops / (r.ms * 1e-3) / 1e12;
-    std::snprintf(rate, sizeof rate, "%.1f TFLOP/s", tf);
+    if (tf >= 1)
+      std::snprintf(rate, sizeof rate, "%.1f TFLOP/s", tf);
+    else
+      std::snprintf(rate, sizeof rate, "%.1f GFLOP/s", tf * 1e3);
     std::snprintf(frac, sizeof frac, "%.0f%%", 100 * tf / ctx.gemm_tflops);
   } else if (r.ms > 0 && r.bytes > 0) {
     const double gb = r.bytes / (r.ms * 1e-3) / 1e9;
