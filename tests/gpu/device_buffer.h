@@ -76,18 +76,20 @@ struct Storage<bf16> {
   static std::vector<float> back(const std::vector<bf16>& v) { return to_float(v); }
 };
 
-// Every element within atol (vectors of float or double) + rtol * |want|; on a miss, reports the count and the worst element
-// (index, got, want), the one a kernel's indexing bug shows first.
+// Every element within atol (vectors of float or double) + rtol * max(|want|, scale[i]); on a miss, reports the
+// count and the worst element (index, got, want), the one a kernel's indexing bug shows first. `scale` (optional)
+// holds the magnitude of an intermediate the result may have been rounded at, when it can exceed the result.
 template <typename A, typename B>
 void expect_near_all(const std::vector<A>& got, const std::vector<B>& want, double atol, double rtol,
-                     const char* what) {
+                     const char* what, const std::vector<double>* scale = nullptr) {
   ASSERT_EQ(got.size(), want.size()) << what;
   size_t misses = 0, worst = 0;
   double worst_excess = 0;
   bool worst_is_nan = false;
   for (size_t i = 0; i < got.size(); ++i) {
     const double g = double(got[i]), w = double(want[i]);
-    const double excess = std::fabs(g - w) - (atol + rtol * std::fabs(w));
+    const double mag = scale ? std::max(std::fabs(w), (*scale)[i]) : std::fabs(w);
+    const double excess = std::fabs(g - w) - (atol + rtol * mag);
     if (excess <= 0) continue;
     const bool nan = std::isnan(excess);  // a NaN is the worst miss there is
     if (misses++ == 0 || (nan && !worst_is_nan) || (!worst_is_nan && excess > worst_excess))
