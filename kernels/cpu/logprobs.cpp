@@ -52,7 +52,8 @@ void logprobs_forward(T* logp, T* entropy, const T* logits, const int* targets, 
       T h = 0;
       for (int v = 0; v < V; ++v) {
         const T lp = (x[v] - mx) - lse;
-        h -= std::exp(lp) * lp;
+        const T p = std::exp(lp);
+        if (p > 0) h -= p * lp;  // a token with no mass (a -inf logit) adds nothing, not 0 * -inf
       }
       entropy[n] = h;
     }

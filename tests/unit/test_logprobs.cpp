@@ -67,6 +67,18 @@ TEST(Logprobs, ForwardStableForLargeLogits) {
   expect_close(eb, ea, 1e-4, 0, "shifted entropy");
 }
 
+// A masked token (logit -inf) has no mass: the entropy is that of the other tokens, not NaN.
+TEST(Logprobs, EntropyIgnoresMaskedTokens) {
+  const std::vector<float> x = {0.5f, -INFINITY, -1.0f, 2.0f}, kept = {0.5f, -1.0f, 2.0f};
+  const std::vector<int> t = {0};
+  float lp = 0, ent = 0, lp_kept = 0, ent_kept = 0;
+  opd::cpu::logprobs_forward(&lp, &ent, x.data(), t.data(), 1, 4);
+  opd::cpu::logprobs_forward(&lp_kept, &ent_kept, kept.data(), t.data(), 1, 3);
+  EXPECT_TRUE(std::isfinite(ent));
+  EXPECT_NEAR(ent, ent_kept, 1e-6);
+  EXPECT_NEAR(lp, lp_kept, 1e-6);
+}
+
 TEST(Logprobs, RejectsTargetOutOfRange) {
   std::vector<float> x(2 * 5, 0), logp(2);
   std::vector<int> t = {1, 5};
