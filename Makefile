@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 
-.PHONY: all deps configure build run test test-asan bench experiment1 experiment2 clean
+.PHONY: all deps configure build run test test-asan fuzz bench experiment1 experiment2 clean
 
 all: build
 
@@ -35,6 +35,12 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest -L "unit|model|e2e" --output-on-failure -j $(JOBS) --timeout 900
+
+# Every libFuzzer target of tests/fuzz for FUZZ_SECONDS each (clang build in $(BUILD)/fuzz); prints
+# runs, corpus size and findings per target. `make test` runs each for 6 s (ctest label fuzz).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	tools/fuzz --build $(BUILD)/fuzz --seconds $(FUZZ_SECONDS)
 
 run: deps build
 	tools/run-demo $(BUILD)/opd

@@ -65,6 +65,7 @@ int eval(const Args& args) {
   const std::vector<NamedExamples> sets =
       eval_sets(vm.count("eval") ? vm["eval"].as<std::string>() : "", vm.count("task") ? vm["task"].as<std::string>() : "",
                 vm["n"].as<int>(), vm["task-seed"].as<uint64_t>());
+  for (const auto& set : sets) check_vocabulary(*l.model, set.examples);
   EvalOptions o;
   o.max_new_tokens = vm["max-new-tokens"].as<int>();
   o.temperature = vm["temperature"].as<float>();
@@ -106,6 +107,7 @@ int sample(const Args& args) {
   apply_runtime_options(vm);
   Loaded l = load_models(vm);
   const auto examples = load_prompts(vm["prompts"].as<std::string>());
+  check_vocabulary(*l.model, examples);
   GenerateOptions g;
   g.max_new_tokens = vm["max-new-tokens"].as<int>();
   g.sampling.temperature = vm["temperature"].as<float>();

@@ -35,10 +35,17 @@ int score(const Args& args) {
   read_jsonl(input, [&](const json& line, int) {
     std::vector<int> ids;
     if (line.contains("tokens")) {
-      ids = line.at("tokens").get<std::vector<int>>();
-      for (int id : ids)
-        OPD_REQUIRE(id >= 0 && id < model->config().vocab, "token id ", id, " is outside the model's vocabulary of ",
-                    model->config().vocab);
+      // Checked before any conversion: JSON's 1.5 or 4294967297 would otherwise become a valid id.
+      const json& tokens = line.at("tokens");
+      OPD_REQUIRE(tokens.is_array(), "field \"tokens\" must be an array of token ids, got ", tokens.type_name());
+      const int vocab = model->config().vocab;
+      for (const json& t : tokens) {
+        OPD_REQUIRE(t.is_number_integer(), "field \"tokens\" holds ", t.dump(), ", which is not a token id");
+        const bool inside = t.is_number_unsigned() ? t.get<uint64_t>() < static_cast<uint64_t>(vocab)
+                                                   : t.get<int64_t>() >= 0 && t.get<int64_t>() < vocab;
+        OPD_REQUIRE(inside, "token id ", t.dump(), " is outside the model's vocabulary of ", vocab);
+        ids.push_back(static_cast<int>(t.get<int64_t>()));
+      }
     } else if (line.contains("text")) {
       ids = model->tokenizer().encode(line.at("text").get<std::string>(), "\"text\"");
     } else {

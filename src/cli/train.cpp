@@ -8,6 +8,7 @@
 #include "tasks/arith.h"
 #include "tasks/builtin.h"
 #include "train/teacher.h"
+#include "train/rollout.h"
 #include "train/trainer.h"
 
 namespace opd::cli {
@@ -273,6 +274,8 @@ int run_training(Method method, const Args& args) {
   auto text = [&](const char* key) { return vm.count(key) ? vm[key].as<std::string>() : std::string(); };
   const std::vector<NamedExamples> eval_sets =
       opd::eval_sets(text("eval"), text("eval-task"), vm["eval-n"].as<int>(), vm["eval-seed"].as<uint64_t>());
+  check_vocabulary(*student, train_set);
+  for (const auto& set : eval_sets) check_vocabulary(*student, set.examples);
 
   RunDir run(vm["out"].as<std::string>(), c.config_ini, vm["overwrite"].as<bool>(), !c.resume.empty());
   std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()

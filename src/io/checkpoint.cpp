@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <limits>
 
 #include "core/durable.h"
 #include "core/error.h"
@@ -79,19 +80,27 @@ void save_checkpoint(const std::string& path, const Transformer& model, const st
   publish_file(tmp, path);
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
+namespace {
+Checkpoint read_checkpoint(const std::string& path) {
   h5::File f = h5::File::open_read(path);
   const std::string format = h5::read_attr_string(f.id(), "format", path);
   OPD_REQUIRE(format == "opd-checkpoint", path, ": format '", format, "' is not an opd checkpoint");
   const int64_t version = h5::read_attr_int(f.id(), "format_version", path);
   OPD_REQUIRE(version == kModelFormatVersion, path, ": format_version ", version, " is not supported");
+  // Counters are never negative; the step and the optimizer's update count also fit an int.
+  auto counter = [](hid_t obj, const char* key, const std::string& where, int64_t max) {
+    const int64_t v = h5::read_attr_int(obj, key, where);
+    OPD_REQUIRE(v >= 0 && v <= max, where, ": attribute '", key, "' = ", v, " is out of range [0, ", max, "]");
+    return v;
+  };
+  constexpr int64_t kMaxInt = std::numeric_limits<int>::max(), kMaxInt64 = std::numeric_limits<int64_t>::max();
   Checkpoint c;
   c.model = read_model_group(f);
-  c.state.step = h5::read_attr_int(f.id(), "step", path);
-  c.state.tokens = h5::read_attr_int(f.id(), "tokens_seen", path);
+  c.state.step = counter(f.id(), "step", path, kMaxInt - 1);
+  c.state.tokens = counter(f.id(), "tokens_seen", path, kMaxInt64);
   c.config = h5::read_attr_string(f.id(), "config", path);
   h5::Handle opt = h5::open_group(f, "optimizer");
-  c.adam_updates = static_cast<int>(h5::read_attr_int(opt.id(), "updates", path + ":/optimizer"));
+  c.adam_updates = static_cast<int>(counter(opt.id(), "updates", path + ":/optimizer", kMaxInt));
   h5::Handle m = h5::open_group(f, "optimizer/m"), v = h5::open_group(f, "optimizer/v");
   const size_t n = c.model->params().size();
   c.adam_m.assign(n, 0.0f);
@@ -101,10 +110,20 @@ Checkpoint load_checkpoint(const std::string& path) {
     read_tensor(v.id(), s.name, c.adam_v.data() + s.offset, s.shape, path + ":/optimizer/v");
   }
   h5::Handle st = h5::open_group(f, "state");
-  c.state.samples = h5::read_attr_int(st.id(), "samples", path + ":/state");
-  c.state.data_cursor = static_cast<uint64_t>(h5::read_attr_int(st.id(), "data_cursor", path + ":/state"));
+  c.state.samples = counter(st.id(), "samples", path + ":/state", kMaxInt64);
+  c.state.data_cursor = static_cast<uint64_t>(counter(st.id(), "data_cursor", path + ":/state", kMaxInt64));
   c.state.counters = h5::read_attr_string(st.id(), "counters", path + ":/state");
   return c;
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint(const std::string& path) {
+  try {
+    return read_checkpoint(path);
+  } catch (const Error& e) {
+    h5::rethrow_naming(path, e);
+  }
 }
 
 std::optional<Checkpoint> newest_valid_checkpoint(const std::string& run_dir, std::vector<std::string>& skipped,

@@ -1,6 +1,7 @@
 #include "io/h5.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "core/error.h"
@@ -25,9 +26,15 @@ Handle dataset(hid_t loc, const std::string& name, const std::string& where) {
   return Handle(d, H5Dclose);
 }
 
+// Every attribute opd reads is one value: an array (as h5py writes for a numpy array) would be
+// read past the end of the single value it is read into.
 Handle attribute(hid_t obj, const std::string& name, const std::string& where) {
   OPD_REQUIRE(has_attr(obj, name), where, ": missing attribute '", name, "'");
-  return Handle(H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT)), H5Aclose);
+  Handle a(H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT)), H5Aclose);
+  Handle space(H5_CHECK(H5Aget_space(a.id())), H5Sclose);
+  const hssize_t n = H5Sget_simple_extent_npoints(space.id());
+  OPD_REQUIRE(n == 1, where, ": attribute '", name, "' must be a single value, it holds ", n);
+  return a;
 }
 
 Handle string_type(bool variable) {
@@ -96,7 +103,11 @@ File File::open_read(const std::string& path) {
   OPD_REQUIRE(H5Fis_hdf5(path.c_str()) > 0, path, ": not an HDF5 file");
   File f;
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  OPD_REQUIRE(id >= 0, path, ": cannot open HDF5 file");
+  if (id < 0) {
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(path, ec);
+    throw Error(str(path, ": cannot open HDF5 file: truncated or corrupt (", ec ? 0 : bytes, " bytes)"));
+  }
   f.h_ = Handle(id, H5Fclose);
   f.path_ = path;
   return f;
@@ -140,6 +151,12 @@ std::vector<std::string> children(hid_t group) {
 }
 
 bool has_attr(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
+
+void rethrow_naming(const std::string& path, const Error& e) {
+  const std::string what = e.what();
+  if (what.find(path) != std::string::npos) throw e;
+  throw Error(str(path, ": ", what, " (is the file corrupt?)"));
+}
 
 void write_attr(hid_t obj, const std::string& name, int64_t value) {
   write_attr_raw(obj, name, H5T_STD_I64LE, &value);

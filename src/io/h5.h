@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+
 namespace opd::h5 {
 
 class Handle {
@@ -53,6 +55,10 @@ int64_t read_attr_int(hid_t obj, const std::string& name, const std::string& whe
 double read_attr_double(hid_t obj, const std::string& name, const std::string& where);
 std::string read_attr_string(hid_t obj, const std::string& name, const std::string& where);
 bool has_attr(hid_t obj, const std::string& name);
+
+// A failed HDF5 call deep in a read names the call, not the file: rethrows `e` with `path` in
+// front unless its message already names it.
+[[noreturn]] void rethrow_naming(const std::string& path, const Error& e);
 
 // Datasets of little-endian float32 / int32 / float64, full shape, C order.
 void write_f32(hid_t loc, const std::string& name, const float* data, const std::vector<int64_t>& shape);

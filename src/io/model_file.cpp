@@ -1,6 +1,8 @@
 #include "io/model_file.h"
 
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <set>
 
 #include "core/crc32.h"
@@ -45,6 +47,11 @@ void read_tensor(hid_t group, const std::string& name, float* data, const std::v
   const uint32_t actual = crc32(data, n * sizeof(float));
   OPD_REQUIRE(stored == static_cast<int64_t>(actual), dwhere, ": checksum mismatch (stored crc32 ", stored,
               ", data gives ", actual, "): the file is corrupt");
+  // A checksum only says the file holds what was written: a run that diverged may have written
+  // NaN or Inf, and training on from it would spread them to every weight.
+  for (size_t i = 0; i < n; ++i)
+    OPD_REQUIRE(std::isfinite(data[i]), dwhere, ": element ", i, " is ", data[i],
+                ": the tensor holds a non-finite value");
 }
 
 void write_model_group(h5::File& file, const Transformer& model) {
@@ -89,19 +96,35 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
   const std::string twhere = file.path() + ":/model/tokenizer";
   const std::string type = h5::read_attr_string(tg.id(), "type", twhere);
   OPD_REQUIRE(type == "char", twhere, ": tokenizer type '", type, "' is not supported (expected 'char')");
-  Tokenizer tok(h5::read_strings(tg.id(), "pieces", twhere),
-                static_cast<int>(h5::read_attr_int(tg.id(), "eos_id", twhere)),
-                static_cast<int>(h5::read_attr_int(tg.id(), "pad_id", twhere)));
+  auto token_id = [&](const char* key) {
+    const int64_t id = h5::read_attr_int(tg.id(), key, twhere);
+    OPD_REQUIRE(id >= -1 && id < c.vocab, twhere, ": attribute '", key, "' = ", id, " is outside the vocabulary of ",
+                c.vocab, " (-1: none)");
+    return static_cast<int>(id);
+  };
+  const int eos_id = token_id("eos_id"), pad_id = token_id("pad_id");
+  Tokenizer tok(h5::read_strings(tg.id(), "pieces", twhere), eos_id, pad_id);
   OPD_REQUIRE(tok.vocab_size() == c.vocab, twhere, ": ", tok.vocab_size(), " pieces but config vocab = ", c.vocab);
 
-  auto model = std::make_unique<Transformer>(c, std::move(tok));
+  // Every tensor is there with its shape before the model's memory is allocated, and the file is
+  // large enough to hold them: a wrong config or a lying dataset extent cannot ask for terabytes.
   std::set<std::string> expected = {"config", "tokenizer"};
-  for (const ParamSpec& s : model->specs()) {
+  const std::vector<ParamSpec> specs = param_specs(c);
+  for (const ParamSpec& s : specs) {
     expected.insert(s.name);
-    read_tensor(g.id(), s.name, model->param(s), s.shape, where);
+    OPD_REQUIRE(h5::dataset_shape(g.id(), s.name, where) == s.shape, where, ": dataset '", s.name,
+                "' has the wrong shape for this model config");
   }
   for (const std::string& name : h5::children(g.id()))
     OPD_REQUIRE(expected.count(name), where, ": unexpected entry '", name, "' (not a tensor of this model config)");
+  std::error_code ec;
+  const uintmax_t file_bytes = std::filesystem::file_size(file.path(), ec);
+  const uintmax_t tensor_bytes = total_size(specs) * sizeof(float);
+  OPD_REQUIRE(!ec && file_bytes >= tensor_bytes, file.path(), ": the file has ", file_bytes, " bytes, fewer than the ",
+              tensor_bytes, " its tensors need: it is truncated");
+
+  auto model = std::make_unique<Transformer>(c, std::move(tok));
+  for (const ParamSpec& s : model->specs()) read_tensor(g.id(), s.name, model->param(s), s.shape, where);
   return model;
 }
 
@@ -120,14 +143,18 @@ void save_model(const std::string& path, const Transformer& model) {
 }
 
 std::unique_ptr<Transformer> load_model(const std::string& path) {
-  h5::File f = h5::File::open_read(path);
-  const std::string format = h5::read_attr_string(f.id(), "format", path);
-  OPD_REQUIRE(format == "opd-model" || format == "opd-checkpoint", path, ": format '", format,
-              "' is not an opd model or checkpoint");
-  const int64_t version = h5::read_attr_int(f.id(), "format_version", path);
-  OPD_REQUIRE(version == kModelFormatVersion, path, ": format_version ", version, " is not supported (this opd reads ",
-              kModelFormatVersion, ")");
-  return read_model_group(f);
+  try {
+    h5::File f = h5::File::open_read(path);
+    const std::string format = h5::read_attr_string(f.id(), "format", path);
+    OPD_REQUIRE(format == "opd-model" || format == "opd-checkpoint", path, ": format '", format,
+                "' is not an opd model or checkpoint");
+    const int64_t version = h5::read_attr_int(f.id(), "format_version", path);
+    OPD_REQUIRE(version == kModelFormatVersion, path, ": format_version ", version,
+                " is not supported (this opd reads ", kModelFormatVersion, ")");
+    return read_model_group(f);
+  } catch (const Error& e) {
+    h5::rethrow_naming(path, e);
+  }
 }
 
 }  // namespace opd

@@ -1,5 +1,7 @@
 #include "model/config.h"
 
+#include <cmath>
+
 #include "core/error.h"
 
 namespace opd {
@@ -16,10 +18,23 @@ void ModelConfig::validate(const std::string& where) const {
   positive("head_dim", head_dim);
   positive("ffn_dim", ffn_dim);
   positive("max_seq", max_seq);
+  // Far above any real model, low enough that no size computed from them overflows 64 bits.
+  auto at_most = [&](const char* field, long long v, long long max) {
+    OPD_REQUIRE(v <= max, where, ": model config field '", field, "' = ", v, " is larger than the ", max, " opd accepts");
+  };
+  at_most("vocab", vocab, 1 << 24);
+  at_most("d_model", d_model, 1 << 20);
+  at_most("n_layers", n_layers, 1 << 12);
+  at_most("n_heads", n_heads, 1 << 12);
+  at_most("n_kv_heads", n_kv_heads, 1 << 12);
+  at_most("head_dim", head_dim, 1 << 12);
+  at_most("ffn_dim", ffn_dim, 1 << 20);
+  at_most("max_seq", max_seq, 1 << 24);
   OPD_REQUIRE(n_heads % n_kv_heads == 0, where, ": model config field 'n_heads' (", n_heads,
               ") must be a multiple of 'n_kv_heads' (", n_kv_heads, ")");
   OPD_REQUIRE(head_dim % 2 == 0, where, ": model config field 'head_dim' must be even for RoPE, got ", head_dim);
-  OPD_REQUIRE(rope_theta > 0, where, ": model config field 'rope_theta' must be positive, got ", rope_theta);
+  OPD_REQUIRE(rope_theta > 0 && std::isfinite(rope_theta), where,
+              ": model config field 'rope_theta' must be positive and finite, got ", rope_theta);
   OPD_REQUIRE(rms_eps > 0 && rms_eps < 1, where, ": model config field 'rms_eps' must be in (0, 1), got ", rms_eps);
 }
 

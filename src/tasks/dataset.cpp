@@ -22,8 +22,9 @@ std::string string_field(const json& line, const char* key, bool required) {
 
 std::vector<Example> load(const std::string& path, bool need_answer, bool need_completion) {
   std::vector<Example> examples;
-  read_jsonl(path, [&](const json& line, int) {
+  read_jsonl(path, [&](const json& line, int lineno) {
     Example e;
+    e.origin = str(path, ":", lineno);
     e.prompt = string_field(line, "prompt", true);
     e.answer = string_field(line, "answer", need_answer);
     e.completion = string_field(line, "completion", need_completion);

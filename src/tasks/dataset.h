@@ -10,6 +10,7 @@ struct Example {
   std::string answer;      // what the verifier compares against; empty for SFT-only data
   std::string completion;  // the target text for SFT; empty when only prompts are needed
   int source = 0;          // which prompt set it came from (distillation: which teacher scores it)
+  std::string origin{};    // "path:line" of a loaded example, for messages; empty for generated ones
 };
 
 // Prompts with answers, for RL, distillation and evaluation: every line needs non-empty string

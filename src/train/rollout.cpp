@@ -7,6 +7,14 @@
 
 namespace opd {
 
+void check_vocabulary(const Transformer& model, const std::vector<Example>& examples) {
+  for (const Example& e : examples) {
+    const std::string where = e.origin.empty() ? std::string() : e.origin + ": ";
+    model.tokenizer().encode(e.prompt, where + "prompt '" + e.prompt + "'");
+    model.tokenizer().encode(e.completion, where + "completion");
+  }
+}
+
 std::vector<int> encode_prompt(const Transformer& model, const std::string& prompt) {
   return model.tokenizer().encode(prompt, "prompt '" + prompt + "'");
 }

@@ -24,6 +24,9 @@ struct Rollout {
 Rollout sample_rollouts(Transformer& model, const std::vector<Example>& prompts, int samples_per_prompt,
                         const GenerateOptions& options, int gen_batch);
 
+// Checks, before any work starts, that every prompt and completion is made of the model's
+// tokens; the error names the example's file and line.
+void check_vocabulary(const Transformer& model, const std::vector<Example>& examples);
 // Encodes a prompt with the model's tokenizer; the error names the prompt.
 std::vector<int> encode_prompt(const Transformer& model, const std::string& prompt);
 // Decodes a completion, leaving out a final EOS.

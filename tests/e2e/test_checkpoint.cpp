@@ -1,10 +1,12 @@
 // Checkpoints on one process: bit-exact resume after a signal, a torn or corrupt newest
-// checkpoint skipped, a crash between write and rename survived, opd inspect, h5py.
+// checkpoint skipped, a crash between write and rename survived, opd inspect, h5py, and the fault
+// drills: a NaN loss, SIGKILL at random steps.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "io/model_file.h"
 #include "run.h"
@@ -145,18 +147,27 @@ TEST_F(Checkpoints, NanLossStopsNamingTheStepAndKeepsTheLastCheckpoint) {
   EXPECT_FALSE(std::filesystem::exists(run + "/checkpoints/step_000004.h5"));
 }
 
-// SIGKILL in the middle of a step, at several steps: --resume auto always ends where an
-// uninterrupted run ends.
-TEST_F(Checkpoints, KilledAnywhereResumesToTheSameResult) {
+// SIGKILL in the middle of a step at random steps, for several seeds: each seed draws two steps,
+// the run is killed at the first, resumed and killed again at the second, then resumed to the
+// end, which must be where an uninterrupted run ends, bit for bit.
+TEST_F(Checkpoints, KilledAtRandomStepsResumesToTheSameResult) {
   const std::string straight = dir_ + "/kill_straight";
   ASSERT_EQ(run_opd(args(5) + " --save-every 2 --out " + straight).code, 0);
-  for (int at : {1, 3, 4, 5}) {
-    const std::string run = dir_ + "/kill_" + std::to_string(at);
-    const auto killed = run_opd(args(5) + " --save-every 2 --out " + run, "OPD_FAULT_KILL_AT_STEP=" + std::to_string(at));
-    EXPECT_EQ(killed.code, 128 + 9) << "killed at step " << at << ": " << killed.output;  // the shell reports SIGKILL
+  for (unsigned seed : {1u, 2u, 3u}) {
+    std::mt19937 rng(seed);
+    const int first = std::uniform_int_distribution<int>(1, 4)(rng);
+    const int second = std::uniform_int_distribution<int>(first + 1, 5)(rng);
+    const std::string where = "seed " + std::to_string(seed) + ": killed at steps " + std::to_string(first) +
+                              " and " + std::to_string(second);
+    const std::string run = dir_ + "/kill_" + std::to_string(seed);
+    const auto kill_at = [](int step) { return "OPD_FAULT_KILL_AT_STEP=" + std::to_string(step); };
+    const auto killed = run_opd(args(5) + " --save-every 2 --out " + run, kill_at(first));
+    EXPECT_EQ(killed.code, 128 + 9) << where << ": " << killed.output;  // the shell reports SIGKILL
+    const auto again = run_opd(args(5) + " --save-every 2 --out " + run + " --resume auto", kill_at(second));
+    EXPECT_EQ(again.code, 128 + 9) << where << ": " << again.output;
     const auto r = run_opd(args(5) + " --save-every 2 --out " + run + " --resume auto");
-    ASSERT_EQ(r.code, 0) << r.output;
-    EXPECT_EQ(metrics(straight), metrics(run)) << "killed at step " << at;
+    ASSERT_EQ(r.code, 0) << where << ": " << r.output;
+    EXPECT_EQ(metrics(straight), metrics(run)) << where;
     expect_same_model(straight + "/final.h5", run + "/final.h5");
   }
 }
