@@ -1,14 +1,18 @@
 // opd distill / sft / rl: one trainer, three sources of advantage (ARCHITECTURE §1.1–1.2).
+#include <cmath>
 #include <iostream>
 #include <sstream>
 
 #include "cli/commands.h"
 #include "cli/runtime.h"
 #include "io/model_file.h"
+#include "parallel/groups.h"
+#include "parallel/mpi_communicator.h"
 #include "tasks/arith.h"
 #include "tasks/builtin.h"
 #include "train/teacher.h"
 #include "train/rollout.h"
+#include "train/teacher_service.h"
 #include "train/trainer.h"
 
 namespace opd::cli {
@@ -111,7 +115,10 @@ void add_common(po::options_description& d, Method method) {
         "kl-discount", po::value<double>()->default_value(0.0)->notifier(in_range("kl-discount", 0.0, 1.0)),
         "gamma: sum later tokens' KL into each token's advantage")(
         "reward-coef", po::value<double>()->default_value(0.0)->notifier(in_range("reward-coef", -1e6, 1e6)),
-        "mix in the verifier's reward: A += coef * (R - mean_group R)");
+        "mix in the verifier's reward: A += coef * (R - mean_group R)")(
+        "shared-prefix", po::bool_switch(),
+        "the teacher prefills a prompt once and scores its samples against that KV cache (fewer teacher FLOPs "
+        "with --samples-per-prompt > 1; scores equal to float rounding)");
   if (method == Method::kRl)
     algo.add_options()("grpo-std", po::bool_switch(), "divide advantages by the group's reward std");
 
@@ -155,7 +162,13 @@ void add_common(po::options_description& d, Method method) {
       "dry-run", po::bool_switch(), "print the resolved configuration and exit")(
       "log-format", po::value<std::string>()->default_value("text"), "progress on stderr: text or jsonl");
   add_runtime_options(runo);
-  d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo);
+  po::options_description par("Ranks (mpirun / srun)");
+  add_layout_options(par);
+  if (method == Method::kDistill)
+    par.add_options()("teacher-timeout",
+                      po::value<double>()->default_value(600.0)->notifier(in_range("teacher-timeout", 1.0, 1e7)),
+                      "seconds a student waits for scores, and a teacher for a request, before failing the job");
+  d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo).add(par);
 }
 
 int run_training(Method method, const Args& args) {
@@ -174,11 +187,49 @@ int run_training(Method method, const Args& args) {
   add_common(opts, method);
   po::variables_map vm;
   if (!parse_options(cmd, args, opts, vm)) return 0;
+  auto world = MpiCommunicator::world();
+  const LayoutOptions layout_opts = layout_options(vm);
   if (vm["dry-run"].as<bool>()) {
-    std::cout << "# opd " << name << " resolved configuration\n" << resolved_ini(vm);
+    // The models' shapes decide which tp fits; the host of every rank completes the table.
+    std::unique_ptr<Transformer> s, t;
+    if (vm.count("student")) s = load_model(vm["student"].as<std::string>());
+    if (vm.count("teacher")) t = load_model(vm["teacher"].as<std::string>());
+    const Layout layout =
+        make_layout(layout_opts, world->size(), s ? &s->config() : nullptr, t ? &t->config() : nullptr);
+    char host[256] = {};
+    const std::string mine = processor_name().substr(0, sizeof(host) - 1);
+    std::copy(mine.begin(), mine.end(), host);
+    std::vector<char> all(sizeof(host) * world->size());
+    world->all_gather(host, sizeof(host), all.data());
+    std::vector<std::string> hosts;
+    for (int r = 0; r < world->size(); ++r) hosts.emplace_back(all.data() + r * sizeof(host));
+    if (world->rank() == 0)
+      std::cout << "# opd " << name << " resolved configuration\n" << resolved_ini(vm) << layout.table(hosts);
     return 0;
   }
   apply_runtime_options(vm);
+  const Layout layout0 = make_layout(layout_opts, world->size());
+  OPD_REQUIRE(layout0.tp == 1, "--tp ", layout0.tp,
+              ": tensor parallelism of the student is not built yet (ARCHITECTURE §4); use --tp 1 with --dp");
+  OPD_REQUIRE(layout0.teacher_tp == 1, "--teacher-tp ", layout0.teacher_tp,
+              ": tensor-parallel teacher replicas are not built yet; use --teacher-tp 1");
+  OPD_REQUIRE(layout0.teacher_ranks == 0 || method == Method::kDistill, "--teacher-ranks ", layout0.teacher_ranks,
+              ": dedicated teacher ranks serve opd distill only");
+  RankGroups groups = make_groups(std::move(world), layout0);
+  const double teacher_timeout = method == Method::kDistill ? vm["teacher-timeout"].as<double>() : 0.0;
+  if (!groups.student()) {
+    // A teacher replica: load the teacher, serve every DP leader until each says it is done.
+    OPD_REQUIRE(vm.count("teacher"), "opd distill: --teacher is required");
+    const std::string teacher_path = vm["teacher"].as<std::string>();
+    auto teacher = load_model(teacher_path);
+    make_layout(layout_opts, groups.layout.world, nullptr, &teacher->config());
+    share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), &teacher->tokenizer());
+    const ServiceStats st = serve_teacher(*groups.world, *teacher, groups.layout.dp, teacher_timeout);
+    std::cerr << "[" << name << "] teacher rank " << groups.world->rank() << ": served " << st.requests
+              << " scoring requests, busy " << std::round(st.busy_s * 100) / 100 << " s\n";
+    return 0;
+  }
+  const bool writer = groups.writer();
 
   TrainConfig c;
   c.method = method;
@@ -229,22 +280,37 @@ int run_training(Method method, const Args& args) {
                 method == Method::kSft ? " (or --init to start from scratch)" : "");
     student = load_model(student_path);
   }
-  if (vm.count("teacher")) {
+  if (vm.count("teacher") && groups.layout.teacher_ranks == 0) {
     const std::string teacher_path = vm["teacher"].as<std::string>();
     teacher = load_model(teacher_path);
     check_same_tokenizer(*student, student_path, *teacher, teacher_path);
+  }
+  make_layout(layout_opts, groups.layout.world, &student->config(), teacher ? &teacher->config() : nullptr);
+  std::unique_ptr<RemoteScoring> remote;
+  if (groups.layout.teacher_ranks > 0) {
+    OPD_REQUIRE(vm.count("teacher"), "opd distill: --teacher is required");
+    check_same_tokenizer(student->tokenizer(), student_path,
+                         share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), nullptr),
+                         vm["teacher"].as<std::string>() + " (on the teacher ranks)");
+    std::vector<int> replicas;
+    for (int r = 0; r < groups.layout.teacher_replicas; ++r) replicas.push_back(groups.layout.teacher_rank(r));
+    remote =
+        std::make_unique<RemoteScoring>(*groups.world, replicas, student->config().vocab, groups.place.dp_rank,
+                                        teacher_timeout, method == Method::kDistill && vm["shared-prefix"].as<bool>());
   }
 
   // Objective and data.
   std::vector<Example> train_set;
   if (method == Method::kDistill) {
-    OPD_REQUIRE(teacher, "opd distill: --teacher is required");
+    OPD_REQUIRE(teacher || remote, "opd distill: --teacher is required");
     c.distill.kl = parse_kl(vm["kl"].as<std::string>(), student->config().vocab);
     c.distill.kl_coef = vm["kl-coef"].as<double>();
     c.distill.kl_discount = vm["kl-discount"].as<double>();
     c.distill.reward_coef = vm["reward-coef"].as<double>();
+    c.shared_prefix = vm["shared-prefix"].as<bool>();
     OPD_REQUIRE(vm.count("anchor-teacher") == vm.count("anchor-prompts"),
                 "opd distill: --anchor-teacher and --anchor-prompts go together");
+    OPD_REQUIRE(!remote || !vm.count("anchor-teacher"), "--anchor-teacher needs --teacher-ranks 0 (colocated)");
     if (vm.count("anchor-teacher")) {
       anchor = load_model(vm["anchor-teacher"].as<std::string>());
       check_same_tokenizer(*student, student_path, *anchor, vm["anchor-teacher"].as<std::string>());
@@ -277,16 +343,33 @@ int run_training(Method method, const Args& args) {
   check_vocabulary(*student, train_set);
   for (const auto& set : eval_sets) check_vocabulary(*student, set.examples);
 
-  RunDir run(vm["out"].as<std::string>(), c.config_ini, vm["overwrite"].as<bool>(), !c.resume.empty());
-  std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()
-            << " parameters)";
-  if (teacher) std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " (" << teacher->config().num_parameters()
-                         << " parameters)";
-  size_t n_eval = 0;
-  for (const auto& set : eval_sets) n_eval += set.examples.size();
-  std::cerr << "; " << train_set.size() << " training examples, " << n_eval << " eval; run directory "
-            << run.path() << "\n";
-  const json summary = train(c, *student, teacher.get(), train_set, eval_sets, run, anchor.get());
+  std::unique_ptr<RunDir> run;
+  if (writer) run = std::make_unique<RunDir>(vm["out"].as<std::string>(), c.config_ini, vm["overwrite"].as<bool>(),
+                                             !c.resume.empty());
+  TrainContext ctx;
+  ctx.dp = groups.dp.get();
+  ctx.remote_teacher = remote.get();
+  ctx.writer = writer;
+  ctx.run_path = vm["out"].as<std::string>();
+  ctx.world_rank = groups.world->rank();
+  if (writer) {
+    std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()
+              << " parameters)";
+    if (teacher)
+      std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " (" << teacher->config().num_parameters()
+                << " parameters)";
+    if (remote)
+      std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " on " << groups.layout.teacher_ranks
+                << " dedicated ranks";
+    if (groups.layout.dp > 1) std::cerr << ", data parallel over " << groups.layout.dp << " ranks";
+    size_t n_eval = 0;
+    for (const auto& set : eval_sets) n_eval += set.examples.size();
+    std::cerr << "; " << train_set.size() << " training examples, " << n_eval << " eval; run directory "
+              << run->path() << "\n";
+  }
+  const json summary = train(c, *student, teacher.get(), train_set, eval_sets, run.get(), anchor.get(), ctx);
+  if (remote) remote->shutdown();
+  if (!writer) return summary.value("preempted", false) ? kExitCheckpointed : 0;
   std::cerr << "[" << name << "] done: " << summary["steps"] << " steps";
   if (summary.contains("eval_initial"))
     for (const auto& [set_name, r] : summary["eval_initial"].items())

@@ -278,6 +278,82 @@ const float* Transformer::decode(KVCache& cache, const int* tokens, const int* p
   return dec_logits_.data();
 }
 
+const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const int* start) {
+  const int B = cache.batch, S = cache.capacity, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab,
+            H = cfg_.n_heads, HK = cfg_.n_kv_heads, D = cfg_.head_dim, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);
+  OPD_REQUIRE(T > 0, "model: extend by ", T, " tokens");
+  const int N = B * T;
+  check_tokens(tokens, size_t(N));
+  std::vector<int> pos(N);
+  for (int b = 0; b < B; ++b) {
+    OPD_REQUIRE(start[b] >= 0 && start[b] + T <= S, "model: extending sequence ", b, " from position ", start[b],
+                " by ", T, " tokens overflows the KV cache of ", S, " positions");
+    for (int t = 0; t < T; ++t) pos[size_t(b) * T + t] = start[b] + t;
+  }
+  // The decode scratch, with one row per new token.
+  resize(dec_x_, size_t(N) * C);
+  resize(dec_ln_, size_t(N) * C);
+  resize(dec_rstd_, N);
+  resize(dec_q_, size_t(N) * QD);
+  resize(dec_k_, size_t(N) * KD);
+  resize(dec_v_, size_t(N) * KD);
+  resize(dec_qn_, size_t(N) * QD);
+  resize(dec_kn_, size_t(N) * KD);
+  resize(dec_q_rstd_, size_t(N) * H);
+  resize(dec_k_rstd_, size_t(N) * HK);
+  resize(dec_att_, size_t(N) * QD);
+  resize(dec_gate_, size_t(N) * F);
+  resize(dec_up_, size_t(N) * F);
+  resize(dec_h_, size_t(N) * F);
+  resize(dec_logits_, size_t(N) * V);
+  std::vector<float> q_t(size_t(B) * QD), k_t(size_t(B) * KD), v_t(size_t(B) * KD), out_t(size_t(B) * QD);
+  std::vector<int> pos_t(B);
+  const float* W = params_.data();
+
+  ops::embedding_forward(dec_x_.data(), tokens, W + off_.embed, N, C);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const LayerOffsets& o = off_.layers[l];
+    ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.input_norm, N, C, eps);
+    ops::matmul_forward(dec_q_.data(), dec_ln_.data(), W + o.q, N, C, QD);
+    ops::matmul_forward(dec_k_.data(), dec_ln_.data(), W + o.k, N, C, KD);
+    ops::matmul_forward(dec_v_.data(), dec_ln_.data(), W + o.v, N, C, KD);
+    if (cfg_.qk_norm) {
+      ops::rmsnorm_forward(dec_qn_.data(), dec_q_rstd_.data(), dec_q_.data(), W + o.q_norm, N * H, D, eps);
+      ops::rmsnorm_forward(dec_kn_.data(), dec_k_rstd_.data(), dec_k_.data(), W + o.k_norm, N * HK, D, eps);
+    } else {
+      dec_qn_ = dec_q_;
+      dec_kn_ = dec_k_;
+    }
+    ops::rope_forward(dec_qn_.data(), pos.data(), N, H, D, theta);
+    ops::rope_forward(dec_kn_.data(), pos.data(), N, HK, D, theta);
+    // Causal over the new tokens: token t of every sequence is one decode-attention step that
+    // sees the cache up to its own position.
+    for (int t = 0; t < T; ++t) {
+      for (int b = 0; b < B; ++b) {
+        const size_t row = size_t(b) * T + t;
+        std::copy_n(dec_qn_.data() + row * QD, QD, q_t.data() + size_t(b) * QD);
+        std::copy_n(dec_kn_.data() + row * KD, KD, k_t.data() + size_t(b) * KD);
+        std::copy_n(dec_v_.data() + row * KD, KD, v_t.data() + size_t(b) * KD);
+        pos_t[b] = start[b] + t;
+      }
+      ops::attention_decode(out_t.data(), q_t.data(), k_t.data(), v_t.data(), cache.k[l].data(), cache.v[l].data(),
+                            pos_t.data(), B, S, H, HK, D);
+      for (int b = 0; b < B; ++b)
+        std::copy_n(out_t.data() + size_t(b) * QD, QD, dec_att_.data() + (size_t(b) * T + t) * QD);
+    }
+    ops::matmul_forward(dec_x_.data(), dec_att_.data(), W + o.o, N, QD, C, /*accumulate=*/true);
+    ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.post_norm, N, C, eps);
+    ops::matmul_forward(dec_gate_.data(), dec_ln_.data(), W + o.gate, N, C, F);
+    ops::matmul_forward(dec_up_.data(), dec_ln_.data(), W + o.up, N, C, F);
+    ops::swiglu_forward(dec_h_.data(), dec_gate_.data(), dec_up_.data(), size_t(N) * F);
+    ops::matmul_forward(dec_x_.data(), dec_h_.data(), W + o.down, N, F, C, /*accumulate=*/true);
+  }
+  ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + off_.final_norm, N, C, eps);
+  ops::matmul_forward(dec_logits_.data(), dec_ln_.data(), W + off_.lm_head, N, C, V);
+  return dec_logits_.data();
+}
+
 double Transformer::forward_flops(double n_tokens, double ctx) const {
   const double C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
   const double matmul_params = cfg_.n_layers * (C * QD + 2 * C * KD + QD * C + 3 * C * F) + V * C;

@@ -56,6 +56,10 @@ class Transformer {
   void reset_cache(KVCache& cache, int B, int capacity) const;
   const float* prefill(KVCache& cache, const int* tokens, int B, int T);
   const float* decode(KVCache& cache, const int* tokens, const int* pos);
+  // Several tokens per sequence after what the cache holds: tokens [B, T] at positions start[b] +
+  // t (cache rows below start[b] filled); appends their keys and values and returns logits
+  // [B*T, V]. Scoring completions against a prompt prefilled once (shared-prefix scoring).
+  const float* extend(KVCache& cache, const int* tokens, int T, const int* start);
 
   // FLOPs of one forward over n tokens, each attending to `ctx` earlier tokens on average.
   double forward_flops(double n_tokens, double ctx) const;

@@ -22,6 +22,7 @@ SequenceBatch make_batch(const std::vector<Sequence>& seqs, int pad_id, bool all
     std::copy(s.prompt.begin(), s.prompt.end(), row);
     std::copy(s.completion.begin(), s.completion.end(), row + s.prompt.size());
     const int len = static_cast<int>(s.prompt.size() + s.completion.size());
+    b.lengths.push_back(len);
     const int first = all_tokens ? 0 : static_cast<int>(s.prompt.size()) - 1;
     for (int t = first; t + 1 < len; ++t) {
       b.targets[size_t(i) * b.T + t] = row[t + 1];

@@ -18,6 +18,7 @@ struct SequenceBatch {
   std::vector<int> tokens;   // [B*T], right-padded
   std::vector<int> targets;  // [B*T]: row (b, t) predicts targets[b*T + t]; -1 where not trained
   int trained_rows = 0;      // rows with a target
+  std::vector<int> lengths;  // [B] real tokens of each row (prompt + completion)
 };
 
 // all_tokens=false: targets on completion tokens only (prompt tokens get no gradient);

@@ -1,14 +1,35 @@
 #include "train/eval.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/cpu/logprobs.h"
 #include "kernels/cpu/reverse_kl.h"
 #include "train/rollout.h"
+#include "train/scoring.h"
 
 namespace opd {
 
 EvalResult evaluate(Transformer& student, Transformer* teacher, const std::vector<Example>& examples,
+                    const EvalOptions& o) {
+  if (!teacher) return evaluate(student, static_cast<ScoringClient*>(nullptr), examples, o);
+  ColocatedScoring scoring(*teacher);
+  return evaluate(student, &scoring, examples, o);
+}
+
+void merge_eval(EvalResult& a, const EvalResult& b) {
+  a.n += b.n;
+  a.correct += b.correct;
+  a.completion_tokens += b.completion_tokens;
+  a.kl_positions += b.kl_positions;
+  a.kl_sum += b.kl_sum;
+  a.flops += b.flops;
+  a.accuracy = double(a.correct) / std::max(1, a.n);
+  a.mean_length = double(a.completion_tokens) / std::max(1, a.n);
+  if (!std::isnan(a.kl) || !std::isnan(b.kl)) a.kl = a.kl_positions ? a.kl_sum / a.kl_positions : 0.0;
+}
+
+EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vector<Example>& examples,
                     const EvalOptions& o) {
   EvalResult r;
   GenerateOptions g;
@@ -18,8 +39,9 @@ EvalResult evaluate(Transformer& student, Transformer* teacher, const std::vecto
   const Rollout roll = sample_rollouts(student, examples, 1, g, o.batch);
   r.n = static_cast<int>(examples.size());
   r.flops = roll.flops;
-  for (float x : roll.rewards) r.accuracy += x;
-  r.accuracy /= std::max(1, r.n);
+  for (float x : roll.rewards) r.correct += x > 0.5f;
+  r.accuracy = double(r.correct) / std::max(1, r.n);
+  r.completion_tokens = roll.completion_tokens;
   r.mean_length = double(roll.completion_tokens) / std::max(1, r.n);
   if (!teacher) return r;
 
@@ -32,8 +54,10 @@ EvalResult evaluate(Transformer& student, Transformer* teacher, const std::vecto
                                 roll.seqs.begin() + std::min(roll.seqs.size(), first + size_t(o.batch)));
     const SequenceBatch b = make_batch(chunk, student.tokenizer().pad_id());
     const int N = b.B * b.T;
-    std::vector<float> teacher_rows(size_t(N) * V), kl(N), scale(N, 0.0f);
-    cpu::log_softmax_forward(teacher_rows.data(), teacher->forward(b.tokens.data(), b.B, b.T), N, V);
+    std::vector<float> kl(N), scale(N, 0.0f);
+    KlSpec full;
+    full.mode = KlSpec::kFull;
+    const std::vector<float> teacher_rows = teacher->collect(teacher->submit(b, full)).full;
     const float* logits = student.forward(b.tokens.data(), b.B, b.T);
     cpu::reverse_kl_full(kl.data(), static_cast<float*>(nullptr), logits, teacher_rows.data(), scale.data(), N, V);
     for (int n = 0; n < N; ++n)
@@ -42,8 +66,10 @@ EvalResult evaluate(Transformer& student, Transformer* teacher, const std::vecto
         ++positions;
       }
     const double tokens = double(b.B) * b.T;
-    r.flops += student.forward_flops(tokens, b.T / 2.0) + teacher->forward_flops(tokens, b.T / 2.0);
+    r.flops += student.forward_flops(tokens, b.T / 2.0) + teacher->take_usage().flops;
   }
+  r.kl_sum = kl_sum;
+  r.kl_positions = positions;
   r.kl = positions ? kl_sum / positions : 0.0;
   return r;
 }

@@ -22,9 +22,21 @@ struct EvalResult {
   double kl = std::numeric_limits<double>::quiet_NaN();  // nats per token; NaN without a teacher
   double mean_length = 0;
   double flops = 0;
+  // The sums behind the means, so shards of an eval set add up (merge_eval).
+  int correct = 0;
+  int64_t completion_tokens = 0, kl_positions = 0;
+  double kl_sum = 0;
 };
+
+class ScoringClient;
 
 EvalResult evaluate(Transformer& student, Transformer* teacher, const std::vector<Example>& examples,
                     const EvalOptions& options);
+// The same with the teacher behind a scoring client (colocated or on dedicated teacher ranks).
+EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vector<Example>& examples,
+                    const EvalOptions& options);
+
+// Adds another shard's sums and recomputes the means.
+void merge_eval(EvalResult& into, const EvalResult& shard);
 
 }  // namespace opd

@@ -26,25 +26,30 @@ std::string decode_completion(const Transformer& model, const std::vector<int>& 
 }
 
 Rollout sample_rollouts(Transformer& model, const std::vector<Example>& prompts, int samples_per_prompt,
-                        const GenerateOptions& options, int gen_batch) {
+                        const GenerateOptions& options, int gen_batch, int first_seq, int last_seq,
+                        int prompt_base) {
   OPD_REQUIRE(samples_per_prompt > 0 && gen_batch > 0, "rollout: samples_per_prompt and gen_batch must be positive");
   Rollout r;
   std::vector<std::vector<int>> encoded;
   for (const auto& e : prompts) encoded.push_back(encode_prompt(model, e.prompt));
-  const int total = static_cast<int>(prompts.size()) * samples_per_prompt;
-  for (int first = 0; first < total; first += gen_batch) {
+  const int total = last_seq < 0 ? static_cast<int>(prompts.size()) * samples_per_prompt : last_seq;
+  OPD_REQUIRE(first_seq >= 0 && first_seq <= total && total <= static_cast<int>(prompts.size()) * samples_per_prompt,
+              "rollout: sequences [", first_seq, ", ", total, ") are outside the ", prompts.size(), " x ",
+              samples_per_prompt, " of the prompts");
+  const int id_base = prompt_base * samples_per_prompt;
+  for (int first = first_seq; first < total; first += gen_batch) {
     const int last = std::min(total, first + gen_batch);
     std::vector<std::vector<int>> batch;
     std::vector<uint32_t> ids;
     for (int i = first; i < last; ++i) {
       batch.push_back(encoded[i / samples_per_prompt]);
-      ids.push_back(static_cast<uint32_t>(i));
+      ids.push_back(static_cast<uint32_t>(id_base + i));
     }
     auto gens = generate(model, batch, ids, options);
     for (int i = first; i < last; ++i) {
       Generation& g = gens[i - first];
       const int p = i / samples_per_prompt;
-      Sequence s{encoded[p], std::move(g.tokens), p, g.eos};
+      Sequence s{encoded[p], std::move(g.tokens), prompt_base + p, g.eos};
       r.truncated += !s.eos;
       r.prompt_tokens += s.prompt.size();
       r.completion_tokens += s.completion.size();
@@ -57,6 +62,21 @@ Rollout sample_rollouts(Transformer& model, const std::vector<Example>& prompts,
     }
   }
   return r;
+}
+
+}  // namespace opd
+
+namespace opd {
+
+void append_rollout(Rollout& into, Rollout&& more) {
+  for (auto& s : more.seqs) into.seqs.push_back(std::move(s));
+  for (auto& c : more.completions) into.completions.push_back(std::move(c));
+  for (auto& l : more.logp) into.logp.push_back(std::move(l));
+  into.rewards.insert(into.rewards.end(), more.rewards.begin(), more.rewards.end());
+  into.truncated += more.truncated;
+  into.prompt_tokens += more.prompt_tokens;
+  into.completion_tokens += more.completion_tokens;
+  into.flops += more.flops;
 }
 
 }  // namespace opd

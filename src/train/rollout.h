@@ -21,8 +21,14 @@ struct Rollout {
 
 // Generates `gen_batch` sequences at a time. Sampling randomness is keyed by (seed, step,
 // prompt index * samples_per_prompt + sample), so it does not depend on batching.
+// A part of a step: sequences [first_seq, last_seq) of these prompts (last_seq < 0: all), where
+// the prompts are the step's prompts from index `prompt_base` on (a data-parallel shard): random
+// draws and groups use the step-wide indices, so a shard samples what one process would.
 Rollout sample_rollouts(Transformer& model, const std::vector<Example>& prompts, int samples_per_prompt,
-                        const GenerateOptions& options, int gen_batch);
+                        const GenerateOptions& options, int gen_batch, int first_seq = 0, int last_seq = -1,
+                        int prompt_base = 0);
+// Appends `more` (a later part of the same step) to `into`.
+void append_rollout(Rollout& into, Rollout&& more);
 
 // Checks, before any work starts, that every prompt and completion is made of the model's
 // tokens; the error names the example's file and line.

@@ -1,5 +1,7 @@
 #include "train/teacher.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "kernels/cpu/logprobs.h"
 
@@ -36,8 +38,69 @@ KlSpec parse_kl(const std::string& text, int vocab) {
 }
 
 TeacherScores ColocatedTeacher::score(const SequenceBatch& batch, const KlSpec& kl) {
+  return from_logits(model_.forward(batch.tokens.data(), batch.B, batch.T), batch, kl);
+}
+
+TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, const KlSpec& kl, double* flops) {
+  const int B = b.B, T = b.T, V = model_.config().vocab;
+  OPD_REQUIRE(static_cast<int>(b.lengths.size()) == B, "shared-prefix scoring: the batch has no row lengths");
+  // Rows with nothing to score keep zero logits: no score reads them.
+  std::vector<float> logits(size_t(B) * T * V, 0.0f);
+  std::vector<int> prompt_len(B, 0);
+  for (int r = 0; r < B; ++r)
+    for (int t = 0; t < T; ++t)
+      if (b.targets[size_t(r) * T + t] >= 0) {
+        prompt_len[r] = t + 1;
+        break;
+      }
+  const int* tok = b.tokens.data();
+  std::vector<char> done(B, 0);
+  double fl = 0;
+  for (int r0 = 0; r0 < B; ++r0) {
+    if (done[r0] || prompt_len[r0] == 0) continue;
+    const int P = prompt_len[r0];
+    std::vector<int> group;
+    int longest = 0;
+    for (int r = r0; r < B; ++r)
+      if (!done[r] && prompt_len[r] == P &&
+          std::equal(tok + size_t(r0) * T, tok + size_t(r0) * T + P, tok + size_t(r) * T)) {
+        group.push_back(r);
+        done[r] = 1;
+        longest = std::max(longest, b.lengths[r]);
+      }
+    // The prompt once: its last position predicts every row's first completion token.
+    KVCache prompt_cache;
+    model_.reset_cache(prompt_cache, 1, longest);
+    const float* pl = model_.prefill(prompt_cache, tok + size_t(r0) * T, 1, P);
+    fl += model_.forward_flops(P, P / 2.0);
+    for (int r : group) std::copy_n(pl + size_t(P - 1) * V, V, logits.data() + (size_t(r) * T + P - 1) * V);
+    const int E = longest - P - 1;  // completion tokens that predict a later one
+    if (E <= 0) continue;
+    const int G = static_cast<int>(group.size());
+    KVCache cache;
+    model_.reset_cache(cache, G, longest);
+    const size_t kd = size_t(model_.config().kv_dim()), block = size_t(longest) * kd;
+    for (size_t l = 0; l < cache.k.size(); ++l)
+      for (int g = 0; g < G; ++g) {
+        std::copy_n(prompt_cache.k[l].data(), P * kd, cache.k[l].data() + g * block);
+        std::copy_n(prompt_cache.v[l].data(), P * kd, cache.v[l].data() + g * block);
+      }
+    std::vector<int> tokens(size_t(G) * E), start(G, P);
+    for (int g = 0; g < G; ++g) std::copy_n(tok + size_t(group[g]) * T + P, E, tokens.data() + size_t(g) * E);
+    const float* el = model_.extend(cache, tokens.data(), E, start.data());
+    fl += model_.forward_flops(double(G) * E, P + E / 2.0);
+    for (int g = 0; g < G; ++g)
+      for (int e = 0; e < E; ++e) {
+        const size_t row = size_t(group[g]) * T + P + e;
+        if (b.targets[row] >= 0) std::copy_n(el + (size_t(g) * E + e) * V, V, logits.data() + row * V);
+      }
+  }
+  if (flops) *flops = fl;
+  return from_logits(logits.data(), b, kl);
+}
+
+TeacherScores ColocatedTeacher::from_logits(const float* logits, const SequenceBatch& batch, const KlSpec& kl) {
   const int N = batch.B * batch.T, V = model_.config().vocab;
-  const float* logits = model_.forward(batch.tokens.data(), batch.B, batch.T);
   TeacherScores s;
   s.logp.resize(N);
   cpu::logprobs_forward(s.logp.data(), static_cast<float*>(nullptr), logits, batch.targets.data(), N, V);
@@ -71,7 +134,11 @@ TeacherScores merge_scores(TeacherScores a, const TeacherScores& b, const std::v
 
 void check_same_tokenizer(const Transformer& student, const std::string& student_path, const Transformer& teacher,
                           const std::string& teacher_path) {
-  const Tokenizer &a = student.tokenizer(), &b = teacher.tokenizer();
+  check_same_tokenizer(student.tokenizer(), student_path, teacher.tokenizer(), teacher_path);
+}
+
+void check_same_tokenizer(const Tokenizer& a, const std::string& student_path, const Tokenizer& b,
+                          const std::string& teacher_path) {
   if (a == b) return;
   auto describe = [](const Tokenizer& t) {
     std::string s = std::to_string(t.vocab_size()) + " pieces [";

@@ -29,8 +29,14 @@ class ColocatedTeacher {
  public:
   explicit ColocatedTeacher(Transformer& model) : model_(model) {}
   TeacherScores score(const SequenceBatch& batch, const KlSpec& kl);
+  // The same scores with the prompt of each group of rows that share one prefilled once and every
+  // row's completion run against that KV cache (ARCHITECTURE §1.1, shared prefix): fewer FLOPs when
+  // several samples share a prompt; equal to score() up to float rounding (other GEMM shapes).
+  // A row's prompt ends where its first scored position is. `flops` receives the forward FLOPs.
+  TeacherScores score_shared_prefix(const SequenceBatch& batch, const KlSpec& kl, double* flops);
 
  private:
+  TeacherScores from_logits(const float* logits, const SequenceBatch& batch, const KlSpec& kl);
   Transformer& model_;
 };
 
@@ -41,6 +47,8 @@ TeacherScores merge_scores(TeacherScores a, const TeacherScores& b, const std::v
 
 // Teacher and student must share one tokenizer; the error names both vocabularies.
 void check_same_tokenizer(const Transformer& student, const std::string& student_path, const Transformer& teacher,
+                          const std::string& teacher_path);
+void check_same_tokenizer(const Tokenizer& student, const std::string& student_path, const Tokenizer& teacher,
                           const std::string& teacher_path);
 
 }  // namespace opd

@@ -14,6 +14,7 @@
 #include "io/checkpoint.h"
 #include "io/model_file.h"
 #include "train/rollout.h"
+#include "train/scoring.h"
 #include "train/teacher.h"
 
 namespace opd {
@@ -88,6 +89,22 @@ double real_tokens(const std::vector<Sequence>& seqs) {
   return n;
 }
 
+// The contiguous share [begin, end) of n items that part `index` of `parts` takes.
+std::pair<int, int> shard(int n, int parts, int index) {
+  const int base = n / parts, extra = n % parts;
+  const int begin = index * base + std::min(index, extra);
+  return {begin, begin + base + (index < extra ? 1 : 0)};
+}
+
+// Fault-injection drills: environment variable `name` holds a step; with OPD_FAULT_RANK set, only
+// that world rank takes part.
+bool fault_at(const char* name, int step, int world_rank) {
+  const char* at = std::getenv(name);
+  if (!at || std::atoi(at) != step) return false;
+  const char* rank = std::getenv("OPD_FAULT_RANK");
+  return !rank || std::atoi(rank) == world_rank;
+}
+
 json tokens_json(const std::vector<float>& v) {
   json a = json::array();
   for (float x : v) a.push_back(std::round(x * 1e4) / 1e4);
@@ -97,9 +114,22 @@ json tokens_json(const std::vector<float>& v) {
 }  // namespace
 
 json train(const TrainConfig& c, Transformer& student, Transformer* teacher, const std::vector<Example>& train_set,
-           const std::vector<NamedExamples>& eval_sets, RunDir& run, Transformer* anchor) {
+           const std::vector<NamedExamples>& eval_sets, RunDir* run, Transformer* anchor, const TrainContext& ctx) {
   OPD_REQUIRE(!train_set.empty(), "training data: no examples");
-  OPD_REQUIRE(c.method != Method::kDistill || teacher, "distill needs a teacher (--teacher)");
+  ScoringClient* remote = ctx.remote_teacher;
+  OPD_REQUIRE(c.method != Method::kDistill || teacher || remote, "distill needs a teacher (--teacher)");
+  OPD_REQUIRE(!remote || (c.method == Method::kDistill && !anchor),
+              "dedicated teacher ranks serve distill without --anchor-teacher only (use --teacher-ranks 0)");
+  OPD_REQUIRE(ctx.writer == (run != nullptr), "train: the writer rank, and only it, needs the run directory");
+  const bool writer = ctx.writer;
+  const std::string run_path = run ? run->path() : ctx.run_path;
+  Communicator* dp = ctx.dp && ctx.dp->size() > 1 ? ctx.dp : nullptr;
+  const int dp_size = dp ? dp->size() : 1, dp_rank = dp ? dp->rank() : 0;
+  OPD_REQUIRE(c.prompts_per_step >= dp_size, "--prompts-per-step = ", c.prompts_per_step,
+              " leaves a data-parallel rank without prompts (dp = ", dp_size, ")");
+  auto sum_dp = [&](double* v, size_t n) {
+    if (dp) dp->all_reduce(v, n, ReduceOp::kSum);
+  };
   OPD_REQUIRE(!c.sft_from_teacher || teacher, "sft --from-teacher needs a teacher (--teacher)");
   const int V = student.config().vocab;
   const int pad = std::max(student.tokenizer().pad_id(), 0);
@@ -112,14 +142,15 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     return o;
   }());
   PromptStream prompts(train_set, c.seed);
-  ColocatedTeacher scorer(teacher ? *teacher : student);
+  ColocatedScoring colocated(teacher ? *teacher : student, c.shared_prefix);
+  ScoringClient* scorer = remote ? remote : teacher ? &colocated : nullptr;
   std::unique_ptr<ColocatedTeacher> anchor_scorer = anchor ? std::make_unique<ColocatedTeacher>(*anchor) : nullptr;
   Progress progress(name, c.steps, c.log_jsonl);
   Flops flops;
   int64_t samples = 0, tokens = 0;
   std::vector<float> dlogits;
 
-  json summary = {{"command", name}, {"label", c.label.empty() ? name : c.label}, {"run_dir", run.path()},
+  json summary = {{"command", name}, {"label", c.label.empty() ? name : c.label}, {"run_dir", run_path},
                   {"steps_planned", c.steps}, {"prompts_per_step", c.prompts_per_step},
                   {"samples_per_prompt", c.samples_per_prompt}};
   if (c.target_accuracy > 0) summary["target_accuracy"] = c.target_accuracy;
@@ -132,7 +163,19 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     eo.seed = c.seed;
     for (size_t i = 0; i < eval_sets.size(); ++i) {
       const NamedExamples& set = eval_sets[i];
-      const EvalResult e = evaluate(student, teacher, set.examples, eo);
+      // Sharded over DP: each rank evaluates a contiguous slice, the sums are added up.
+      const auto [e0, e1] = shard(static_cast<int>(set.examples.size()), dp_size, dp_rank);
+      const std::vector<Example> slice(set.examples.begin() + e0, set.examples.begin() + e1);
+      EvalResult e = evaluate(student, scorer, slice, eo);
+      if (dp) {
+        double v[6] = {double(e.n), double(e.correct), double(e.completion_tokens), double(e.kl_positions), e.kl_sum,
+                       e.flops};
+        sum_dp(v, 6);
+        const bool has_kl = !std::isnan(e.kl);
+        e = EvalResult{};
+        e.kl = has_kl ? 0.0 : std::nan("");
+        merge_eval(e, EvalResult{int(v[0]), 0, std::nan(""), 0, v[5], int(v[1]), int64_t(v[2]), int64_t(v[3]), v[4]});
+      }
       flops.eval += e.flops;
       json r = {{"accuracy", e.accuracy}, {"length", e.mean_length}};
       if (!std::isnan(e.kl)) r["kl"] = e.kl;
@@ -167,8 +210,9 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     std::string from = c.resume;
     std::optional<Checkpoint> ck;
     if (c.resume == "auto") {
-      ck = newest_valid_checkpoint(run.path(), skipped, &from);
-      for (const auto& why : skipped) std::fprintf(stderr, "[%s] skipping a checkpoint: %s\n", name.c_str(), why.c_str());
+      ck = newest_valid_checkpoint(run_path, skipped, &from);
+      for (const auto& why : skipped)
+        if (writer) std::fprintf(stderr, "[%s] skipping a checkpoint: %s\n", name.c_str(), why.c_str());
     } else {
       ck = load_checkpoint(c.resume);
     }
@@ -185,22 +229,24 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       flops = Flops::from_json(counters.at("flops"));
       summary = counters.at("summary");
       first_step = static_cast<int>(ck->state.step) + 1;
-      run.keep_metrics_through(ck->state.step);
-      std::fprintf(stderr, "[%s] resuming from %s (step %lld)\n", name.c_str(), from.c_str(),
+      if (run) run->keep_metrics_through(ck->state.step);
+      if (writer) std::fprintf(stderr, "[%s] resuming from %s (step %lld)\n", name.c_str(), from.c_str(),
                    static_cast<long long>(ck->state.step));
     } else {
       OPD_REQUIRE(c.resume == "auto", c.resume, ": no checkpoint to resume from");
-      std::fprintf(stderr, "[%s] --resume auto: no checkpoint in %s yet, starting fresh\n", name.c_str(),
-                   run.path().c_str());
-      run.keep_metrics_through(-1);
+      if (writer)
+        std::fprintf(stderr, "[%s] --resume auto: no checkpoint in %s yet, starting fresh\n", name.c_str(),
+                     run_path.c_str());
+      if (run) run->keep_metrics_through(-1);
     }
   }
   if (first_step == 1) {  // Step 0: where the student starts.
     json line = {{"step", 0}, {"samples", 0}, {"tokens", 0}};
     run_eval(0, line);
     line["flops"] = flops.to_json();
-    run.log_metrics(line);
-    if (line.contains("eval")) std::fprintf(stderr, "[%s] step 0: eval %s\n", name.c_str(), line["eval"].dump().c_str());
+    if (run) run->log_metrics(line);
+    if (writer && line.contains("eval"))
+      std::fprintf(stderr, "[%s] step 0: eval %s\n", name.c_str(), line["eval"].dump().c_str());
   }
 
   auto close_summary = [&](int steps_done) {
@@ -211,13 +257,17 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     summary["seconds"] = since(run_start);
   };
   auto checkpoint = [&](int at_step) {
+    if (dp)
+      OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
+                  "data parallel: the student's parameters differ between DP replicas at step ", at_step);
+    if (!run) return;  // every DP replica holds the same state; the writer saves it
     char file[64];
     std::snprintf(file, sizeof(file), "checkpoints/step_%06d.h5", at_step);
     TrainState st{at_step, samples, tokens, prompts.cursor(),
                   json{{"flops", flops.to_json()}, {"summary", summary}}.dump()};
     const auto t0 = Clock::now();
-    save_checkpoint(run.file(file), student, opt.m(), opt.v(), opt.updates(), st, c.config_ini);
-    prune_checkpoints(run.path(), c.keep_last);
+    save_checkpoint(run->file(file), student, opt.m(), opt.v(), opt.updates(), st, c.config_ini);
+    prune_checkpoints(run->path(), c.keep_last);
     std::fprintf(stderr, "[%s] wrote %s in %.3f s\n", name.c_str(), file, since(t0));
   };
   g_stop_signal = 0;
@@ -229,6 +279,9 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     const auto step_start = Clock::now();
     json line = {{"step", step}};
     const std::vector<Example> examples = prompts.next(c.prompts_per_step);
+    // This DP rank's share of the step's prompts; sequence groups stay step-wide prompt indices.
+    const auto [p0, p1] = shard(static_cast<int>(examples.size()), dp_size, dp_rank);
+    const std::vector<Example> mine(examples.begin() + p0, examples.begin() + p1);
     GenerateOptions gen = c.gen;
     gen.sampling.step = static_cast<uint32_t>(step);
 
@@ -237,20 +290,39 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     std::vector<float> rewards;
     std::vector<std::vector<float>> decode_logp;
     std::vector<std::string> texts;
+    std::vector<int> tickets;  // scoring requests sent while sampling (dedicated teacher ranks)
+    Flops step_flops;
+    if (scorer) scorer->take_usage();
     auto t = Clock::now();
     if (rollouts || c.sft_from_teacher) {
       Transformer& sampler = rollouts ? student : *teacher;
-      Rollout r = sample_rollouts(sampler, examples, c.samples_per_prompt, gen, c.gen_batch);
-      (rollouts ? flops.sample : flops.teacher_gen) += r.flops;
-      line["truncated"] = r.truncated;
-      line["completion_length"] = double(r.completion_tokens) / std::max<size_t>(1, r.seqs.size());
+      Rollout r;
+      if (remote) {
+        // Micro-batch by micro-batch: each goes to a teacher replica as soon as it is sampled,
+        // and the teacher scores it while the next one is sampled.
+        const int n = static_cast<int>(mine.size()) * c.samples_per_prompt;
+        for (int first = 0; first < n; first += c.micro_batch) {
+          Rollout part = sample_rollouts(sampler, mine, c.samples_per_prompt, gen, c.gen_batch, first,
+                                         std::min(n, first + c.micro_batch), p0);
+          tickets.push_back(remote->submit(make_batch(part.seqs, pad), c.distill.kl));
+          append_rollout(r, std::move(part));
+        }
+      } else {
+        r = sample_rollouts(sampler, mine, c.samples_per_prompt, gen, c.gen_batch, 0, -1, p0);
+      }
+      (rollouts ? step_flops.sample : step_flops.teacher_gen) += r.flops;
+      double roll_sums[4] = {double(r.truncated), double(r.completion_tokens), double(r.seqs.size()),
+                             std::accumulate(r.rewards.begin(), r.rewards.end(), 0.0)};
+      sum_dp(roll_sums, 4);
+      line["truncated"] = int64_t(roll_sums[0]);
+      line["completion_length"] = roll_sums[1] / std::max(1.0, roll_sums[2]);
       seqs = std::move(r.seqs);
       rewards = std::move(r.rewards);
       decode_logp = std::move(r.logp);
       texts = std::move(r.completions);
-      line["reward"] = std::accumulate(rewards.begin(), rewards.end(), 0.0) / std::max<size_t>(1, rewards.size());
+      line["reward"] = roll_sums[3] / std::max(1.0, roll_sums[2]);
     } else {
-      for (size_t i = 0; i < examples.size(); ++i) {
+      for (size_t i = p0; i < size_t(p1); ++i) {
         const Example& e = examples[i];
         OPD_REQUIRE(!e.completion.empty(), "sft: example with prompt '", e.prompt,
                     "' has no completion (use --from-teacher to sample one)");
@@ -270,16 +342,20 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       for (const auto& s : seqs) groups.push_back(s.group);
       seq_adv = group_advantages(rewards, groups, c.method == Method::kRl && c.grpo_std);
     }
-    int64_t trained = 0;
-    for (const auto& s : seqs) trained += c.all_tokens ? s.prompt.size() + s.completion.size() - 1 : s.completion.size();
+    // The weight of every token is 1 / (trained tokens of the whole step, all DP ranks).
+    double step_counts[3] = {0, real_tokens(seqs), double(seqs.size())};  // trained tokens, tokens, sequences
+    for (const auto& s : seqs)
+      step_counts[0] += c.all_tokens ? s.prompt.size() + s.completion.size() - 1 : s.completion.size();
+    sum_dp(step_counts, 3);
+    const double trained = step_counts[0];
     OPD_REQUIRE(trained > 0, "step ", step, ": no tokens to train on");
     const float weight = 1.0f / static_cast<float>(trained);
     student.zero_grad();
     TokenSums sums;
-    double score_time = 0;
+    double anchor_time = 0;
     std::vector<std::vector<float>> teacher_logp_logged;
     t = Clock::now();
-    for (size_t first = 0; first < seqs.size(); first += c.micro_batch) {
+    for (size_t first = 0, micro_index = 0; first < seqs.size(); first += c.micro_batch, ++micro_index) {
       const size_t last = std::min(seqs.size(), first + size_t(c.micro_batch));
       std::vector<Sequence> micro(seqs.begin() + first, seqs.begin() + last);
       const SequenceBatch b = make_batch(micro, pad, c.all_tokens);
@@ -288,17 +364,18 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       dlogits.resize(size_t(b.B) * b.T * V);
       TokenSums s;
       if (c.method == Method::kDistill) {
-        const auto ts = Clock::now();
-        TeacherScores scores = scorer.score(b, c.distill.kl);
+        TeacherScores scores =
+            remote ? remote->collect(tickets.at(micro_index)) : scorer->collect(scorer->submit(b, c.distill.kl));
         std::vector<char> anchored(micro.size(), 0);
         for (size_t i = 0; i < micro.size(); ++i) anchored[i] = examples[micro[i].group].source == 1;
-        flops.score += teacher->forward_flops(real_tokens(micro), b.T / 2.0);
         if (std::find(anchored.begin(), anchored.end(), 1) != anchored.end()) {
           OPD_REQUIRE(anchor_scorer, "training data has anchor prompts but no anchor teacher was given");
-          scores = merge_scores(std::move(scores), anchor_scorer->score(b, c.distill.kl), anchored, b.T, V, c.distill.kl);
-          flops.score += anchor->forward_flops(real_tokens(micro), b.T / 2.0);  // it scores the whole micro-batch
+          const auto ts = Clock::now();
+          scores =
+              merge_scores(std::move(scores), anchor_scorer->score(b, c.distill.kl), anchored, b.T, V, c.distill.kl);
+          step_flops.score += anchor->forward_flops(real_tokens(micro), b.T / 2.0);  // it scores the whole micro-batch
+          anchor_time += since(ts);
         }
-        score_time += since(ts);
         for (size_t i = first; i < last && static_cast<int>(i) < c.samples_to_log; ++i) {
           std::vector<float> row;
           const size_t bi = i - first;
@@ -316,19 +393,36 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
         s = sft_objective(dlogits.data(), logits, b, V, weight);
       }
       student.backward(dlogits.data());
-      flops.train += 3 * student.forward_flops(real_tokens(micro), b.T / 2.0);
+      step_flops.train += 3 * student.forward_flops(real_tokens(micro), b.T / 2.0);
       sums += s;
     }
     // Fault-injection drills for tests: a NaN loss, or SIGKILL in the middle of a step.
-    if (const char* at = std::getenv("OPD_FAULT_NAN_AT_STEP"); at && std::atoi(at) == step) sums.loss = std::nan("");
-    if (const char* at = std::getenv("OPD_FAULT_KILL_AT_STEP"); at && std::atoi(at) == step) std::raise(SIGKILL);
+    if (fault_at("OPD_FAULT_NAN_AT_STEP", step, ctx.world_rank)) sums.loss = std::nan("");
+    if (fault_at("OPD_FAULT_KILL_AT_STEP", step, ctx.world_rank)) std::raise(SIGKILL);
+    if (fault_at("OPD_FAULT_THROW_AT_STEP", step, ctx.world_rank))
+      throw Error(str("step ", step, ": fault-injection drill OPD_FAULT_THROW_AT_STEP"));
+    const ScoringClient::Usage usage = scorer ? scorer->take_usage() : ScoringClient::Usage{};
+    step_flops.score += usage.flops;
+    // Data parallel: gradients, metric sums and FLOPs added over the DP group; every rank then
+    // holds the gradient one process would have computed on the whole step.
+    if (dp) dp->all_reduce(student.grads().data(), student.grads().size(), ReduceOp::kSum);
+    double reduced[13] = {sums.loss, sums.kl, sums.kl_exact, sums.logp_student, sums.logp_teacher, sums.entropy,
+                          double(sums.tokens), step_flops.sample, step_flops.score, step_flops.train,
+                          step_flops.teacher_gen, usage.busy + anchor_time, usage.wait + anchor_time};
+    sum_dp(reduced, 13);
+    sums = TokenSums{reduced[0], reduced[1], reduced[2], reduced[3], reduced[4], reduced[5], int64_t(reduced[6])};
+    flops.sample += reduced[7];
+    flops.score += reduced[8];
+    flops.train += reduced[9];
+    flops.teacher_gen += reduced[10];
+    const double teacher_busy = reduced[11] / dp_size, teacher_wait = reduced[12] / dp_size;
     OPD_REQUIRE(std::isfinite(sums.loss), "step ", step, ": the loss is ", sums.loss,
                 " (NaN or Inf); stopping before the update so the last saved model stays good");
     const double grad_norm = opt.step(step);
-    const double update_time = since(t) - score_time;
+    const double update_time = since(t) - usage.wait - anchor_time;
 
-    samples += static_cast<int64_t>(seqs.size());
-    tokens += static_cast<int64_t>(real_tokens(seqs));
+    samples += static_cast<int64_t>(step_counts[2]);
+    tokens += static_cast<int64_t>(step_counts[1]);
     const double n = std::max<int64_t>(1, sums.tokens);
     line["samples"] = samples;
     line["tokens"] = tokens;
@@ -342,13 +436,15 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     }
     line["grad_norm"] = grad_norm;
     line["lr"] = opt.lr_at(step);
-    line["time"]["score"] = score_time;
+    line["time"]["score"] = teacher_busy;
+    line["time"]["wait_teacher"] = teacher_wait;
     line["time"]["update"] = update_time;
-    line["tokens_per_s"] = real_tokens(seqs) / since(step_start);
+    if (teacher_busy > 0) line["overlap"] = 1.0 - teacher_wait / teacher_busy;
+    line["tokens_per_s"] = step_counts[1] / since(step_start);
 
     // Samples: the first few sequences, with per-token log-probs.
     const bool log_now = step == 1 || (c.eval_every > 0 && step % c.eval_every == 0) || step == c.steps;
-    if (log_now && c.samples_to_log > 0) {
+    if (run && log_now && c.samples_to_log > 0) {  // the writer's sequences are the step's first
       json rows = json::array();
       for (int i = 0; i < std::min<int>(c.samples_to_log, static_cast<int>(seqs.size())); ++i) {
         json r = {{"prompt", examples[seqs[i].group].prompt}, {"completion", texts[i]}};
@@ -357,14 +453,14 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
         if (i < static_cast<int>(teacher_logp_logged.size())) r["logp_teacher"] = tokens_json(teacher_logp_logged[i]);
         rows.push_back(r);
       }
-      run.write_samples(step, rows);
+      run->write_samples(step, rows);
     }
 
     const bool eval_now = (c.eval_every > 0 && step % c.eval_every == 0) || step == c.steps;
     const bool reached = eval_now && run_eval(step, line);
     line["time"]["step"] = since(step_start);
     line["flops"] = flops.to_json();
-    run.log_metrics(line);
+    if (run) run->log_metrics(line);
 
     char buf[256];
     std::string fields;
@@ -376,17 +472,20 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       for (const auto& [set_name, r] : line["eval"].items()) fields += str(" | ", set_name, " acc ", r["accuracy"].get<double>());
     std::snprintf(buf, sizeof(buf), " | %.0f tok/s", line["tokens_per_s"].get<double>());
     fields += buf;
-    progress.report(step, fields, line, line.contains("eval"));
+    if (writer) progress.report(step, fields, line, line.contains("eval"));
 
     // Fault-injection drill for tests: deliver SIGTERM to ourselves at the end of a chosen step.
-    if (const char* at = std::getenv("OPD_FAULT_SIGNAL_AT_STEP"); at && std::atoi(at) == step) std::raise(SIGTERM);
-    if ((c.save_every > 0 && step % c.save_every == 0) || g_stop_signal) checkpoint(step);
-    if (g_stop_signal) {
-      std::fprintf(stderr, "[%s] signal %d: checkpointed step %d; exiting with code %d so the job can be requeued\n",
-                   name.c_str(), int(g_stop_signal), step, kExitCheckpointed);
+    if (fault_at("OPD_FAULT_SIGNAL_AT_STEP", step, ctx.world_rank)) std::raise(SIGTERM);
+    // A signal may reach some DP ranks only: all stop when one does.
+    const int stop_signal = dp ? int(all_reduce_value<double>(*dp, g_stop_signal, ReduceOp::kMax)) : int(g_stop_signal);
+    if ((c.save_every > 0 && step % c.save_every == 0) || stop_signal) checkpoint(step);
+    if (stop_signal) {
+      if (writer)
+        std::fprintf(stderr, "[%s] signal %d: checkpointed step %d; exiting with code %d so the job can be requeued\n",
+                     name.c_str(), stop_signal, step, kExitCheckpointed);
       summary["preempted"] = true;
       close_summary(step);
-      run.write_summary(summary);
+      if (run) run->write_summary(summary);
       return summary;
     }
     if (reached && c.stop_at_target) {
@@ -394,10 +493,15 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       break;
     }
   }
-  save_model(run.file("final.h5"), student);
+  // Every DP replica applied the same updates to the same parameters: a mismatch is a bug that
+  // the writer's checkpoint would hide.
+  if (dp)
+    OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
+                "data parallel: the student's parameters differ between DP replicas after step ", step - 1);
+  if (run) save_model(run->file("final.h5"), student);
   close_summary(step - 1);
-  summary["final_model"] = run.file("final.h5");
-  run.write_summary(summary);
+  summary["final_model"] = run_path + "/final.h5";
+  if (run) run->write_summary(summary);
   return summary;
 }
 

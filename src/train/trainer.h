@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/jsonl.h"
+#include "parallel/communicator.h"
 #include "model/generate.h"
 #include "tasks/builtin.h"
 #include "tasks/dataset.h"
@@ -43,11 +44,23 @@ struct TrainConfig {
   std::string resume;             // "", "auto" (newest valid checkpoint of the run) or a checkpoint file
   std::string config_ini;         // the resolved configuration, stored in checkpoints
   bool log_jsonl = false;         // progress on stderr as JSON lines instead of text
+  bool shared_prefix = false;     // distill: the teacher prefills each prompt once per group
   uint64_t seed = 1;
 };
 
 // Exit code of a run stopped by SIGUSR1 or SIGTERM after writing a checkpoint: "requeue me".
 inline constexpr int kExitCheckpointed = 75;
+
+class ScoringClient;
+
+// Where this rank sits when the run spans several (ARCHITECTURE §4); the default is one process.
+struct TrainContext {
+  Communicator* dp = nullptr;               // the student's data-parallel group; null: no DP
+  ScoringClient* remote_teacher = nullptr;  // dedicated teacher ranks (distill); null: colocated
+  bool writer = true;                       // writes metrics, samples, checkpoints, the summary
+  std::string run_path;                     // the run directory, for ranks without a RunDir
+  int world_rank = 0;                       // for OPD_FAULT_RANK drills
+};
 
 // Runs the configured method; returns the summary it also writes to summary.json. Every eval set
 // is evaluated at each evaluation and reported under "eval" by name; the first is the primary one
@@ -55,7 +68,13 @@ inline constexpr int kExitCheckpointed = 75;
 // distill: examples with source 1 are scored by `anchor` instead of `teacher` (may be null).
 // On SIGUSR1 / SIGTERM it checkpoints at the next step boundary and returns a summary with
 // "preempted": true.
+// Data parallel (ctx.dp of size > 1): each DP rank samples and trains on its contiguous share of
+// the step's prompts (randomness keyed by the step-wide sequence index), gradients are summed over
+// the group with weights 1 / (trained tokens of the whole step), and every rank applies the same
+// AdamW step: the same update as one process on the union batch, up to floating-point order.
+// `run` is null on ranks that are not the writer.
 json train(const TrainConfig& config, Transformer& student, Transformer* teacher, const std::vector<Example>& train_set,
-           const std::vector<NamedExamples>& eval_sets, RunDir& run, Transformer* anchor = nullptr);
+           const std::vector<NamedExamples>& eval_sets, RunDir* run, Transformer* anchor = nullptr,
+           const TrainContext& ctx = {});
 
 }  // namespace opd

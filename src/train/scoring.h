@@ -1,0 +1,53 @@
+// Where a step's teacher scores come from: the teacher on this rank (colocated), or dedicated
+// teacher ranks (train/teacher_service.h). The trainer submits micro-batches as soon as they are
+// sampled and collects the scores when it trains on them, so a remote teacher works meanwhile.
+#pragma once
+#include <map>
+
+#include "train/teacher.h"
+
+namespace opd {
+
+class ScoringClient {
+ public:
+  virtual ~ScoringClient() = default;
+  // Starts scoring a micro-batch; returns the ticket collect() takes.
+  virtual int submit(const SequenceBatch& batch, const KlSpec& kl) = 0;
+  // The scores of a submitted micro-batch, waiting for them when they are not back yet.
+  virtual TeacherScores collect(int ticket) = 0;
+
+  // Since the last take: seconds the teacher spent scoring, seconds this rank was blocked on it,
+  // and the teacher's forward FLOPs.
+  struct Usage {
+    double busy = 0, wait = 0, flops = 0;
+  };
+  Usage take_usage() {
+    const Usage u = usage_;
+    usage_ = {};
+    return u;
+  }
+
+ protected:
+  Usage usage_;
+};
+
+// The teacher in this process: scoring happens in submit(), and the student waits for all of it.
+class ColocatedScoring : public ScoringClient {
+ public:
+  explicit ColocatedScoring(Transformer& teacher, bool shared_prefix = false)
+      : model_(teacher), teacher_(teacher), shared_prefix_(shared_prefix) {}
+  int submit(const SequenceBatch& batch, const KlSpec& kl) override;
+  TeacherScores collect(int ticket) override;
+
+ private:
+  Transformer& model_;
+  ColocatedTeacher teacher_;
+  bool shared_prefix_;
+  std::map<int, TeacherScores> done_;
+  int next_ = 0;
+};
+
+// FLOPs of a teacher forward over a batch's real tokens (the trainer's and the service's count).
+double scoring_flops(const Transformer& teacher, const SequenceBatch& batch);
+
+}  // namespace opd

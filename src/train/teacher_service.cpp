@@ -1,0 +1,180 @@
+#include "train/teacher_service.h"
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+
+#include "core/error.h"
+
+namespace opd {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Polling, not a blocking MPI wait: an idle teacher must not spin a core the students sample on.
+void nap() { std::this_thread::sleep_for(std::chrono::microseconds(200)); }
+
+}  // namespace
+
+ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int clients, double timeout_s) {
+  ColocatedTeacher scorer(teacher);
+  const int V = teacher.config().vocab, max_seq = teacher.config().max_seq;
+  // Fault-injection drill for tests: this teacher dies by SIGKILL on its N-th request.
+  const char* kill_env = std::getenv("OPD_FAULT_TEACHER_KILL_AT_REQUEST");
+  const int64_t kill_at = kill_env ? std::atoll(kill_env) : -1;
+  ServiceStats stats;
+  struct Outgoing {
+    std::vector<char> data;
+    std::unique_ptr<Request> send;
+  };
+  std::deque<Outgoing> out;
+  int done = 0;
+  auto last = Clock::now();
+  while (done < clients) {
+    while (!out.empty() && out.front().send->test()) out.pop_front();
+    Incoming in;
+    if (!world.probe(-1, kTagScoreRequest, in)) {
+      OPD_REQUIRE(since(last) < timeout_s, "teacher rank ", world.rank(), ": no request for ", timeout_s, " s while ",
+                  clients - done, " of ", clients, " student clients have not finished (--teacher-timeout)");
+      nap();
+      continue;
+    }
+    std::vector<char> buf(in.bytes);
+    world.irecv(buf.data(), buf.size(), in.source, kTagScoreRequest)->wait();
+    last = Clock::now();
+    const ScoreRequest q = decode_request(buf.data(), buf.size(), V, max_seq, str("rank ", in.source));
+    if (q.kind == RequestKind::kShutdown) {
+      ++done;
+      continue;
+    }
+    ++stats.requests;
+    if (stats.requests == kill_at) std::raise(SIGKILL);
+    const auto t0 = Clock::now();
+    double flops = 0;
+    const TeacherScores s =
+        q.shared_prefix ? scorer.score_shared_prefix(q.batch, q.kl, &flops) : scorer.score(q.batch, q.kl);
+    if (!q.shared_prefix) flops = scoring_flops(teacher, q.batch);
+    const double busy = since(t0);
+    stats.busy_s += busy;
+    Outgoing o;
+    o.data = encode_reply(q, V, s, busy, flops);
+    o.send = world.isend(o.data.data(), o.data.size(), in.source, kTagScoreReply);
+    out.push_back(std::move(o));
+    last = Clock::now();
+  }
+  for (auto& o : out) o.send->wait();
+  return stats;
+}
+
+Tokenizer share_teacher_tokenizer(Communicator& world, int root, const Tokenizer* mine) {
+  const bool giver = world.rank() == root;
+  OPD_REQUIRE(!giver || mine, "share_teacher_tokenizer: rank ", root, " must give its tokenizer");
+  // int32 [eos, pad, pieces, length of each piece...] then the pieces' bytes.
+  std::vector<int32_t> head;
+  std::string bytes;
+  if (giver) {
+    head = {mine->eos_id(), mine->pad_id(), mine->vocab_size()};
+    for (const auto& p : mine->pieces()) {
+      head.push_back(static_cast<int32_t>(p.size()));
+      bytes += p;
+    }
+  }
+  int64_t sizes[2] = {int64_t(head.size()), int64_t(bytes.size())};
+  world.broadcast(sizes, sizeof(sizes), root);
+  head.resize(sizes[0]);
+  bytes.resize(sizes[1]);
+  world.broadcast(head.data(), head.size() * sizeof(int32_t), root);
+  world.broadcast(bytes.data(), bytes.size(), root);
+  OPD_REQUIRE(head.size() >= 3 && head.size() == size_t(3 + head[2]), "teacher tokenizer from rank ", root,
+              ": malformed (", head.size(), " header ints)");
+  std::vector<std::string> pieces;
+  size_t at = 0;
+  for (int i = 0; i < head[2]; ++i) {
+    OPD_REQUIRE(head[3 + i] >= 0 && at + head[3 + i] <= bytes.size(), "teacher tokenizer from rank ", root,
+                ": piece ", i, " overruns the bytes");
+    pieces.push_back(bytes.substr(at, head[3 + i]));
+    at += head[3 + i];
+  }
+  return Tokenizer(std::move(pieces), head[0], head[1]);
+}
+
+RemoteScoring::RemoteScoring(Communicator& world, std::vector<int> replicas, int vocab, int first_choice,
+                             double timeout_s, bool shared_prefix)
+    : world_(world),
+      replicas_(std::move(replicas)),
+      in_flight_(replicas_.size(), 0),
+      vocab_(vocab),
+      first_choice_(first_choice),
+      timeout_s_(timeout_s),
+      shared_prefix_(shared_prefix) {
+  OPD_REQUIRE(!replicas_.empty(), "remote scoring: no teacher replica");
+}
+
+void RemoteScoring::progress() {
+  for (auto& [ticket, p] : pending_) {
+    p.send->test();
+    p.recv->test();
+  }
+}
+
+int RemoteScoring::submit(const SequenceBatch& batch, const KlSpec& kl) {
+  OPD_REQUIRE(!shut_, "remote scoring: submit after shutdown");
+  const int n = static_cast<int>(replicas_.size());
+  int pick = first_choice_ % n;
+  for (int i = 0; i < n; ++i) {
+    const int r = (first_choice_ + i) % n;
+    if (in_flight_[r] < in_flight_[pick]) pick = r;
+  }
+  const int ticket = next_++;
+  Pending& p = pending_[ticket];
+  p.replica = pick;
+  p.B = batch.B;
+  p.T = batch.T;
+  p.kl = kl;
+  p.request = encode_request(ticket, batch, kl, shared_prefix_);
+  p.reply.resize(reply_bytes(batch.B, batch.T, kl, vocab_));
+  // The receive is posted first: replies from one replica arrive in the order of the requests.
+  p.recv = world_.irecv(p.reply.data(), p.reply.size(), replicas_[pick], kTagScoreReply);
+  p.send = world_.isend(p.request.data(), p.request.size() * sizeof(int32_t), replicas_[pick], kTagScoreRequest);
+  ++in_flight_[pick];
+  progress();
+  return ticket;
+}
+
+TeacherScores RemoteScoring::collect(int ticket) {
+  auto it = pending_.find(ticket);
+  OPD_REQUIRE(it != pending_.end(), "remote scoring: ticket ", ticket, " was never submitted or is already collected");
+  Pending& p = it->second;
+  const auto t0 = Clock::now();
+  while (!p.recv->test()) {
+    progress();
+    OPD_REQUIRE(since(t0) < timeout_s_, "rank ", world_.rank(), ": no scores from teacher rank ", replicas_[p.replica],
+                " for ", timeout_s_, " s (ticket ", ticket, "; --teacher-timeout)");
+    nap();
+  }
+  p.send->wait();
+  usage_.wait += since(t0);
+  double busy = 0, flops = 0;
+  TeacherScores s = decode_reply(p.reply.data(), p.reply.size(), ticket, p.B, p.T, p.kl, vocab_,
+                                 str("teacher rank ", replicas_[p.replica]), busy, flops);
+  usage_.busy += busy;
+  usage_.flops += flops;
+  --in_flight_[p.replica];
+  pending_.erase(it);
+  return s;
+}
+
+void RemoteScoring::shutdown() {
+  if (shut_) return;
+  OPD_REQUIRE(pending_.empty(), "remote scoring: shutdown with ", pending_.size(), " micro-batches not collected");
+  const std::vector<int32_t> msg = encode_shutdown();
+  std::vector<std::unique_ptr<Request>> sends;
+  for (int r : replicas_) sends.push_back(world_.isend(msg.data(), msg.size() * sizeof(int32_t), r, kTagScoreRequest));
+  for (auto& s : sends) s->wait();
+  shut_ = true;
+}
+
+}  // namespace opd
