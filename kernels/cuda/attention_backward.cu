@@ -2,15 +2,17 @@
 // probabilities from the forward's log-sum-exp). Three kernels, none with float atomics, so the
 // gradients are bit-identical from run to run:
 //   1. row_dot:  Di = dot(dout_i, out_i) per query row (into the workspace);
-//   2. dkdv:     one block per (batch, kv head, 64-key tile); loops over the query heads of its
+//   2. dkdv:     one block per (batch, kv head, key tile); loops over the query heads of its
 //                group and the query tiles at or after the key tile, keeping dK and dV in fp32
 //                registers and writing them once;
-//   3. dq:       one block per (batch, query head, 64-query tile); loops over the key tiles up to
+//   3. dq:       one block per (batch, query head, query tile); loops over the key tiles up to
 //                the diagonal, recomputing P and dS, keeping dQ in fp32 registers.
-// Both main kernels use 4 warps, each owning 16 rows of the block's tile (the M side of
+// In both main kernels each warp owns 16 rows of the block's tile (the M side of
 // mma.sync.m16n8k16 bf16 -> fp32); operand tiles sit in shared memory with rows padded by 16 bytes
 // so that ldmatrix reads them without bank conflicts, and the streamed tiles are double-buffered
-// with cp.async.
+// with cp.async. The warp count and streamed tile sizes are per head dim (DkdvShape, DqShape).
+// Grids are one-dimensional with the tile index slowest, heaviest tiles (most causal work) first,
+// so that the light tiles fill the tail of the launch.
 #include <cstdint>
 
 #include "kernels/cuda/attention.cuh"
@@ -20,9 +22,6 @@ namespace opd::cuda {
 
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kTile = 16 * kWarps;  // rows of the tile a block owns: 16 per warp
 constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- PTX wrappers ---------------------------------------------------------------------------
@@ -97,10 +96,10 @@ __device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* y, int k
 
 // Rows [r0, r0 + R) of head `head` of a [B, T, Hn, D] tensor into a padded shared tile; rows at or
 // past Tn are zero-filled, so that masked products stay finite (0, never 0 * garbage).
-template <int R, int D, int LD>
+template <int NT, int R, int D, int LD>
 __device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* x, int b, int r0, int Tn, int Hn, int head) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  for (int c = threadIdx.x; c < R * kChunks; c += kThreads) {
+  for (int c = threadIdx.x; c < R * kChunks; c += NT) {
     const int row = c / kChunks, col = (c % kChunks) * 8;
     const int t = r0 + row;
     const bool in = t < Tn;
@@ -136,39 +135,46 @@ __global__ void row_dot_kernel(float* di, const bf16* dout, const bf16* out, int
 
 // ---- 2. dK, dV ------------------------------------------------------------------------------
 
-// Query rows per streamed tile: 64 at D = 64; 32 at D = 128 keeps the 16 x D dK and dV
-// accumulators plus the 16 x BR score tiles within the register file.
+// WARPS warps of 16 keys each (a key tile of 16 * WARPS rows); BR query rows per streamed tile.
+// BR is bounded by the registers: the 16 x D dK and dV accumulators plus the two 16 x BR score
+// tiles (255 registers, no spills, at D = 128; 168 at D = 64). Measured on an H200: 4 warps beat 8
+// (two or three blocks per SM instead of one), and BR = 64 beats 32 at D = 128.
 template <int D>
-__host__ __device__ constexpr int dkdv_query_rows() {
-  return D == 64 ? 64 : 32;
-}
+struct DkdvShape {
+  static constexpr int kWarps = 4, kQueryRows = 64;
+};
 
-template <int D>
+template <int D, int WARPS, int BR>
 constexpr size_t dkdv_smem_bytes() {
-  constexpr int LD = D + 8, BR = dkdv_query_rows<D>();
-  return sizeof(bf16) * (2 * kTile * LD + 2 * 2 * BR * LD) + sizeof(float) * 2 * 2 * BR;
+  constexpr int LD = D + 8;
+  return sizeof(bf16) * (2 * 16 * WARPS * LD + 2 * 2 * BR * LD) + sizeof(float) * 2 * 2 * BR;
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) dkdv_kernel(bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
-                                                        const bf16* k, const bf16* v, const float* lse,
-                                                        const float* di, int Tn, int H, int Hkv, float scale) {
+template <int D, int WARPS, int BR>
+__global__ void __launch_bounds__(32 * WARPS) dkdv_kernel(bf16* dk, bf16* dv, const bf16* dout, const bf16* q,
+                                                          const bf16* k, const bf16* v, const float* lse,
+                                                          const float* di, int B, int Tn, int H, int Hkv,
+                                                          float scale) {
+  constexpr int NT = 32 * WARPS;  // threads
+  constexpr int KT = 16 * WARPS;  // keys of the block's tile
   constexpr int LD = D + 8;
-  constexpr int BR = dkdv_query_rows<D>();
   constexpr int NQ = BR / 8;   // n-tiles of the score tile (queries)
   constexpr int ND = D / 8;    // n-tiles of the accumulators (head dim)
-  static_assert(kTile % BR == 0, "a query tile must start on a key-tile boundary");
+  constexpr int KD = D / 16;   // k-blocks over the head dim
+  static_assert(KT % BR == 0, "a query tile must start on a key-tile boundary");
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* ks = reinterpret_cast<bf16*>(smem_raw);
-  bf16* vs = ks + kTile * LD;
-  bf16* qs = vs + kTile * LD;        // [2][BR][LD]
+  bf16* vs = ks + KT * LD;
+  bf16* qs = vs + KT * LD;           // [2][BR][LD]
   bf16* dos = qs + 2 * BR * LD;      // [2][BR][LD]
   float* lses = reinterpret_cast<float*>(dos + 2 * BR * LD);  // [2][BR], times log2(e)
   float* dis = lses + 2 * BR;                                 // [2][BR]
 
-  const int key_tile = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-  const int k0 = key_tile * kTile;
+  // Key tile slowest: tile 0 (the most query tiles to visit) is launched first.
+  const int key_tile = int(blockIdx.x / unsigned(Hkv * B));
+  const int kvh = int(blockIdx.x % unsigned(Hkv * B)) % Hkv, b = int(blockIdx.x % unsigned(Hkv * B)) / Hkv;
+  const int k0 = key_tile * KT;
   const int group = H / Hkv;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, tq = lane % 4;
@@ -182,9 +188,9 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(bf16* dk, bf16* dv, cons
   auto load_item = [&](int it, int buf) {
     const int h = kvh * group + it / n_qt;
     const int q0 = (first_qt + it % n_qt) * BR;
-    load_rows_async<BR, D, LD>(qs + buf * BR * LD, q, b, q0, Tn, H, h);
-    load_rows_async<BR, D, LD>(dos + buf * BR * LD, dout, b, q0, Tn, H, h);
-    for (int i = threadIdx.x; i < BR; i += kThreads) {
+    load_rows_async<NT, BR, D, LD>(qs + buf * BR * LD, q, b, q0, Tn, H, h);
+    load_rows_async<NT, BR, D, LD>(dos + buf * BR * LD, dout, b, q0, Tn, H, h);
+    for (int i = threadIdx.x; i < BR; i += NT) {
       const int t = q0 + i;
       const size_t idx = (size_t(b) * H + h) * Tn + t;
       lses[buf * BR + i] = t < Tn ? lse[idx] * kLog2e : 0.f;
@@ -192,8 +198,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(bf16* dk, bf16* dv, cons
     }
   };
 
-  load_rows_async<kTile, D, LD>(ks, k, b, k0, Tn, Hkv, kvh);
-  load_rows_async<kTile, D, LD>(vs, v, b, k0, Tn, Hkv, kvh);
+  load_rows_async<NT, KT, D, LD>(ks, k, b, k0, Tn, Hkv, kvh);
+  load_rows_async<NT, KT, D, LD>(vs, v, b, k0, Tn, Hkv, kvh);
   load_item(0, 0);
   cp_async_commit();
 
@@ -232,7 +238,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(bf16* dk, bf16* dv, cons
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[j][e] = 0.f, dp[j][e] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
+      for (int kk = 0; kk < KD; ++kk) {
         uint32_t ka[4], va[4];
         load_a<LD>(ka, ks, m0, kk * 16, lane);
         load_a<LD>(va, vs, m0, kk * 16, lane);
@@ -249,42 +255,40 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(bf16* dk, bf16* dv, cons
       }
 
       // P^T = exp(scale * S^T - lse), zero where the query precedes the key or is padding;
-      // dS^T = P^T * (dP^T - Di). s becomes P^T, dp becomes dS^T.
+      // dS^T = P^T * (dP^T - Di). Both are packed to bf16 at once, as the A operands of the next
+      // products (the accumulator fragment of n-tiles 2kk, 2kk+1 is the A fragment of k-block kk),
+      // which halves the registers they hold.
+      uint32_t pa[BR / 16][4], dsa[BR / 16][4];
 #pragma unroll
       for (int j = 0; j < NQ; ++j) {
+        float p[4], d[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int col = j * 8 + 2 * tq + (e % 2);
           const int query = q0 + col;
           const int key = key_lo + (e / 2) * 8;
           const bool live = query < Tn && query >= key;
-          const float p = live ? exp2f(s[j][e] * scale_log2 - ls[col]) : 0.f;
-          s[j][e] = p;
-          dp[j][e] = p * (dp[j][e] - ds[col]);
+          p[e] = live ? exp2f(s[j][e] * scale_log2 - ls[col]) : 0.f;
+          d[e] = p[e] * (dp[j][e] - ds[col]);
         }
+        pa[j / 2][(j % 2) * 2] = pack_bf16(p[0], p[1]);
+        pa[j / 2][(j % 2) * 2 + 1] = pack_bf16(p[2], p[3]);
+        dsa[j / 2][(j % 2) * 2] = pack_bf16(d[0], d[1]);
+        dsa[j / 2][(j % 2) * 2 + 1] = pack_bf16(d[2], d[3]);
       }
 
-      // dV += P^T dO and dK += dS^T Q: the score tiles' accumulator fragments are the A operands.
+      // dV += P^T dO and dK += dS^T Q.
 #pragma unroll
       for (int kk = 0; kk < BR / 16; ++kk) {
-        uint32_t pa[4], dsa[4];
-        pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-        pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-        pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        dsa[0] = pack_bf16(dp[2 * kk][0], dp[2 * kk][1]);
-        dsa[1] = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
-        dsa[2] = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-        dsa[3] = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
 #pragma unroll
         for (int nb = 0; nb < ND / 2; ++nb) {
           uint32_t ob[4], qb[4];
           load_b_kn<LD>(ob, dot, kk * 16, nb * 16, lane);
           load_b_kn<LD>(qb, qt, kk * 16, nb * 16, lane);
-          mma16816(dv_acc[2 * nb], pa, ob[0], ob[1]);
-          mma16816(dv_acc[2 * nb + 1], pa, ob[2], ob[3]);
-          mma16816(dk_acc[2 * nb], dsa, qb[0], qb[1]);
-          mma16816(dk_acc[2 * nb + 1], dsa, qb[2], qb[3]);
+          mma16816(dv_acc[2 * nb], pa[kk], ob[0], ob[1]);
+          mma16816(dv_acc[2 * nb + 1], pa[kk], ob[2], ob[3]);
+          mma16816(dk_acc[2 * nb], dsa[kk], qb[0], qb[1]);
+          mma16816(dk_acc[2 * nb + 1], dsa[kk], qb[2], qb[3]);
         }
       }
     }
@@ -310,38 +314,49 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(bf16* dk, bf16* dv, cons
 
 // ---- 3. dQ ----------------------------------------------------------------------------------
 
-// Keys per streamed tile: 64 at D = 64, 32 at D = 128 (the Q and dO fragments and the dQ
-// accumulator already take 128 registers there).
+// WARPS warps of 16 queries each; BC keys per streamed tile. At D = 128 the Q and dO fragments
+// and the dQ accumulator already take 128 registers, which bounds BC (244 registers at 64).
+// Measured on an H200: at D = 64, 4 warps (three blocks per SM) beat 8; at D = 128, 8 warps and
+// 4 are even (one or two blocks per SM) and 8 halve the K/V tile loads per query.
 template <int D>
-__host__ __device__ constexpr int dq_key_rows() {
-  return D == 64 ? 64 : 32;
-}
+struct DqShape;
+template <>
+struct DqShape<64> {
+  static constexpr int kWarps = 4, kKeyRows = 64;
+};
+template <>
+struct DqShape<128> {
+  static constexpr int kWarps = 8, kKeyRows = 64;
+};
 
-template <int D>
+template <int D, int WARPS, int BC>
 constexpr size_t dq_smem_bytes() {
-  constexpr int LD = D + 8, BC = dq_key_rows<D>();
-  return sizeof(bf16) * (2 * kTile * LD + 2 * 2 * BC * LD);
+  constexpr int LD = D + 8;
+  return sizeof(bf16) * (2 * 16 * WARPS * LD + 2 * 2 * BC * LD);
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) dq_kernel(bf16* dq, const bf16* dout, const bf16* q, const bf16* k,
-                                                      const bf16* v, const float* lse, const float* di, int Tn,
-                                                      int H, int Hkv, float scale) {
+template <int D, int WARPS, int BC>
+__global__ void __launch_bounds__(32 * WARPS) dq_kernel(bf16* dq, const bf16* dout, const bf16* q, const bf16* k,
+                                                        const bf16* v, const float* lse, const float* di, int B,
+                                                        int Tn, int H, int Hkv, float scale) {
+  constexpr int NT = 32 * WARPS;  // threads
+  constexpr int QT = 16 * WARPS;  // queries of the block's tile
   constexpr int LD = D + 8;
-  constexpr int BC = dq_key_rows<D>();
   constexpr int NK = BC / 8;  // n-tiles of the score tile (keys)
   constexpr int ND = D / 8;
   constexpr int KD = D / 16;  // k-blocks over the head dim
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* qs = reinterpret_cast<bf16*>(smem_raw);
-  bf16* dos = qs + kTile * LD;
-  bf16* ks = dos + kTile * LD;  // [2][BC][LD]
+  bf16* dos = qs + QT * LD;
+  bf16* ks = dos + QT * LD;     // [2][BC][LD]
   bf16* vs = ks + 2 * BC * LD;  // [2][BC][LD]
 
-  // The last query tiles have the most keys to visit: launch them first.
-  const int q_tile = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const int q0 = q_tile * kTile;
+  // Query tile slowest, the last ones (the most keys to visit) first.
+  const int n_q_tiles = (Tn + QT - 1) / QT;
+  const int q_tile = n_q_tiles - 1 - int(blockIdx.x / unsigned(H * B));
+  const int h = int(blockIdx.x % unsigned(H * B)) % H, b = int(blockIdx.x % unsigned(H * B)) / H;
+  const int q0 = q_tile * QT;
   const int kvh = h / (H / Hkv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, tq = lane % 4;
@@ -349,13 +364,13 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(bf16* dq, const bf16* dout
   const int m0 = warp * 16;
   const int query_lo = q0 + m0 + g;  // query of rows g; rows g+8 are query_lo + 8
 
-  const int last_row = min(q0 + kTile, Tn);  // one past the last query (and key) this block needs
+  const int last_row = min(q0 + QT, Tn);  // one past the last query (and key) this block needs
   const int n_kt = (last_row + BC - 1) / BC;
 
-  load_rows_async<kTile, D, LD>(qs, q, b, q0, Tn, H, h);
-  load_rows_async<kTile, D, LD>(dos, dout, b, q0, Tn, H, h);
-  load_rows_async<BC, D, LD>(ks, k, b, 0, Tn, Hkv, kvh);
-  load_rows_async<BC, D, LD>(vs, v, b, 0, Tn, Hkv, kvh);
+  load_rows_async<NT, QT, D, LD>(qs, q, b, q0, Tn, H, h);
+  load_rows_async<NT, QT, D, LD>(dos, dout, b, q0, Tn, H, h);
+  load_rows_async<NT, BC, D, LD>(ks, k, b, 0, Tn, Hkv, kvh);
+  load_rows_async<NT, BC, D, LD>(vs, v, b, 0, Tn, Hkv, kvh);
   cp_async_commit();
 
   float row_lse[2], row_di[2];
@@ -377,8 +392,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(bf16* dq, const bf16* dout
   for (int it = 0; it < n_kt; ++it) {
     const int buf = it % 2;
     if (it + 1 < n_kt) {
-      load_rows_async<BC, D, LD>(ks + (buf ^ 1) * BC * LD, k, b, (it + 1) * BC, Tn, Hkv, kvh);
-      load_rows_async<BC, D, LD>(vs + (buf ^ 1) * BC * LD, v, b, (it + 1) * BC, Tn, Hkv, kvh);
+      load_rows_async<NT, BC, D, LD>(ks + (buf ^ 1) * BC * LD, k, b, (it + 1) * BC, Tn, Hkv, kvh);
+      load_rows_async<NT, BC, D, LD>(vs + (buf ^ 1) * BC * LD, v, b, (it + 1) * BC, Tn, Hkv, kvh);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -480,17 +495,22 @@ void launch_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf16*
       di, dout, out, B, Tn, H, D);
   CUDA_CHECK_LAUNCH();
 
-  const unsigned tiles = unsigned((Tn + kTile - 1) / kTile);
-  constexpr size_t kvs_smem = dkdv_smem_bytes<D>();
-  CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kvs_smem)));
-  dkdv_kernel<D><<<dim3(tiles, unsigned(Hkv), unsigned(B)), kThreads, kvs_smem, stream>>>(
-      dk, dv, dout, q, k, v, lse, di, Tn, H, Hkv, scale);
+  using KV = DkdvShape<D>;
+  constexpr int kKeyTile = 16 * KV::kWarps;
+  const unsigned kv_blocks = unsigned((Tn + kKeyTile - 1) / kKeyTile) * unsigned(Hkv) * unsigned(B);
+  auto* kvk = dkdv_kernel<D, KV::kWarps, KV::kQueryRows>;
+  constexpr size_t kv_smem = dkdv_smem_bytes<D, KV::kWarps, KV::kQueryRows>();
+  CUDA_CHECK(cudaFuncSetAttribute(kvk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kv_smem)));
+  kvk<<<kv_blocks, 32 * KV::kWarps, kv_smem, stream>>>(dk, dv, dout, q, k, v, lse, di, B, Tn, H, Hkv, scale);
   CUDA_CHECK_LAUNCH();
 
-  constexpr size_t q_smem = dq_smem_bytes<D>();
-  CUDA_CHECK(cudaFuncSetAttribute(dq_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(q_smem)));
-  dq_kernel<D><<<dim3(tiles, unsigned(H), unsigned(B)), kThreads, q_smem, stream>>>(dq, dout, q, k, v, lse, di,
-                                                                                    Tn, H, Hkv, scale);
+  using QS = DqShape<D>;
+  constexpr int kQueryTile = 16 * QS::kWarps;
+  const unsigned q_blocks = unsigned((Tn + kQueryTile - 1) / kQueryTile) * unsigned(H) * unsigned(B);
+  auto* qk = dq_kernel<D, QS::kWarps, QS::kKeyRows>;
+  constexpr size_t q_smem = dq_smem_bytes<D, QS::kWarps, QS::kKeyRows>();
+  CUDA_CHECK(cudaFuncSetAttribute(qk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(q_smem)));
+  qk<<<q_blocks, 32 * QS::kWarps, q_smem, stream>>>(dq, dout, q, k, v, lse, di, B, Tn, H, Hkv, scale);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -511,7 +531,8 @@ void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf
   OPD_REQUIRE(H > 0 && Hkv > 0 && H % Hkv == 0, "attention_backward: n_heads (", H,
               ") must be a positive multiple of n_kv_heads (", Hkv, ")");
   OPD_REQUIRE(D == 64 || D == 128, "attention_backward: head_dim ", D, " is not supported (64 or 128)");
-  OPD_REQUIRE(B <= 65535 && H <= 65535, "attention_backward: B=", B, " H=", H, " exceed the grid's 65535");
+  OPD_REQUIRE((long long)B * H * ((Tn + 63) / 64) <= 2147483647LL, "attention_backward: B=", B, " H=", H, " T=", Tn,
+              " need more blocks than a one-dimensional grid holds (2^31 - 1)");
   if (B == 0 || Tn == 0) return;
   OPD_REQUIRE(workspace != nullptr, "attention_backward: workspace is null (need ",
               attention_backward_workspace_bytes(B, Tn, H, Hkv, D), " bytes)");

@@ -165,14 +165,15 @@ class AttentionBackwardGpu : public ::testing::Test {
 
 }  // namespace
 
-// Both head dims, GQA ratios 1, 4 and 8, and sequence lengths below, at and past the 64-row tile
-// (1, 17, 100, 257 and 700 leave partial tiles; 64 is exactly one).
+// Both head dims, GQA ratios 1, 4 and 8, and sequence lengths below, at and past the 64- and
+// 128-row tiles (the dQ kernel's query tile is 128 rows at D = 128): 1, 17, 100, 129, 257 and 700
+// leave partial tiles; 64 and 128 are exactly one tile.
 TEST_F(AttentionBackwardGpu, MatchesCpu) {
   const int heads[][2] = {{4, 4}, {8, 2}, {8, 1}};
   uint32_t seed = 1;
   for (int D : {64, 128}) {
     for (auto [H, Hkv] : heads) {
-      for (int Tn : {1, 17, 64, 100, 257, 700}) {
+      for (int Tn : {1, 17, 64, 100, 128, 129, 257, 700}) {
         const Shape s{2, Tn, H, Hkv, D};
         SCOPED_TRACE(testing::Message() << "B=" << s.B << " T=" << Tn << " H=" << H << " Hkv=" << Hkv << " D=" << D);
         const Problem p(s, seed);
