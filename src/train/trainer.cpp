@@ -405,11 +405,13 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     step_flops.score += usage.flops;
     // Data parallel: gradients, metric sums and FLOPs added over the DP group; every rank then
     // holds the gradient one process would have computed on the whole step.
+    const auto comm_start = Clock::now();
     if (dp) dp->all_reduce(student.grads().data(), student.grads().size(), ReduceOp::kSum);
     double reduced[13] = {sums.loss, sums.kl, sums.kl_exact, sums.logp_student, sums.logp_teacher, sums.entropy,
                           double(sums.tokens), step_flops.sample, step_flops.score, step_flops.train,
                           step_flops.teacher_gen, usage.busy + anchor_time, usage.wait + anchor_time};
     sum_dp(reduced, 13);
+    const double comm_time = since(comm_start);  // the data-parallel exchange (includes waiting for the slowest rank)
     sums = TokenSums{reduced[0], reduced[1], reduced[2], reduced[3], reduced[4], reduced[5], int64_t(reduced[6])};
     flops.sample += reduced[7];
     flops.score += reduced[8];
@@ -439,6 +441,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     line["time"]["score"] = teacher_busy;
     line["time"]["wait_teacher"] = teacher_wait;
     line["time"]["update"] = update_time;
+    if (dp) line["time"]["comm"] = comm_time;
     if (teacher_busy > 0) line["overlap"] = 1.0 - teacher_wait / teacher_busy;
     line["tokens_per_s"] = step_counts[1] / since(step_start);
 
