@@ -203,8 +203,11 @@ int run_training(Method method, const Args& args) {
     world->all_gather(host, sizeof(host), all.data());
     std::vector<std::string> hosts;
     for (int r = 0; r < world->size(); ++r) hosts.emplace_back(all.data() + r * sizeof(host));
+    const int local = node_local_rank();
+    std::vector<int> locals(world->size());
+    world->all_gather(&local, sizeof(int), locals.data());
     if (world->rank() == 0)
-      std::cout << "# opd " << name << " resolved configuration\n" << resolved_ini(vm) << layout.table(hosts);
+      std::cout << "# opd " << name << " resolved configuration\n" << resolved_ini(vm) << layout.table(hosts, locals);
     return 0;
   }
   apply_runtime_options(vm);

@@ -38,8 +38,9 @@ struct Layout {
   int teacher_rank(int replica, int teacher_tp_rank = 0) const {
     return student_ranks() + replica * teacher_tp + teacher_tp_rank;
   }
-  // The table --dry-run prints: one line per rank with its role, coordinates and host.
-  std::string table(const std::vector<std::string>& hosts) const;
+  // The table --dry-run prints: one line per rank with its role, coordinates, host and rank on
+  // that host (local_ranks may be empty).
+  std::string table(const std::vector<std::string>& hosts, const std::vector<int>& local_ranks = {}) const;
 };
 
 // Validates the options against the world size and, where given, the models' shapes (tp must

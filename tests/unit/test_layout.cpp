@@ -56,12 +56,12 @@ TEST(Layout, StudentsFirstTpFastestThenTeacherReplicas) {
   EXPECT_EQ(p9.teacher_tp_rank, 1);
   EXPECT_EQ(l.teacher_rank(1, 1), 9);
   EXPECT_EQ(l.teacher_rank(0), 6);
-  const std::string t = l.table({"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"});
+  const std::string t = l.table({"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}, {0, 1, 2, 3, 4, 5, 6, 7, 0, 1});
   EXPECT_NE(t.find("world 10 = 6 student ranks (tp 2 x dp 3) + 4 teacher ranks (2 replicas x teacher-tp 2)"),
             std::string::npos)
       << t;
-  EXPECT_NE(t.find("   3  student  tp 1 dp 1            d"), std::string::npos) << t;
-  EXPECT_NE(t.find("   9  teacher  replica 1 tp 1       j"), std::string::npos) << t;
+  EXPECT_NE(t.find("   3  student  tp 1 dp 1                3  d"), std::string::npos) << t;
+  EXPECT_NE(t.find("   9  teacher  replica 1 tp 1           1  j"), std::string::npos) << t;
 }
 
 TEST(Layout, ErrorsNameTheNumbers) {
