@@ -27,6 +27,8 @@ const std::map<std::string, Subcommand>& subcommands() {
       {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
       {"bench", {opd::cli::bench, "throughput benchmarks (bench model)"}},
       {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)"}},
+      {"import", {opd::cli::import_model, "a Hugging Face Qwen3/Llama checkpoint directory -> an opd model file"}},
+      {"export", {opd::cli::export_model, "an opd model file -> a Hugging Face checkpoint directory"}},
   };
   return table;
 }

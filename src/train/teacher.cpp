@@ -72,10 +72,10 @@ TeacherScores merge_scores(TeacherScores a, const TeacherScores& b, const std::v
 void check_same_tokenizer(const Transformer& student, const std::string& student_path, const Transformer& teacher,
                           const std::string& teacher_path) {
   const Tokenizer &a = student.tokenizer(), &b = teacher.tokenizer();
-  if (a == b) return;
+  if (a.same_as(b)) return;
   auto describe = [](const Tokenizer& t) {
-    std::string s = std::to_string(t.vocab_size()) + " pieces [";
-    for (int i = 0; i < std::min(t.vocab_size(), 24); ++i) s += (i ? " " : "") + t.pieces()[i];
+    std::string s = t.type() + " tokenizer of " + std::to_string(t.vocab_size()) + " tokens [";
+    for (int i = 0; i < std::min(t.vocab_size(), 24); ++i) s += (i ? " " : "") + t.piece(i);
     return s + (t.vocab_size() > 24 ? " ...]" : "]") + " eos " + std::to_string(t.eos_id());
   };
   throw Error(str("teacher and student must share one tokenizer: student ", student_path, " has ", describe(a),
