@@ -30,6 +30,8 @@ const std::map<std::string, Subcommand>& subcommands() {
       {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
       {"bench", {opd::cli::bench, "kernel and model throughput on this machine (bench ops, bench model)", false}},
       {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)", false}},
+      {"import", {opd::cli::import_model, "a Hugging Face Qwen3/Llama checkpoint directory -> an opd model file", false}},
+      {"export", {opd::cli::export_model, "an opd model file -> a Hugging Face checkpoint directory", false}},
   };
   return table;
 }

@@ -65,7 +65,7 @@ int bench_model(const Args& args) {
   c.validate("bench model");
   std::vector<std::string> pieces;
   for (int i = 0; i < c.vocab; ++i) pieces.push_back("<" + std::to_string(i) + ">");
-  Transformer model(c, Tokenizer(pieces, /*eos_id=*/-1, -1));  // no EOS: every sequence runs to full length
+  Transformer model(c, std::make_shared<CharTokenizer>(pieces, /*eos_id=*/-1, -1));  // no EOS: every sequence runs to full length
   model.init_random(1);
 
   std::vector<int> tokens(size_t(B) * T), targets(size_t(B) * T);

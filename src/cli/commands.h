@@ -17,5 +17,7 @@ int rl(const Args& args);
 int eval(const Args& args);
 int sample(const Args& args);
 int inspect(const Args& args);
+int import_model(const Args& args);  // "import" and "export" are C++ keywords
+int export_model(const Args& args);
 
 }  // namespace opd::cli

@@ -7,6 +7,7 @@
 #include "cli/runtime.h"
 #include "core/jsonl.h"
 #include "io/model_file.h"
+#include "model/chat_template.h"
 #include "tasks/builtin.h"
 #include "train/eval.h"
 #include "train/rollout.h"
@@ -18,6 +19,7 @@ namespace opd::cli {
 namespace {
 struct Loaded {
   std::unique_ptr<Transformer> model, teacher;
+  ChatTemplate tmpl = ChatTemplate::kNone;
 };
 
 Loaded load_models(const po::variables_map& vm) {
@@ -27,6 +29,8 @@ Loaded load_models(const po::variables_map& vm) {
     l.teacher = load_model(vm["teacher"].as<std::string>());
     check_same_tokenizer(*l.model, vm["model"].as<std::string>(), *l.teacher, vm["teacher"].as<std::string>());
   }
+  l.tmpl = parse_chat_template(vm["template"].as<std::string>());
+  check_chat_template(l.tmpl, l.model->tokenizer(), vm["model"].as<std::string>());
   return l;
 }
 
@@ -39,7 +43,9 @@ void add_model_options(po::options_description& d) {
       "sampling temperature (0: greedy)")(
       "seed", po::value<uint64_t>()->default_value(1), "sampling seed")(
       "batch", po::value<int>()->default_value(256)->notifier(in_range("batch", 1, 1 << 20)),
-      "sequences generated together");
+      "sequences generated together")(
+      "template", po::value<std::string>()->default_value("none"),
+      "chat template around every prompt, for model and teacher alike: qwen3, llama3 or none");
   add_runtime_options(d);
 }
 }  // namespace
@@ -62,10 +68,13 @@ int eval(const Args& args) {
   apply_runtime_options(vm);
   OPD_REQUIRE(vm.count("eval") != vm.count("task"), "opd eval: give --eval FILE or --task LIST (one of them)");
   Loaded l = load_models(vm);
-  const std::vector<NamedExamples> sets =
+  std::vector<NamedExamples> sets =
       eval_sets(vm.count("eval") ? vm["eval"].as<std::string>() : "", vm.count("task") ? vm["task"].as<std::string>() : "",
                 vm["n"].as<int>(), vm["task-seed"].as<uint64_t>());
-  for (const auto& set : sets) check_vocabulary(*l.model, set.examples);
+  for (auto& set : sets) {
+    apply_chat_template(l.tmpl, set.examples);
+    check_vocabulary(*l.model, set.examples);
+  }
   EvalOptions o;
   o.max_new_tokens = vm["max-new-tokens"].as<int>();
   o.temperature = vm["temperature"].as<float>();
@@ -107,12 +116,14 @@ int sample(const Args& args) {
   apply_runtime_options(vm);
   Loaded l = load_models(vm);
   const auto examples = load_prompts(vm["prompts"].as<std::string>());
-  check_vocabulary(*l.model, examples);
+  std::vector<Example> prompts = examples;  // the JSONL output keeps the prompt as given
+  apply_chat_template(l.tmpl, prompts);
+  check_vocabulary(*l.model, prompts);
   GenerateOptions g;
   g.max_new_tokens = vm["max-new-tokens"].as<int>();
   g.sampling.temperature = vm["temperature"].as<float>();
   g.sampling.seed = vm["seed"].as<uint64_t>();
-  const Rollout r = sample_rollouts(*l.model, examples, vm["samples-per-prompt"].as<int>(), g, vm["batch"].as<int>());
+  const Rollout r = sample_rollouts(*l.model, prompts, vm["samples-per-prompt"].as<int>(), g, vm["batch"].as<int>());
   std::vector<std::vector<float>> teacher_logp;
   if (l.teacher) {
     std::vector<std::vector<int>> seqs;

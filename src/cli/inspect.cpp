@@ -39,8 +39,8 @@ int inspect(const Args& args) {
               "rms_eps %g, qk_norm %d, tied %d; %lld parameters\n",
               c.vocab, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.max_seq, c.rope_theta,
               c.rms_eps, int(c.qk_norm), int(c.tie_embeddings), static_cast<long long>(c.num_parameters()));
-  std::printf("tokenizer: char, %d pieces, eos %d, pad %d\n", m.tokenizer().vocab_size(), m.tokenizer().eos_id(),
-              m.tokenizer().pad_id());
+  std::printf("tokenizer: %s, %d tokens, eos %d, pad %d\n", m.tokenizer().type().c_str(), m.tokenizer().vocab_size(),
+              m.tokenizer().eos_id(), m.tokenizer().pad_id());
   if (format == "opd-checkpoint")
     std::printf("state: step %lld, samples %lld, tokens %lld, data cursor %llu, optimizer updates %d\n",
                 static_cast<long long>(ck.state.step), static_cast<long long>(ck.state.samples),

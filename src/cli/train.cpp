@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/runtime.h"
 #include "io/model_file.h"
+#include "model/chat_template.h"
 #include "parallel/groups.h"
 #include "parallel/mpi_communicator.h"
 #include "tasks/arith.h"
@@ -54,7 +55,7 @@ ModelConfig parse_shape(const std::string& text) {
 }
 
 std::unique_ptr<Transformer> new_arith_model(const ModelConfig& c, uint64_t seed) {
-  auto m = std::make_unique<Transformer>(c, Tokenizer(arith_vocabulary(), 1, 0));
+  auto m = std::make_unique<Transformer>(c, std::make_shared<CharTokenizer>(arith_vocabulary(), 1, 0));
   m->init_random(seed);
   return m;
 }
@@ -82,7 +83,9 @@ void add_common(po::options_description& d, Method method) {
       "also evaluate generated built-in task sets, e.g. arith:general,arith:domain (reported per set)")(
       "eval-n", po::value<int>()->default_value(0)->notifier(in_range("eval-n", 0, 1 << 24)),
       "evaluate on the first N eval examples (0: all; --eval-task sets: 200)")(
-      "eval-seed", po::value<uint64_t>()->default_value(1000), "seed of the --eval-task problems");
+      "eval-seed", po::value<uint64_t>()->default_value(1000), "seed of the --eval-task problems")(
+      "template", po::value<std::string>()->default_value("none"),
+      "chat template around every prompt, for student and teacher alike: qwen3, llama3 or none");
   if (method == Method::kSft)
     data.add_options()("data", po::value<std::string>(), "SFT data, JSONL {prompt, completion}; several: a,b (mixed)")(
         "from-teacher", po::bool_switch(), "train on completions the teacher samples for --prompts")(
@@ -341,8 +344,13 @@ int run_training(Method method, const Args& args) {
       }
   }
   auto text = [&](const char* key) { return vm.count(key) ? vm[key].as<std::string>() : std::string(); };
-  const std::vector<NamedExamples> eval_sets =
+  std::vector<NamedExamples> eval_sets =
       opd::eval_sets(text("eval"), text("eval-task"), vm["eval-n"].as<int>(), vm["eval-seed"].as<uint64_t>());
+  // The template wraps the prompt text, so every model that reads a prompt reads the same ids.
+  const ChatTemplate tmpl = parse_chat_template(vm["template"].as<std::string>());
+  check_chat_template(tmpl, student->tokenizer(), student_path);
+  apply_chat_template(tmpl, train_set);
+  for (auto& set : eval_sets) apply_chat_template(tmpl, set.examples);
   check_vocabulary(*student, train_set);
   for (const auto& set : eval_sets) check_vocabulary(*student, set.examples);
 

@@ -214,6 +214,13 @@ void write_f32(hid_t loc, const std::string& name, const float* data, const std:
   H5_CHECK(H5Dwrite(d.id(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 
+void write_i32(hid_t loc, const std::string& name, const std::vector<int32_t>& values) {
+  Handle space = simple_space({static_cast<int64_t>(values.size())});
+  Handle d(H5_CHECK(H5Dcreate2(loc, name.c_str(), H5T_STD_I32LE, space.id(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
+           H5Dclose);
+  if (!values.empty()) H5_CHECK(H5Dwrite(d.id(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()));
+}
+
 void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& values) {
   Handle t = string_type(true);
   Handle space = simple_space({static_cast<int64_t>(values.size())});

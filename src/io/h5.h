@@ -62,6 +62,7 @@ bool has_attr(hid_t obj, const std::string& name);
 
 // Datasets of little-endian float32 / int32 / float64, full shape, C order.
 void write_f32(hid_t loc, const std::string& name, const float* data, const std::vector<int64_t>& shape);
+void write_i32(hid_t loc, const std::string& name, const std::vector<int32_t>& values);  // 1-D
 void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& values);
 std::vector<int64_t> dataset_shape(hid_t loc, const std::string& name, const std::string& where);
 void read_f32(hid_t loc, const std::string& name, float* data, size_t n, const std::string& where);

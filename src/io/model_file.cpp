@@ -8,6 +8,7 @@
 #include "core/crc32.h"
 #include "core/durable.h"
 #include "core/error.h"
+#include "model/bpe_tokenizer.h"
 
 namespace opd {
 
@@ -24,6 +25,66 @@ int* config_int(ModelConfig& c, const std::string& k) {
   if (k == "ffn_dim") return &c.ffn_dim;
   return &c.max_seq;
 }
+// The char tokenizer stores its pieces; the BPE one the tokenizer.json text it was imported from,
+// its EOS ids and the other Hugging Face files kept for export.
+void write_tokenizer(hid_t model_group, const Tokenizer& tok) {
+  h5::Handle tg = h5::create_group(model_group, "tokenizer");
+  h5::write_attr(tg.id(), "type", tok.type());
+  h5::write_attr(tg.id(), "eos_id", static_cast<int64_t>(tok.eos_id()));
+  h5::write_attr(tg.id(), "pad_id", static_cast<int64_t>(tok.pad_id()));
+  if (const auto* ct = dynamic_cast<const CharTokenizer*>(&tok)) {
+    h5::write_strings(tg.id(), "pieces", ct->pieces());
+  } else if (const auto* bt = dynamic_cast<const BpeTokenizer*>(&tok)) {
+    h5::write_strings(tg.id(), "tokenizer_json", {bt->json_text()});
+    h5::write_i32(tg.id(), "eos_ids", std::vector<int32_t>(bt->eos_ids().begin(), bt->eos_ids().end()));
+    std::vector<std::string> names, texts;
+    for (const auto& [n, t] : bt->hf_files) {
+      names.push_back(n);
+      texts.push_back(t);
+    }
+    if (!names.empty()) {
+      h5::write_strings(tg.id(), "hf_file_names", names);
+      h5::write_strings(tg.id(), "hf_file_texts", texts);
+    }
+  } else {
+    throw Error(str("model file: tokenizer type '", tok.type(), "' cannot be stored"));
+  }
+}
+
+std::shared_ptr<const Tokenizer> read_tokenizer(const h5::File& file, const ModelConfig& c) {
+  h5::Handle tg = h5::open_group(file, "model/tokenizer");
+  const std::string twhere = file.path() + ":/model/tokenizer";
+  const std::string type = h5::read_attr_string(tg.id(), "type", twhere);
+  auto token_id = [&](const char* key) {
+    const int64_t id = h5::read_attr_int(tg.id(), key, twhere);
+    OPD_REQUIRE(id >= -1 && id < c.vocab, twhere, ": attribute '", key, "' = ", id, " is outside the vocabulary of ",
+                c.vocab, " (-1: none)");
+    return static_cast<int>(id);
+  };
+  const int eos = token_id("eos_id"), pad = token_id("pad_id");
+  if (type == "char") {
+    auto tok = std::make_shared<CharTokenizer>(h5::read_strings(tg.id(), "pieces", twhere), eos, pad);
+    OPD_REQUIRE(tok->vocab_size() == c.vocab, twhere, ": ", tok->vocab_size(), " pieces but config vocab = ", c.vocab);
+    return tok;
+  }
+  OPD_REQUIRE(type == "bpe", twhere, ": tokenizer type '", type, "' is not supported (expected 'char' or 'bpe')");
+  const std::vector<std::string> text = h5::read_strings(tg.id(), "tokenizer_json", twhere);
+  OPD_REQUIRE(text.size() == 1, twhere, ": dataset 'tokenizer_json' must hold one string, has ", text.size());
+  auto tok = std::make_shared<BpeTokenizer>(text[0], twhere + "/tokenizer_json");
+  const std::vector<int32_t> eos_ids = h5::read_i32(tg.id(), "eos_ids", twhere);
+  OPD_REQUIRE(eos_ids.empty() ? eos == -1 : eos_ids.front() == eos, twhere,
+              ": attribute eos_id disagrees with the first of dataset eos_ids");
+  tok->set_special_tokens(std::vector<int>(eos_ids.begin(), eos_ids.end()), pad);
+  if (h5::exists(tg.id(), "hf_file_names")) {
+    const auto names = h5::read_strings(tg.id(), "hf_file_names", twhere);
+    const auto texts = h5::read_strings(tg.id(), "hf_file_texts", twhere);
+    OPD_REQUIRE(names.size() == texts.size(), twhere, ": hf_file_names and hf_file_texts differ in length");
+    for (size_t i = 0; i < names.size(); ++i) tok->hf_files[names[i]] = texts[i];
+  }
+  OPD_REQUIRE(tok->vocab_size() <= c.vocab, twhere, ": ", tok->vocab_size(), " tokens but config vocab = ", c.vocab);
+  return tok;
+}
+
 }  // namespace
 
 void write_tensor(hid_t group, const std::string& name, const float* data, const std::vector<int64_t>& shape) {
@@ -65,12 +126,7 @@ void write_model_group(h5::File& file, const Transformer& model) {
   h5::write_attr(cg.id(), "qk_norm", static_cast<int64_t>(c.qk_norm));
   h5::write_attr(cg.id(), "tie_embeddings", static_cast<int64_t>(c.tie_embeddings));
 
-  const Tokenizer& tok = model.tokenizer();
-  h5::Handle tg = h5::create_group(g.id(), "tokenizer");
-  h5::write_attr(tg.id(), "type", std::string("char"));
-  h5::write_attr(tg.id(), "eos_id", static_cast<int64_t>(tok.eos_id()));
-  h5::write_attr(tg.id(), "pad_id", static_cast<int64_t>(tok.pad_id()));
-  h5::write_strings(tg.id(), "pieces", tok.pieces());
+  write_tokenizer(g.id(), model.tokenizer());
 
   for (const ParamSpec& s : model.specs()) write_tensor(g.id(), s.name, model.params().data() + s.offset, s.shape);
 }
@@ -92,19 +148,7 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
   c.tie_embeddings = h5::read_attr_int(cg.id(), "tie_embeddings", cwhere) != 0;
   c.validate(cwhere);
 
-  h5::Handle tg = h5::open_group(file, "model/tokenizer");
-  const std::string twhere = file.path() + ":/model/tokenizer";
-  const std::string type = h5::read_attr_string(tg.id(), "type", twhere);
-  OPD_REQUIRE(type == "char", twhere, ": tokenizer type '", type, "' is not supported (expected 'char')");
-  auto token_id = [&](const char* key) {
-    const int64_t id = h5::read_attr_int(tg.id(), key, twhere);
-    OPD_REQUIRE(id >= -1 && id < c.vocab, twhere, ": attribute '", key, "' = ", id, " is outside the vocabulary of ",
-                c.vocab, " (-1: none)");
-    return static_cast<int>(id);
-  };
-  const int eos_id = token_id("eos_id"), pad_id = token_id("pad_id");
-  Tokenizer tok(h5::read_strings(tg.id(), "pieces", twhere), eos_id, pad_id);
-  OPD_REQUIRE(tok.vocab_size() == c.vocab, twhere, ": ", tok.vocab_size(), " pieces but config vocab = ", c.vocab);
+  std::shared_ptr<const Tokenizer> tok = read_tokenizer(file, c);
 
   // Every tensor is there with its shape before the model's memory is allocated, and the file is
   // large enough to hold them: a wrong config or a lying dataset extent cannot ask for terabytes.

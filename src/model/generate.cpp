@@ -43,7 +43,7 @@ std::vector<Generation> generate(Transformer& model, const std::vector<std::vect
   std::vector<uint32_t> seq(seq_ids), sample_pos(B);
   std::vector<float> logp(B);
   std::vector<char> done(B, 0);
-  const int eos = model.tokenizer().eos_id();
+  const Tokenizer& tok = model.tokenizer();  // any of the model's EOS tokens ends a sequence
   for (int s = 0;; ++s) {
     for (int b = 0; b < B; ++b) sample_pos[b] = static_cast<uint32_t>(len[b] + s);
     cpu::sample_tokens(next.data(), logits.data(), seq.data(), sample_pos.data(), B, V, options.sampling);
@@ -53,7 +53,7 @@ std::vector<Generation> generate(Transformer& model, const std::vector<std::vect
       if (done[b]) continue;
       out[b].tokens.push_back(next[b]);
       out[b].logp.push_back(logp[b]);
-      if (next[b] == eos) {
+      if (tok.is_eos(next[b])) {
         out[b].eos = true;
         done[b] = 1;
       } else if (len[b] + s + 1 >= capacity || s + 1 >= options.max_new_tokens) {

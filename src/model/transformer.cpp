@@ -23,11 +23,13 @@ void resize(std::vector<float>& v, size_t n) {
 void zero(std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); }
 }  // namespace
 
-Transformer::Transformer(const ModelConfig& config, Tokenizer tokenizer)
+Transformer::Transformer(const ModelConfig& config, std::shared_ptr<const Tokenizer> tokenizer)
     : cfg_(config), tok_(std::move(tokenizer)), specs_(param_specs(config)), off_(model_offsets(config, specs_)) {
   cfg_.validate("model");
-  OPD_REQUIRE(tok_.vocab_size() == cfg_.vocab, "model: the tokenizer has ", tok_.vocab_size(),
-              " pieces but the config says vocab = ", cfg_.vocab);
+  OPD_REQUIRE(tok_, "model: no tokenizer");
+  // Imported models may have more embedding rows than tokens (padded for the hardware), never fewer.
+  OPD_REQUIRE(tok_->vocab_size() <= cfg_.vocab, "model: the tokenizer has ", tok_->vocab_size(),
+              " tokens but the config says vocab = ", cfg_.vocab);
   params_.assign(total_size(specs_), 0.0f);
   grads_.assign(params_.size(), 0.0f);
 }

@@ -2,6 +2,7 @@
 // that generation is built from. It calls ops; it never loops over floats itself.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/config.h"
@@ -31,10 +32,10 @@ struct KVCache {
 
 class Transformer {
  public:
-  Transformer(const ModelConfig& config, Tokenizer tokenizer);
+  Transformer(const ModelConfig& config, std::shared_ptr<const Tokenizer> tokenizer);
 
   const ModelConfig& config() const { return cfg_; }
-  const Tokenizer& tokenizer() const { return tok_; }
+  const Tokenizer& tokenizer() const { return *tok_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
   std::vector<float>& params() { return params_; }
   const std::vector<float>& params() const { return params_; }
@@ -69,7 +70,7 @@ class Transformer {
   void check_tokens(const int* tokens, size_t n) const;
 
   ModelConfig cfg_;
-  Tokenizer tok_;
+  std::shared_ptr<const Tokenizer> tok_;
   std::vector<ParamSpec> specs_;
   ModelOffsets off_;
   std::vector<float> params_, grads_;

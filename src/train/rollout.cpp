@@ -21,7 +21,7 @@ std::vector<int> encode_prompt(const Transformer& model, const std::string& prom
 
 std::string decode_completion(const Transformer& model, const std::vector<int>& tokens) {
   std::vector<int> t = tokens;
-  if (!t.empty() && t.back() == model.tokenizer().eos_id()) t.pop_back();
+  if (!t.empty() && model.tokenizer().is_eos(t.back())) t.pop_back();
   return model.tokenizer().decode(t);
 }
 

@@ -139,10 +139,10 @@ void check_same_tokenizer(const Transformer& student, const std::string& student
 
 void check_same_tokenizer(const Tokenizer& a, const std::string& student_path, const Tokenizer& b,
                           const std::string& teacher_path) {
-  if (a == b) return;
+  if (a.same_as(b)) return;
   auto describe = [](const Tokenizer& t) {
-    std::string s = std::to_string(t.vocab_size()) + " pieces [";
-    for (int i = 0; i < std::min(t.vocab_size(), 24); ++i) s += (i ? " " : "") + t.pieces()[i];
+    std::string s = t.type() + " tokenizer of " + std::to_string(t.vocab_size()) + " tokens [";
+    for (int i = 0; i < std::min(t.vocab_size(), 24); ++i) s += (i ? " " : "") + t.piece(i);
     return s + (t.vocab_size() > 24 ? " ...]" : "]") + " eos " + std::to_string(t.eos_id());
   };
   throw Error(str("teacher and student must share one tokenizer: student ", student_path, " has ", describe(a),

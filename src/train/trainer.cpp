@@ -218,7 +218,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     }
     if (ck) {
       OPD_REQUIRE(ck->model->params().size() == student.params().size() &&
-                      ck->model->tokenizer() == student.tokenizer(),
+                      ck->model->tokenizer().same_as(student.tokenizer()),
                   from, ": the checkpoint's model does not match the student's shape or tokenizer");
       student.params() = ck->model->params();
       opt.restore(std::move(ck->adam_m), std::move(ck->adam_v), ck->adam_updates);

@@ -41,7 +41,7 @@ TEST(ModelFile, RoundTripIsBitExact) {
     EXPECT_EQ(r->config().vocab, m->config().vocab);
     EXPECT_EQ(r->config().tie_embeddings, tied);
     EXPECT_EQ(r->config().rope_theta, m->config().rope_theta);
-    EXPECT_TRUE(r->tokenizer() == m->tokenizer());
+    EXPECT_TRUE(r->tokenizer().same_as(m->tokenizer()));
     ASSERT_EQ(r->params().size(), m->params().size());
     EXPECT_EQ(0, std::memcmp(r->params().data(), m->params().data(), m->params().size() * sizeof(float)));
   }

@@ -21,7 +21,7 @@ inline std::unique_ptr<Transformer> tiny_model(bool tied = false, uint64_t seed 
   c.tie_embeddings = tied;
   std::vector<std::string> pieces = {"<pad>", "<eos>"};
   for (char ch = 'a'; ch < 'a' + 9; ++ch) pieces.push_back(std::string(1, ch));
-  auto m = std::make_unique<Transformer>(c, Tokenizer(pieces, 1, 0));
+  auto m = std::make_unique<Transformer>(c, std::make_shared<CharTokenizer>(pieces, 1, 0));
   m->init_random(seed);
   // Larger weights than the training init, so that attention and norms are far from trivial.
   for (auto& w : m->params()) w *= 20.0f;

@@ -1,0 +1,286 @@
+#include "io/hf_model.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "core/durable.h"
+#include "core/error.h"
+#include "model/bpe_tokenizer.h"
+
+namespace opd {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  OPD_REQUIRE(in, p.string(), ": cannot open");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+json parse(const std::string& text, const std::string& where) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(str(where, ": not valid JSON (", e.what(), ")"));
+  }
+}
+
+// obj[key] when it is a string, `dflt` when absent or null; another type is an error.
+std::string text(const json& obj, const char* key, const std::string& dflt, const std::string& where) {
+  if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return dflt;
+  OPD_REQUIRE(obj[key].is_string(), where, ": field '", key, "' is not a string");
+  return obj[key].get<std::string>();
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  const std::string tmp = p.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    OPD_REQUIRE(out, tmp, ": cannot create");
+    out << text;
+    out.flush();
+    OPD_REQUIRE(out, tmp, ": write failed");
+  }
+  publish_file(tmp, p.string());
+}
+
+int get_int(const json& c, const char* key, const std::string& where) {
+  OPD_REQUIRE(c.contains(key), where, ": missing field '", key, "'");
+  OPD_REQUIRE(c[key].is_number_integer() && c[key].get<int64_t>() > 0 && c[key].get<int64_t>() < (int64_t(1) << 31),
+              where, ": field '", key, "' must be a positive integer, got ", c[key].dump());
+  return c[key].get<int>();
+}
+
+bool falsy(const json& c, const char* key) { return !c.contains(key) || c[key].is_null() || c[key] == false; }
+
+// A token given as a string or as {"content": ...} (tokenizer_config.json's two forms).
+std::string token_text(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return "";
+}
+
+std::vector<int> id_list(const json& v, const std::string& where, const char* key) {
+  std::vector<int> out;
+  if (v.is_null()) return out;
+  if (v.is_number_integer()) return {v.get<int>()};
+  OPD_REQUIRE(v.is_array(), where, ": '", key, "' must be an id or a list of ids");
+  for (const json& x : v) {
+    OPD_REQUIRE(x.is_number_integer(), where, ": '", key, "' must hold integers");
+    out.push_back(x.get<int>());
+  }
+  return out;
+}
+
+}  // namespace
+
+ModelConfig hf_config_from_json(const std::string& json_text, const std::string& where, std::string* family) {
+  const json c = parse(json_text, where);
+  OPD_REQUIRE(c.is_object(), where, ": not a JSON object");
+  const std::string type = text(c, "model_type", "", where);
+  OPD_REQUIRE(type == "qwen3" || type == "llama", where, ": model_type '", type,
+              "' is not supported (opd imports qwen3 and llama)");
+  if (family) *family = type;
+  ModelConfig m;
+  m.vocab = get_int(c, "vocab_size", where);
+  m.d_model = get_int(c, "hidden_size", where);
+  m.n_layers = get_int(c, "num_hidden_layers", where);
+  m.n_heads = get_int(c, "num_attention_heads", where);
+  m.n_kv_heads = c.contains("num_key_value_heads") && !c["num_key_value_heads"].is_null()
+                     ? get_int(c, "num_key_value_heads", where)
+                     : m.n_heads;
+  OPD_REQUIRE(m.d_model % m.n_heads == 0 || (c.contains("head_dim") && !c["head_dim"].is_null()), where,
+              ": no head_dim and hidden_size is not a multiple of num_attention_heads");
+  m.head_dim = c.contains("head_dim") && !c["head_dim"].is_null() ? get_int(c, "head_dim", where) : m.d_model / m.n_heads;
+  m.ffn_dim = get_int(c, "intermediate_size", where);
+  m.max_seq = get_int(c, "max_position_embeddings", where);
+  OPD_REQUIRE(c.contains("rms_norm_eps") && c["rms_norm_eps"].is_number(), where, ": missing number 'rms_norm_eps'");
+  m.rms_eps = c["rms_norm_eps"].get<double>();
+
+  // RoPE: plain RoPE only. transformers 5 writes rope_parameters, earlier versions rope_theta and
+  // rope_scaling.
+  const json rp = c.value("rope_parameters", json());
+  if (rp.is_object()) {
+    const std::string rt = text(rp, "rope_type", "default", where);
+    OPD_REQUIRE(rt == "default", where, ": rope_parameters.rope_type '", rt, "' is not supported (plain RoPE only)");
+    OPD_REQUIRE(rp.contains("rope_theta") && rp["rope_theta"].is_number(), where, ": rope_parameters has no rope_theta");
+    m.rope_theta = rp["rope_theta"].get<double>();
+  } else {
+    OPD_REQUIRE(c.contains("rope_theta") && c["rope_theta"].is_number(), where, ": missing number 'rope_theta'");
+    m.rope_theta = c["rope_theta"].get<double>();
+  }
+  const json rs = c.value("rope_scaling", json());
+  if (!rs.is_null()) {
+    const std::string rt = text(rs, "rope_type", text(rs, "type", "", where), where);
+    OPD_REQUIRE(rt == "default", where, ": rope_scaling ", rs.dump(), " is not supported (plain RoPE only)");
+  }
+
+  const std::string act = text(c, "hidden_act", "silu", where);
+  OPD_REQUIRE(act == "silu", where, ": hidden_act '", act, "' is not supported (SwiGLU with silu only)");
+  OPD_REQUIRE(falsy(c, "attention_bias"), where, ": attention_bias is not supported");
+  OPD_REQUIRE(falsy(c, "mlp_bias"), where, ": mlp_bias is not supported");
+  OPD_REQUIRE(falsy(c, "use_sliding_window"), where, ": use_sliding_window is not supported");
+  OPD_REQUIRE(!c.contains("pretraining_tp") || c["pretraining_tp"] == 1, where, ": pretraining_tp must be 1");
+  m.tie_embeddings = c.contains("tie_word_embeddings") && c["tie_word_embeddings"] == true;
+  m.qk_norm = type == "qwen3";  // Qwen3 normalises q and k per head; Llama does not
+  m.validate(where);
+  return m;
+}
+
+std::unique_ptr<Transformer> import_hf(const std::string& dir) {
+  const fs::path d(dir);
+  OPD_REQUIRE(fs::is_directory(d), dir, ": not a directory");
+  const fs::path cfg_path = d / "config.json";
+  OPD_REQUIRE(fs::exists(cfg_path), dir, ": no config.json");
+  std::string family;
+  const std::string cfg_text = read_text(cfg_path);
+  ModelConfig cfg = hf_config_from_json(cfg_text, cfg_path.string(), &family);
+  const json cfg_json = json::parse(cfg_text);
+
+  const fs::path tok_path = d / "tokenizer.json";
+  OPD_REQUIRE(fs::exists(tok_path), dir, ": no tokenizer.json (opd imports a model with its tokenizer)");
+  auto tok = std::make_shared<BpeTokenizer>(read_text(tok_path), tok_path.string());
+  OPD_REQUIRE(tok->vocab_size() <= cfg.vocab, tok_path.string(), ": ", tok->vocab_size(),
+              " tokens, more than config.json's vocab_size ", cfg.vocab);
+
+  // EOS: tokenizer_config.json's eos_token first (what chat fine-tuning appends), then every id
+  // generation_config.json stops on, then config.json's eos_token_id.
+  std::vector<int> eos;
+  int pad = -1;
+  auto add_eos = [&](int id, const std::string& from) {
+    OPD_REQUIRE(id >= 0 && id < tok->vocab_size(), from, ": EOS id ", id, " is not a token of tokenizer.json");
+    if (std::find(eos.begin(), eos.end(), id) == eos.end()) eos.push_back(id);
+  };
+  const fs::path tc_path = d / "tokenizer_config.json";
+  if (fs::exists(tc_path)) {
+    const std::string text = read_text(tc_path);
+    const json tc = parse(text, tc_path.string());
+    OPD_REQUIRE(tc.is_object(), tc_path.string(), ": not a JSON object");
+    tok->hf_files["tokenizer_config.json"] = text;
+    for (const char* key : {"eos_token", "pad_token"}) {
+      if (!tc.contains(key) || tc[key].is_null()) continue;
+      const std::string t = token_text(tc[key]);
+      const int id = tok->token_id(t);
+      OPD_REQUIRE(!t.empty() && id >= 0, tc_path.string(), ": ", key, " ", tc[key].dump(),
+                  " is not a token of tokenizer.json");
+      if (std::string(key) == "eos_token")
+        add_eos(id, tc_path.string());
+      else
+        pad = id;
+    }
+  }
+  const fs::path gc_path = d / "generation_config.json";
+  if (fs::exists(gc_path)) {
+    const json gc = parse(read_text(gc_path), gc_path.string());
+    OPD_REQUIRE(gc.is_object(), gc_path.string(), ": not a JSON object");
+    for (int id : id_list(gc.value("eos_token_id", json()), gc_path.string(), "eos_token_id")) add_eos(id, gc_path.string());
+    if (pad < 0)
+      for (int id : id_list(gc.value("pad_token_id", json()), gc_path.string(), "pad_token_id"))
+        if (id >= 0 && id < tok->vocab_size()) pad = id;
+  }
+  for (int id : id_list(cfg_json.value("eos_token_id", json()), cfg_path.string(), "eos_token_id")) add_eos(id, cfg_path.string());
+  tok->set_special_tokens(eos, pad);
+
+  auto model = std::make_unique<Transformer>(cfg, tok);
+  SafetensorsCheckpoint ck(dir);
+  std::set<std::string> used;
+  for (const ParamSpec& s : model->specs()) {
+    OPD_REQUIRE(ck.has(s.name), dir, ": the checkpoint has no tensor '", s.name, "' (needed by config.json's ", family,
+                " model)");
+    const StTensor& t = ck.tensor(s.name);
+    OPD_REQUIRE(t.shape == s.shape, dir, ": tensor '", s.name, "' has shape ", json(t.shape).dump(), ", config.json implies ",
+                json(s.shape).dump());
+    ck.read(s.name, model->param(s));
+    used.insert(s.name);
+  }
+  if (cfg.tie_embeddings && ck.has("lm_head.weight")) {
+    // A tied checkpoint may still carry the head; it must then be the embedding itself.
+    const ParamSpec& e = model->specs().front();
+    const StTensor& t = ck.tensor("lm_head.weight");
+    OPD_REQUIRE(t.shape == e.shape, dir, ": tensor 'lm_head.weight' has the wrong shape for a tied head");
+    std::vector<float> head(e.size);
+    ck.read("lm_head.weight", head.data());
+    OPD_REQUIRE(std::equal(head.begin(), head.end(), model->param(e)), dir,
+                ": tie_word_embeddings is true but lm_head.weight differs from model.embed_tokens.weight");
+    used.insert("lm_head.weight");
+  }
+  for (const std::string& name : ck.names()) {
+    // Older checkpoints store RoPE's inverse frequencies, which opd recomputes from rope_theta.
+    if (name.size() > 19 && name.compare(name.size() - 19, 19, "rotary_emb.inv_freq") == 0) continue;
+    OPD_REQUIRE(used.count(name), dir, ": tensor '", name, "' is not part of a ", family,
+                " model with this config.json (unsupported weights would be dropped)");
+  }
+  return model;
+}
+
+void export_hf(const Transformer& model, const std::string& dir, StDtype dtype) {
+  const fs::path d(dir);
+  std::error_code ec;
+  fs::create_directories(d, ec);
+  OPD_REQUIRE(!ec && fs::is_directory(d), dir, ": cannot create the directory (", ec.message(), ")");
+  const ModelConfig& c = model.config();
+  const Tokenizer& tok = model.tokenizer();
+  const bool qwen = c.qk_norm;
+
+  json cfg = {
+      {"architectures", {qwen ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", qwen ? "qwen3" : "llama"},
+      {"vocab_size", c.vocab},
+      {"hidden_size", c.d_model},
+      {"num_hidden_layers", c.n_layers},
+      {"num_attention_heads", c.n_heads},
+      {"num_key_value_heads", c.n_kv_heads},
+      {"head_dim", c.head_dim},
+      {"intermediate_size", c.ffn_dim},
+      {"max_position_embeddings", c.max_seq},
+      {"rms_norm_eps", c.rms_eps},
+      {"rope_theta", c.rope_theta},
+      {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", c.rope_theta}}},
+      {"hidden_act", "silu"},
+      {"attention_bias", false},
+      {"attention_dropout", 0.0},
+      {"tie_word_embeddings", c.tie_embeddings},
+      {"dtype", dtype == StDtype::kBF16 ? "bfloat16" : "float32"},
+      {"use_cache", true},
+  };
+  if (qwen) cfg["use_sliding_window"] = false;
+  else cfg["mlp_bias"] = false;
+  if (tok.eos_id() >= 0) cfg["eos_token_id"] = tok.eos_id();
+  if (tok.pad_id() >= 0) cfg["pad_token_id"] = tok.pad_id();
+
+  std::vector<StWriteTensor> tensors;
+  for (const ParamSpec& s : model.specs()) tensors.push_back({s.name, s.shape, model.params().data() + s.offset});
+  write_safetensors((d / "model.safetensors").string(), tensors, dtype, {{"format", "pt"}});
+
+  json gen = json::object();
+  if (!tok.eos_ids().empty())
+    gen["eos_token_id"] = tok.eos_ids().size() == 1 ? json(tok.eos_ids()[0]) : json(tok.eos_ids());
+  if (tok.pad_id() >= 0) gen["pad_token_id"] = tok.pad_id();
+  write_text(d / "generation_config.json", gen.dump(2) + "\n");
+
+  if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tok)) {
+    write_text(d / "tokenizer.json", bpe->json_text());
+    auto it = bpe->hf_files.find("tokenizer_config.json");
+    if (it != bpe->hf_files.end()) {
+      write_text(d / "tokenizer_config.json", it->second);
+    } else {
+      json tc = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"model_max_length", c.max_seq}};
+      if (tok.eos_id() >= 0) tc["eos_token"] = tok.piece(tok.eos_id());
+      if (tok.pad_id() >= 0) tc["pad_token"] = tok.piece(tok.pad_id());
+      write_text(d / "tokenizer_config.json", tc.dump(2) + "\n");
+    }
+  }
+  // config.json last: a directory without it is visibly unfinished.
+  write_text(d / "config.json", cfg.dump(2) + "\n");
+}
+
+}  // namespace opd
