@@ -296,7 +296,7 @@ int run_training(Method method, const Args& args) {
   if (groups.layout.teacher_ranks > 0) {
     OPD_REQUIRE(vm.count("teacher"), "opd distill: --teacher is required");
     check_same_tokenizer(student->tokenizer(), student_path,
-                         share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), nullptr),
+                         *share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), nullptr),
                          vm["teacher"].as<std::string>() + " (on the teacher ranks)");
     std::vector<int> replicas;
     for (int r = 0; r < groups.layout.teacher_replicas; ++r) replicas.push_back(groups.layout.teacher_rank(r));

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "model/bpe_tokenizer.h"
 
 namespace opd {
 
@@ -69,15 +70,26 @@ ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int client
   return stats;
 }
 
-Tokenizer share_teacher_tokenizer(Communicator& world, int root, const Tokenizer* mine) {
+std::shared_ptr<const Tokenizer> share_teacher_tokenizer(Communicator& world, int root, const Tokenizer* mine) {
   const bool giver = world.rank() == root;
   OPD_REQUIRE(!giver || mine, "share_teacher_tokenizer: rank ", root, " must give its tokenizer");
-  // int32 [eos, pad, pieces, length of each piece...] then the pieces' bytes.
+  // int32 [kind (0 char, 1 bpe), pad, n_eos, eos ids..., n_strings, length of each...] then the
+  // strings' bytes: a char tokenizer's pieces, or a BPE tokenizer's tokenizer.json.
   std::vector<int32_t> head;
   std::string bytes;
   if (giver) {
-    head = {mine->eos_id(), mine->pad_id(), mine->vocab_size()};
-    for (const auto& p : mine->pieces()) {
+    std::vector<std::string> strings;
+    if (auto* c = dynamic_cast<const CharTokenizer*>(mine)) {
+      strings = c->pieces();
+    } else if (auto* b = dynamic_cast<const BpeTokenizer*>(mine)) {
+      strings = {b->json_text()};
+    } else {
+      throw Error(str("share_teacher_tokenizer: a ", mine->type(), " tokenizer cannot be sent"));
+    }
+    head = {mine->type() == "char" ? 0 : 1, mine->pad_id(), int32_t(mine->eos_ids().size())};
+    head.insert(head.end(), mine->eos_ids().begin(), mine->eos_ids().end());
+    head.push_back(int32_t(strings.size()));
+    for (const auto& p : strings) {
       head.push_back(static_cast<int32_t>(p.size()));
       bytes += p;
     }
@@ -88,17 +100,28 @@ Tokenizer share_teacher_tokenizer(Communicator& world, int root, const Tokenizer
   bytes.resize(sizes[1]);
   world.broadcast(head.data(), head.size() * sizeof(int32_t), root);
   world.broadcast(bytes.data(), bytes.size(), root);
-  OPD_REQUIRE(head.size() >= 3 && head.size() == size_t(3 + head[2]), "teacher tokenizer from rank ", root,
-              ": malformed (", head.size(), " header ints)");
-  std::vector<std::string> pieces;
+  const std::string where = str("teacher tokenizer from rank ", root);
+  OPD_REQUIRE(head.size() >= 4 && (head[0] == 0 || head[0] == 1) && head[2] >= 0 && size_t(head[2]) + 4 <= head.size(),
+              where, ": malformed (", head.size(), " header ints)");
+  const std::vector<int> eos(head.begin() + 3, head.begin() + 3 + head[2]);
+  const size_t n_at = 3 + size_t(head[2]);
+  OPD_REQUIRE(head[n_at] >= 0 && head.size() == n_at + 1 + size_t(head[n_at]), where, ": malformed string count");
+  std::vector<std::string> strings;
   size_t at = 0;
-  for (int i = 0; i < head[2]; ++i) {
-    OPD_REQUIRE(head[3 + i] >= 0 && at + head[3 + i] <= bytes.size(), "teacher tokenizer from rank ", root,
-                ": piece ", i, " overruns the bytes");
-    pieces.push_back(bytes.substr(at, head[3 + i]));
-    at += head[3 + i];
+  for (int i = 0; i < head[n_at]; ++i) {
+    const int32_t len = head[n_at + 1 + i];
+    OPD_REQUIRE(len >= 0 && at + len <= bytes.size(), where, ": string ", i, " overruns the bytes");
+    strings.push_back(bytes.substr(at, len));
+    at += len;
   }
-  return Tokenizer(std::move(pieces), head[0], head[1]);
+  if (head[0] == 0) {
+    OPD_REQUIRE(eos.size() <= 1, where, ": a char tokenizer with ", eos.size(), " EOS ids");
+    return std::make_shared<CharTokenizer>(std::move(strings), eos.empty() ? -1 : eos[0], head[1]);
+  }
+  OPD_REQUIRE(strings.size() == 1, where, ": a BPE tokenizer needs one tokenizer.json, got ", strings.size());
+  auto bpe = std::make_shared<BpeTokenizer>(strings[0], where);
+  bpe->set_special_tokens(eos, head[1]);
+  return bpe;
 }
 
 RemoteScoring::RemoteScoring(Communicator& world, std::vector<int> replicas, int vocab, int first_choice,

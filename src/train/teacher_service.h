@@ -25,7 +25,7 @@ ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int client
 
 // Collective over `world`: rank `root` (a teacher) gives its tokenizer (`mine`; other ranks may
 // pass null), every rank returns it, so students can check they share it without loading the teacher.
-Tokenizer share_teacher_tokenizer(Communicator& world, int root, const Tokenizer* mine);
+std::shared_ptr<const Tokenizer> share_teacher_tokenizer(Communicator& world, int root, const Tokenizer* mine);
 
 class RemoteScoring : public ScoringClient {
  public:

@@ -3,6 +3,7 @@
 // Input, in fields separated by NUL bytes: the pieces (one per line), eos_id, pad_id, a text to
 // encode, and token ids to decode (decimal, comma-separated).
 #include <cstdint>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -34,12 +35,13 @@ int to_int(const std::string& s) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::string> fields = split(std::string(reinterpret_cast<const char*>(data), size), '\0');
   fields.resize(5);
-  opd::Tokenizer tok;
+  std::unique_ptr<opd::CharTokenizer> made;
   try {
-    tok = opd::Tokenizer(split(fields[0], '\n'), to_int(fields[1]), to_int(fields[2]));
+    made = std::make_unique<opd::CharTokenizer>(split(fields[0], '\n'), to_int(fields[1]), to_int(fields[2]));
   } catch (const opd::Error&) {
     return 0;
   }
+  const opd::CharTokenizer& tok = *made;
   try {
     const std::vector<int> ids = tok.encode(fields[3], "fuzz input");
     for (int id : ids) FUZZ_ASSERT(id >= 0 && id < tok.vocab_size(), "encode gives ids inside the vocabulary");
