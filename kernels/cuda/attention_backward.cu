@@ -17,66 +17,22 @@
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/mma_sm80.cuh"
 
 namespace opd::cuda {
 
 namespace {
 
+using namespace sm80;
+
 constexpr float kLog2e = 1.4426950408889634f;
-
-// ---- PTX wrappers ---------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; src_bytes = 0 writes zeros (rows past the sequence).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i. Without .trans a lane
-// receives row lane/4, columns 2*(lane%4) and +1 of each matrix; with .trans the transpose.
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-// c += a * b for one 16x8x16 tile. Fragments (g = lane/4, t = lane%4):
-//   a[0]: (row g,   cols 2t,2t+1)  a[1]: (row g+8, cols 2t..)  a[2]: (row g, cols 2t+8..)  a[3]: (row g+8, cols 2t+8..)
-//   b0:   (rows 2t,2t+1, col g)    b1:   (rows 2t+8,2t+9, col g)
-//   c[0], c[1]: (row g, cols 2t, 2t+1)   c[2], c[3]: (row g+8, cols 2t, 2t+1)
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as a bf16 pair, the first in the low half (the lower column index of a fragment).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
 
 // ---- fragment loads from a row-major shared tile with row stride LD elements -----------------
 
 // A operand (16 x 16) = tile rows m0..m0+15, columns k0..k0+15.
 template <int LD>
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int m0, int k0, int lane) {
-  ldsm_x4(a, tile + (m0 + (lane % 16)) * LD + k0 + (lane / 16) * 8);
+  ldmatrix_x4(a, tile + (m0 + (lane % 16)) * LD + k0 + (lane / 16) * 8);
 }
 
 // B operands for two adjacent n-blocks where B = X^T, X stored [n][k]: b[0], b[1] for columns
@@ -84,14 +40,14 @@ __device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int m
 template <int LD>
 __device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const bf16* x, int n0, int k0, int lane) {
   const int mat = lane / 8, r = lane % 8;
-  ldsm_x4(b, x + (n0 + (mat / 2) * 8 + r) * LD + k0 + (mat % 2) * 8);
+  ldmatrix_x4(b, x + (n0 + (mat / 2) * 8 + r) * LD + k0 + (mat % 2) * 8);
 }
 
 // The same fragments where B itself is stored [k][n] (transposed on the way in).
 template <int LD>
 __device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* y, int k0, int n0, int lane) {
   const int mat = lane / 8, r = lane % 8;
-  ldsm_x4_trans(b, y + (k0 + (mat % 2) * 8 + r) * LD + n0 + (mat / 2) * 8);
+  ldmatrix_x4_trans(b, y + (k0 + (mat % 2) * 8 + r) * LD + n0 + (mat / 2) * 8);
 }
 
 // Rows [r0, r0 + R) of head `head` of a [B, T, Hn, D] tensor into a padded shared tile; rows at or
@@ -247,10 +203,10 @@ __global__ void __launch_bounds__(32 * WARPS) dkdv_kernel(bf16* dk, bf16* dv, co
           uint32_t qb[4], ob[4];
           load_b_nk<LD>(qb, qt, nb * 16, kk * 16, lane);
           load_b_nk<LD>(ob, dot, nb * 16, kk * 16, lane);
-          mma16816(s[2 * nb], ka, qb[0], qb[1]);
-          mma16816(s[2 * nb + 1], ka, qb[2], qb[3]);
-          mma16816(dp[2 * nb], va, ob[0], ob[1]);
-          mma16816(dp[2 * nb + 1], va, ob[2], ob[3]);
+          mma_bf16(s[2 * nb], ka, qb[0], qb[1]);
+          mma_bf16(s[2 * nb + 1], ka, qb[2], qb[3]);
+          mma_bf16(dp[2 * nb], va, ob[0], ob[1]);
+          mma_bf16(dp[2 * nb + 1], va, ob[2], ob[3]);
         }
       }
 
@@ -285,10 +241,10 @@ __global__ void __launch_bounds__(32 * WARPS) dkdv_kernel(bf16* dk, bf16* dv, co
           uint32_t ob[4], qb[4];
           load_b_kn<LD>(ob, dot, kk * 16, nb * 16, lane);
           load_b_kn<LD>(qb, qt, kk * 16, nb * 16, lane);
-          mma16816(dv_acc[2 * nb], pa[kk], ob[0], ob[1]);
-          mma16816(dv_acc[2 * nb + 1], pa[kk], ob[2], ob[3]);
-          mma16816(dk_acc[2 * nb], dsa[kk], qb[0], qb[1]);
-          mma16816(dk_acc[2 * nb + 1], dsa[kk], qb[2], qb[3]);
+          mma_bf16(dv_acc[2 * nb], pa[kk], ob[0], ob[1]);
+          mma_bf16(dv_acc[2 * nb + 1], pa[kk], ob[2], ob[3]);
+          mma_bf16(dk_acc[2 * nb], dsa[kk], qb[0], qb[1]);
+          mma_bf16(dk_acc[2 * nb + 1], dsa[kk], qb[2], qb[3]);
         }
       }
     }
@@ -427,10 +383,10 @@ __global__ void __launch_bounds__(32 * WARPS) dq_kernel(bf16* dq, const bf16* do
           uint32_t kb4[4], vb4[4];
           load_b_nk<LD>(kb4, kt, nb * 16, kk * 16, lane);
           load_b_nk<LD>(vb4, vt, nb * 16, kk * 16, lane);
-          mma16816(s[2 * nb], qa[kk], kb4[0], kb4[1]);
-          mma16816(s[2 * nb + 1], qa[kk], kb4[2], kb4[3]);
-          mma16816(dp[2 * nb], oa[kk], vb4[0], vb4[1]);
-          mma16816(dp[2 * nb + 1], oa[kk], vb4[2], vb4[3]);
+          mma_bf16(s[2 * nb], qa[kk], kb4[0], kb4[1]);
+          mma_bf16(s[2 * nb + 1], qa[kk], kb4[2], kb4[3]);
+          mma_bf16(dp[2 * nb], oa[kk], vb4[0], vb4[1]);
+          mma_bf16(dp[2 * nb + 1], oa[kk], vb4[2], vb4[3]);
         }
       }
 
@@ -460,8 +416,8 @@ __global__ void __launch_bounds__(32 * WARPS) dq_kernel(bf16* dq, const bf16* do
         for (int nb = 0; nb < ND / 2; ++nb) {
           uint32_t kb4[4];
           load_b_kn<LD>(kb4, kt, kk * 16, nb * 16, lane);
-          mma16816(dq_acc[2 * nb], dsa, kb4[0], kb4[1]);
-          mma16816(dq_acc[2 * nb + 1], dsa, kb4[2], kb4[3]);
+          mma_bf16(dq_acc[2 * nb], dsa, kb4[0], kb4[1]);
+          mma_bf16(dq_acc[2 * nb + 1], dsa, kb4[2], kb4[3]);
         }
       }
     }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/device_array.h"
 #include "bench/op_bench.h"
 #include "core/error.h"
 #include "kernels/cpu/adamw.h"
@@ -147,44 +148,6 @@ void cpu_rows(OpContext& ctx, std::vector<OpResult>& rows) {
 #ifdef OPD_WITH_CUDA
 using bf16 = __nv_bfloat16;
 
-// A device buffer for the benchmark's lifetime.
-template <typename T>
-struct Dev {
-  T* p = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t count) : n(count) { CUDA_CHECK(cudaMalloc(&p, sizeof(T) * std::max<size_t>(n, 1))); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  ~Dev() { cudaFree(p); }
-  void upload(const std::vector<T>& h) {
-    OPD_REQUIRE(h.size() == n, "bench: upload of ", h.size(), " elements into ", n);
-    CUDA_CHECK(cudaMemcpy(p, h.data(), sizeof(T) * n, cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> h(n);
-    CUDA_CHECK(cudaDeviceSynchronize());
-    CUDA_CHECK(cudaMemcpy(h.data(), p, sizeof(T) * n, cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
-
-template <typename T>
-T from_f(float x);
-template <>
-float from_f<float>(float x) {
-  return x;
-}
-template <>
-bf16 from_f<bf16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-template <typename T>
-std::vector<T> convert(const std::vector<float>& v) {
-  std::vector<T> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = from_f<T>(v[i]);
-  return r;
-}
 std::vector<float> widen(const std::vector<bf16>& v) {
   std::vector<float> r(v.size());
   for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(v[i]);
@@ -197,7 +160,7 @@ std::vector<float> bf16_round(const std::vector<float>& v) { return widen(conver
 // doubled by device copies, so even the LM head's 2.5G-element buffers fill in a moment. Random
 // bits rather than a constant: tensor cores run faster on data that barely toggles.
 template <typename T>
-void fill(Dev<T>& d, uint32_t seed, float scale = 1.0f) {
+void fill(DeviceArray<T>& d, uint32_t seed, float scale = 1.0f) {
   const size_t block = std::min<size_t>(d.n, size_t(1) << 22);
   if (block == 0) return;
   auto h = random_floats(block, seed, -scale, scale);
@@ -223,20 +186,20 @@ double validate_embedding(bool backward) {
   const auto tokens = random_ints(vN, vV, 21);
   const auto table = bf16_round(random_floats(size_t(vV) * vC, 22));
   const auto dout = bf16_round(random_floats(size_t(vN) * vC, 23));
-  Dev<int> d_tok(vN);
+  DeviceArray<int> d_tok(vN);
   d_tok.upload(tokens);
   if (!backward) {
     std::vector<float> want(size_t(vN) * vC);
     cpu::embedding_forward(want.data(), tokens.data(), table.data(), vN, vC);
-    Dev<bf16> d_table(table.size()), d_out(want.size());
+    DeviceArray<bf16> d_table(table.size()), d_out(want.size());
     d_table.upload(convert<bf16>(table));
     cuda::embedding_forward(d_out.p, d_tok.p, d_table.p, vN, vC);
     return max_abs_error(widen(d_out.download()), want);
   }
   std::vector<float> want(size_t(vV) * vC, 0.0f);
   cpu::embedding_backward(want.data(), dout.data(), tokens.data(), vN, vV, vC);
-  Dev<bf16> d_dout(dout.size());
-  Dev<float> d_dtable(want.size());
+  DeviceArray<bf16> d_dout(dout.size());
+  DeviceArray<float> d_dtable(want.size());
   d_dout.upload(convert<bf16>(dout));
   CUDA_CHECK(cudaMemset(d_dtable.p, 0, sizeof(float) * want.size()));
   cuda::embedding_backward(d_dtable.p, d_dout.p, d_tok.p, vN, vV, vC);
@@ -249,7 +212,7 @@ std::pair<double, double> validate_rmsnorm() {  // forward, backward (dx)
   std::vector<float> out(x.size()), rstd(vN), dx(x.size(), 0.0f), dw(vC, 0.0f);
   cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), vN, vC, kEps);
   cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), vN, vC);
-  Dev<float> d_x(x.size()), d_w(vC), d_dout(x.size()), d_out(x.size()), d_rstd(vN), d_dx(x.size()), d_dw(vC);
+  DeviceArray<float> d_x(x.size()), d_w(vC), d_dout(x.size()), d_out(x.size()), d_rstd(vN), d_dx(x.size()), d_dw(vC);
   d_x.upload(x), d_w.upload(w), d_dout.upload(dout);
   CUDA_CHECK(cudaMemset(d_dx.p, 0, sizeof(float) * x.size()));
   CUDA_CHECK(cudaMemset(d_dw.p, 0, sizeof(float) * vC));
@@ -261,8 +224,8 @@ std::pair<double, double> validate_rmsnorm() {  // forward, backward (dx)
 double validate_rope(bool backward) {
   const auto pos = random_ints(vN, 4096, 41);
   auto x = bf16_round(random_floats(size_t(vN) * vH * vD, 42));
-  Dev<int> d_pos(vN);
-  Dev<bf16> d_x(x.size());
+  DeviceArray<int> d_pos(vN);
+  DeviceArray<bf16> d_x(x.size());
   d_pos.upload(pos);
   d_x.upload(convert<bf16>(x));
   if (backward) {
@@ -279,7 +242,7 @@ double validate_swiglu(bool backward) {
   const size_t n = size_t(vN) * vF;
   const auto gate = bf16_round(random_floats(n, 51, -8, 8)), up = bf16_round(random_floats(n, 52, -2, 2)),
              dout = bf16_round(random_floats(n, 53));
-  Dev<bf16> d_gate(n), d_up(n), d_dout(n), d_a(n), d_b(n);
+  DeviceArray<bf16> d_gate(n), d_up(n), d_dout(n), d_a(n), d_b(n);
   d_gate.upload(convert<bf16>(gate)), d_up.upload(convert<bf16>(up)), d_dout.upload(convert<bf16>(dout));
   std::vector<float> a(n), b(n);
   if (!backward) {
@@ -297,7 +260,7 @@ double validate_residual() {
   const auto x = bf16_round(random_floats(n, 61, -4, 4)), y = bf16_round(random_floats(n, 62));
   std::vector<float> want(n);
   cpu::residual_forward(want.data(), x.data(), y.data(), n);
-  Dev<bf16> d_x(n), d_y(n);
+  DeviceArray<bf16> d_x(n), d_y(n);
   d_x.upload(convert<bf16>(x)), d_y.upload(convert<bf16>(y));
   cuda::residual_forward(d_x.p, d_x.p, d_y.p, n);
   return max_rel_error(widen(d_x.download()), want, 1e-1);
@@ -308,7 +271,7 @@ std::pair<double, double> validate_adamw() {  // relative error of the sum of sq
   auto params = random_floats(n, 71);
   const auto grads = random_floats(n, 72, -0.1f, 0.1f);
   std::vector<float> m(n, 0.0f), v(n, 0.0f);
-  Dev<float> d_p(n), d_g(n), d_m(n), d_v(n);
+  DeviceArray<float> d_p(n), d_g(n), d_m(n), d_v(n);
   d_p.upload(params), d_g.upload(grads), d_m.upload(m), d_v.upload(v);
   const double want = cpu::grad_sumsq(grads.data(), n), got = cuda::grad_sumsq(d_g.p, n);
   cpu::adamw_update(params.data(), grads.data(), m.data(), v.data(), nullptr, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1,
@@ -321,8 +284,8 @@ std::pair<double, double> validate_adamw() {  // relative error of the sum of sq
 double validate_matmul(cuda::Matmul& mm, bool backward, int N, int K, int M) {
   const auto a = bf16_round(random_floats(size_t(N) * K, 81)), w = bf16_round(random_floats(size_t(M) * K, 82)),
              dout = bf16_round(random_floats(size_t(N) * M, 83));
-  Dev<bf16> d_a(a.size()), d_w(w.size()), d_dout(dout.size()), d_out(size_t(N) * M), d_dinp(a.size());
-  Dev<float> d_dw(w.size());
+  DeviceArray<bf16> d_a(a.size()), d_w(w.size()), d_dout(dout.size()), d_out(size_t(N) * M), d_dinp(a.size());
+  DeviceArray<float> d_dw(w.size());
   d_a.upload(convert<bf16>(a)), d_w.upload(convert<bf16>(w)), d_dout.upload(convert<bf16>(dout));
   if (!backward) {
     std::vector<float> want(size_t(N) * M);
@@ -349,10 +312,10 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
   {  // embedding
     const auto tokens = random_ints(s.tokens, s.vocab, 1);
     const size_t distinct = std::set<int>(tokens.begin(), tokens.end()).size();
-    Dev<int> d_tok(s.tokens);
+    DeviceArray<int> d_tok(s.tokens);
     d_tok.upload(tokens);
-    Dev<bf16> d_table(size_t(s.vocab) * s.d), d_out(NC);
-    Dev<float> d_dtable(size_t(s.vocab) * s.d);
+    DeviceArray<bf16> d_table(size_t(s.vocab) * s.d), d_out(NC);
+    DeviceArray<float> d_dtable(size_t(s.vocab) * s.d);
     fill(d_table, 2), fill(d_out, 3);
     CUDA_CHECK(cudaMemset(d_dtable.p, 0, sizeof(float) * d_dtable.n));
     const std::string shape = nc + str(" V", s.vocab);
@@ -371,7 +334,7 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     rows.push_back(b);
   }
   {  // rmsnorm (float: the CUDA op has no bf16 variant yet)
-    Dev<float> d_x(NC), d_w(s.d), d_out(NC), d_rstd(s.tokens), d_dx(NC), d_dw(s.d);
+    DeviceArray<float> d_x(NC), d_w(s.d), d_out(NC), d_rstd(s.tokens), d_dx(NC), d_dw(s.d);
     fill(d_x, 4), fill(d_w, 5), fill(d_out, 6);
     CUDA_CHECK(cudaMemset(d_dx.p, 0, sizeof(float) * NC));
     CUDA_CHECK(cudaMemset(d_dw.p, 0, sizeof(float) * s.d));
@@ -394,9 +357,9 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     const size_t NHD = size_t(s.tokens) * s.heads * s.head_dim;
     std::vector<int> pos(s.tokens);
     for (int n = 0; n < s.tokens; ++n) pos[n] = n % 2048;  // sequences of 2k
-    Dev<int> d_pos(s.tokens);
+    DeviceArray<int> d_pos(s.tokens);
     d_pos.upload(pos);
-    Dev<bf16> d_q(NHD);
+    DeviceArray<bf16> d_q(NHD);
     fill(d_q, 7);
     const std::string shape = shape_str("N", s.tokens, "H", s.heads, "D", s.head_dim);
     OpResult f = row("rope_forward", shape, "bf16", ctx.time_ms([&] {
@@ -413,7 +376,7 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     rows.push_back(b);
   }
   {  // swiglu
-    Dev<bf16> d_gate(NF), d_up(NF), d_out(NF), d_dgate(NF), d_dup(NF);
+    DeviceArray<bf16> d_gate(NF), d_up(NF), d_out(NF), d_dgate(NF), d_dup(NF);
     fill(d_gate, 8, 4.0f), fill(d_up, 9), fill(d_out, 10);
     const std::string shape = shape_str("N", s.tokens, "F", s.ffn);
     OpResult f = row("swiglu_forward", shape, "bf16",
@@ -428,7 +391,7 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     rows.push_back(b);
   }
   {  // residual add, in place as the model does it
-    Dev<bf16> d_x(NC), d_y(NC);
+    DeviceArray<bf16> d_x(NC), d_y(NC);
     fill(d_x, 11), fill(d_y, 12, 1e-3f);
     OpResult r = row("residual_forward", nc, "bf16",
                      ctx.time_ms([&] { cuda::residual_forward(d_x.p, d_x.p, d_y.p, NC); }), 6.0 * NC);
@@ -437,14 +400,14 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
   }
   {  // AdamW over the whole model, fp32 grads, writing the bf16 copy for the forward
     const size_t P = s.params;
-    Dev<float> d_p(P), d_g(P), d_m(P), d_v(P);
-    Dev<bf16> d_pb(P);
+    DeviceArray<float> d_p(P), d_g(P), d_m(P), d_v(P);
+    DeviceArray<bf16> d_pb(P);
     fill(d_p, 13), fill(d_g, 14, 1e-2f);
     CUDA_CHECK(cudaMemset(d_m.p, 0, sizeof(float) * P));
     CUDA_CHECK(cudaMemset(d_v.p, 0, sizeof(float) * P));
     const auto [e_sumsq, e_params] = validate_adamw();
     const std::string shape = shape_str("n", (long long)P);
-    Dev<double> d_sum(1);
+    DeviceArray<double> d_sum(1);
     CUDA_CHECK(cudaMemset(d_sum.p, 0, sizeof(double)));
     OpResult g = row("grad_sumsq", shape, "f32", ctx.time_ms([&] { cuda::grad_sumsq_add(d_sum.p, d_g.p, P); }),
                      4.0 * P);
@@ -472,8 +435,8 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
       // Validation at a shape with the same K and a smaller N and M, all odd-free sizes of the model.
       const int vn = 192, vm = std::min(M, 1536);
       const double ef = validate_matmul(mm, false, vn, K, vm), eb = validate_matmul(mm, true, vn, K, vm);
-      Dev<bf16> d_a(size_t(N) * K), d_w(size_t(M) * K), d_out(size_t(N) * M), d_dinp(size_t(N) * K);
-      Dev<float> d_dw(size_t(M) * K);
+      DeviceArray<bf16> d_a(size_t(N) * K), d_w(size_t(M) * K), d_out(size_t(N) * M), d_dinp(size_t(N) * K);
+      DeviceArray<float> d_dw(size_t(M) * K);
       fill(d_a, 15), fill(d_w, 16), fill(d_out, 17), fill(d_dinp, 18), fill(d_dw, 19);
       const std::string shape = str(shape_str("N", N, "K", K, "M", M), " (", gm.what, ")");
       const double flops = 2.0 * N * K * M;

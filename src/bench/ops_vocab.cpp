@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/device_array.h"
 #include "bench/op_bench.h"
 #include "core/error.h"
 #include "kernels/cpu/cross_entropy.h"
@@ -89,46 +90,6 @@ std::vector<OpResult> cpu_ops(OpContext& ctx) {
 
 using cuda::bf16;
 
-// A device allocation freed on scope exit.
-template <typename T>
-struct Dev {
-  T* p = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t count) : n(count) { CUDA_CHECK(cudaMalloc(&p, sizeof(T) * std::max<size_t>(n, 1))); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  ~Dev() { cudaFree(p); }
-  void upload(const std::vector<T>& h) {
-    CUDA_CHECK(cudaMemcpy(p, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> h(n);
-    CUDA_CHECK(cudaMemcpy(h.data(), p, sizeof(T) * n, cudaMemcpyDeviceToHost));
-    return h;
-  }
-  // Fills all n elements by repeating `tile` (a few rows generated on the host): timing needs
-  // realistic values, not distinct ones, and 10^9 host-generated values would take minutes.
-  void fill_tiled(const std::vector<T>& tile) {
-    const size_t m = std::min(tile.size(), n);
-    CUDA_CHECK(cudaMemcpy(p, tile.data(), sizeof(T) * m, cudaMemcpyHostToDevice));
-    for (size_t done = m; done < n;) {
-      const size_t c = std::min(done, n - done);
-      CUDA_CHECK(cudaMemcpy(p + done, p, sizeof(T) * c, cudaMemcpyDeviceToDevice));
-      done += c;
-    }
-  }
-};
-
-template <typename T>
-std::vector<T> convert(const std::vector<float>& v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else {
-    std::vector<T> r(v.size());
-    for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16_rn(v[i]);
-    return r;
-  }
-}
 
 // What the GPU reads, back in float: the CPU reference sees the same (bf16-rounded) values.
 template <typename T>
@@ -163,9 +124,9 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
   const auto lts_f = to_f32(lts_t);
   const auto ts = vocab_targets(Ns, Vs, 13);
   const std::vector<float> scales(Ns, 0.5f);
-  Dev<T> vx(NVs), vlt(NVs), vdx(NVs);
-  Dev<int> vt(Ns);
-  Dev<float> vout(Ns), vout2(Ns), vscale(Ns);
+  DeviceArray<T> vx(NVs), vlt(NVs), vdx(NVs);
+  DeviceArray<int> vt(Ns);
+  DeviceArray<float> vout(Ns), vout2(Ns), vscale(Ns);
   vx.upload(convert<T>(xs));
   vlt.upload(lts_t);
   vt.upload(ts);
@@ -173,16 +134,16 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
 
   // Timed shape: a few host rows repeated through the buffers.
   const int tile_rows = std::min(N, 16);
-  Dev<T> x(NV), lt(NV), dx(NV);
+  DeviceArray<T> x(NV), lt(NV), dx(NV);
   x.fill_tiled(convert<T>(vocab_logits(tile_rows, V, 21)));
   {
     std::vector<float> l(size_t(tile_rows) * V);
     cpu::log_softmax_forward(l.data(), vocab_logits(tile_rows, V, 22).data(), tile_rows, V);
     lt.fill_tiled(convert<T>(l));
   }
-  Dev<int> t(N);
+  DeviceArray<int> t(N);
   t.upload(vocab_targets(N, V, 23));
-  Dev<float> out(N), out2(N), scale(N);
+  DeviceArray<float> out(N), out2(N), scale(N);
   scale.upload(std::vector<float>(N, 1.0f / N));
 
   auto row = [&](const char* op, double err, double tol, double bytes, const char* note,
@@ -275,17 +236,17 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     for (auto& e : ltk) e = -float(gen() % 1000) / 100.0f;
     std::vector<float> kl(Ns), dxs(NVs);
     cpu::reverse_kl_topk(kl.data(), dxs.data(), xs.data(), ids.data(), ltk.data(), scales.data(), Ns, Vs, K1);
-    Dev<int> vids(ids.size());
-    Dev<float> vltk(ltk.size());
+    DeviceArray<int> vids(ids.size());
+    DeviceArray<float> vltk(ltk.size());
     vids.upload(ids);
     vltk.upload(ltk);
     cuda::reverse_kl_topk(vout.p, vdx.p, vx.p, vids.p, vltk.p, vscale.p, Ns, Vs, K1);
     CUDA_CHECK(cudaDeviceSynchronize());
     const double err = std::max(max_abs_error(vout.download(), kl), max_abs_error(to_f32(vdx.download()), dxs));
     // Timed ids: the validation rows' ids (all < Vs <= V) repeated.
-    Dev<int> tids(size_t(N) * K1);
+    DeviceArray<int> tids(size_t(N) * K1);
     tids.fill_tiled(ids);
-    Dev<float> tltk(size_t(N) * K1);
+    DeviceArray<float> tltk(size_t(N) * K1);
     tltk.fill_tiled(ltk);
     row("reverse_kl_topk_fwd_bwd", err, tol_both, rowb + 12.0 * N * K1, "K1 21; writes the zeroed dlogits row",
         [&] { cuda::reverse_kl_topk(out.p, dx.p, x.p, tids.p, tltk.p, scale.p, N, V, K1); });
@@ -295,8 +256,8 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     std::vector<int> ids(size_t(Ns) * K1);
     std::vector<float> lp(ids.size());
     cpu::topk_logprobs(ids.data(), lp.data(), xs.data(), ts.data(), true, Ns, Vs, K);
-    Dev<int> vids(ids.size()), tids(size_t(N) * K1);
-    Dev<float> vlp(ids.size()), tlp(size_t(N) * K1);
+    DeviceArray<int> vids(ids.size()), tids(size_t(N) * K1);
+    DeviceArray<float> vlp(ids.size()), tlp(size_t(N) * K1);
     cuda::topk_logprobs(vids.p, vlp.p, vx.p, vt.p, true, Ns, Vs, K);
     CUDA_CHECK(cudaDeviceSynchronize());
     // A wrong id is a failure whatever its log-prob: it counts as an error of 1e9.
@@ -317,21 +278,21 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
   }
   {  // vocabulary-parallel statistics of one shard (an eighth of the row)
     const int Vl = V / 8;
-    Dev<T> shard(size_t(N) * Vl);
+    DeviceArray<T> shard(size_t(N) * Vl);
     shard.fill_tiled(convert<T>(vocab_logits(tile_rows, Vl, 24)));
-    Dev<float> m(N), s(N), tl(N), lp(N);
+    DeviceArray<float> m(N), s(N), tl(N), lp(N);
     // Validation: 4 shards of the small rows combined = the whole row's logp.
     std::vector<float> want(Ns);
     cpu::logprobs_forward(want.data(), static_cast<float*>(nullptr), xs.data(), ts.data(), Ns, Vs);
     const int R = 4;
-    Dev<float> pm(size_t(R) * Ns), ps(size_t(R) * Ns), pt(size_t(R) * Ns);
+    DeviceArray<float> pm(size_t(R) * Ns), ps(size_t(R) * Ns), pt(size_t(R) * Ns);
     for (int r = 0; r < R; ++r) {
       const int v0 = int(long(Vs) * r / R), v1 = int(long(Vs) * (r + 1) / R);
       std::vector<float> slab(size_t(Ns) * (v1 - v0));
       for (int n = 0; n < Ns; ++n)
         std::copy(xs.begin() + size_t(n) * Vs + v0, xs.begin() + size_t(n) * Vs + v1,
                   slab.begin() + size_t(n) * (v1 - v0));
-      Dev<T> vs(slab.size());
+      DeviceArray<T> vs(slab.size());
       vs.upload(convert<T>(slab));
       cuda::logprobs_shard_stats(pm.p + size_t(r) * Ns, ps.p + size_t(r) * Ns, pt.p + size_t(r) * Ns, vs.p, vt.p, Ns,
                                  v1 - v0, v0);
@@ -361,13 +322,13 @@ void sample_rows(OpContext& ctx, std::vector<OpResult>& rows) {
   const auto xs = vocab_logits(Ns, Vs, 31);
   std::vector<uint32_t> seq(std::max(N, Ns)), pos(seq.size());
   for (size_t n = 0; n < seq.size(); ++n) seq[n] = uint32_t(n % 13), pos[n] = uint32_t(n * 7);
-  Dev<float> vx(xs.size()), x(size_t(N) * V);
+  DeviceArray<float> vx(xs.size()), x(size_t(N) * V);
   vx.upload(xs);
   x.fill_tiled(vocab_logits(std::min(N, 16), V, 32));
-  Dev<uint32_t> dseq(seq.size()), dpos(pos.size());
+  DeviceArray<uint32_t> dseq(seq.size()), dpos(pos.size());
   dseq.upload(seq);
   dpos.upload(pos);
-  Dev<int> tok(std::max(N, Ns));
+  DeviceArray<int> tok(std::max(N, Ns));
   struct Set {
     const char* name;
     float temperature, top_p;
