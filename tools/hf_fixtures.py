@@ -7,6 +7,7 @@ Layout under OUT (tests/fixtures/hf):
   tokenizer_llama3/tokenizer.json    Llama-3 regex (digits in threes), ignore_merges, no normalizer
   encodings.json                     {tokenizer: [{"text", "ids", "decoded"}]} from HF tokenizers
   qwen3_untied/  (bf16)  qwen3_tied_sharded/  (f32, several shards + index)  llama/  (f16, padded vocab)
+  llama31/  (bf16, Llama 3.1 "llama3" RoPE scaling)
       config.json, model*.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json,
       reference.json {"tokens": [[...]]} and reference_logits.safetensors {"logits": F32 [B, T, V]}
 """
@@ -117,19 +118,27 @@ MODELS = [
     ("qwen3_untied", "qwen3", False, torch.bfloat16, None, 0, 11),
     ("qwen3_tied_sharded", "qwen3", True, torch.float32, "40KB", 0, 12),
     ("llama", "llama", False, torch.float16, None, 5, 13),
+    ("llama31", "llama", False, torch.bfloat16, None, 0, 14),
 ]
+# Llama 3.1's scaling with a pretraining context of 64 instead of 8192: at head_dim 16 and theta
+# 10000 the wavelengths are 6.3, 20, 63, 199, ... so one frequency is kept, two are interpolated
+# and five are stretched by `factor` (all three branches of the llama3 rule).
+ROPE = {"llama31": {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}
 BATCH, SEQ = 2, 8
 
 
-def hf_config(family, tied, vocab, special_ids, eos_ids):
+def hf_config(family, tied, vocab, special_ids, eos_ids, rope=None):
     common = dict(vocab_size=vocab, tie_word_embeddings=tied, hidden_act="silu", attention_dropout=0.0,
                   eos_token_id=eos_ids[0], **SHAPE)
+    if rope:  # the extended context must exceed the pretraining one, as in Llama 3.1 (131072 > 8192)
+        common["max_position_embeddings"] = 4 * rope["original_max_position_embeddings"]
     if family == "qwen3":
         return Qwen3Config(rms_norm_eps=1e-6, attention_bias=False, use_sliding_window=False,
                            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                            bos_token_id=None, **common)
     return LlamaConfig(rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False,
-                       rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                       rope_parameters=rope or {"rope_type": "default", "rope_theta": 500000.0},
                        bos_token_id=special_ids["<|begin_of_text|>"], **common)
 
 
@@ -142,7 +151,7 @@ def make_model(out, name, family, tied, dtype, shard, extra, seed, toks):
         eos_ids, eos_token, pad_token = [sid["<|eot_id|>"], sid["<|end_of_text|>"]], "<|eot_id|>", None
     vocab = tok.get_vocab_size() + extra
     cls = Qwen3ForCausalLM if family == "qwen3" else LlamaForCausalLM
-    model = cls._from_config(hf_config(family, tied, vocab, sid, eos_ids), attn_implementation="eager")
+    model = cls._from_config(hf_config(family, tied, vocab, sid, eos_ids, ROPE.get(name)), attn_implementation="eager")
     model = model.to(torch.float32).eval()
     # Larger than the default init so that every part of the forward pass moves the logits.
     rng = np.random.Generator(np.random.PCG64(seed))

@@ -10,21 +10,45 @@ namespace opd::cpu {
 // Below this many elements, waking the OpenMP threads costs more than the loop itself.
 constexpr size_t kParallelMin = 1 << 14;
 
-namespace {
-
 // The angles follow Hugging Face's float32 arithmetic step by step (inv_freq = 1 / theta^(2i/D),
 // angle = pos * inv_freq, each rounded to T): at positions in the thousands a more exact angle
 // would differ from theirs by ~1e-4 and the logits would no longer match transformers'. Only pow,
 // cos and sin go through double, which rounds them correctly, as near to PyTorch's as possible.
 template <typename T>
-std::vector<T> inv_freq(int D, float theta) {
+std::vector<T> rope_inv_freq(int D, float theta, const RopeScaling& s) {
+  OPD_REQUIRE(D > 0 && D % 2 == 0, "rope: head dimension must be even and positive, got ", D);
   std::vector<T> f(D / 2);
   for (int i = 0; i < D / 2; ++i) {
     const T e = T(2 * i) / T(D);
     f[i] = T(1) / T(std::pow(double(T(theta)), double(e)));
   }
+  if (!s.enabled()) return f;
+  OPD_REQUIRE(s.factor >= 1 && s.low_freq_factor > 0 && s.low_freq_factor < s.high_freq_factor &&
+                  s.original_max_position_embeddings > 0,
+              "rope: llama3 scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor and "
+              "original_max_position_embeddings > 0, got factor ", s.factor, ", low_freq_factor ", s.low_freq_factor,
+              ", high_freq_factor ", s.high_freq_factor, ", original_max_position_embeddings ",
+              s.original_max_position_embeddings);
+  // Python scalars meet float32 tensors: each is rounded to T first, and `scalar / tensor` is
+  // PyTorch's reciprocal(tensor) * scalar, not a true division.
+  const double old_len = s.original_max_position_embeddings;
+  const T low_wavelen = T(old_len / s.low_freq_factor), high_wavelen = T(old_len / s.high_freq_factor);
+  const T factor = T(s.factor), low = T(s.low_freq_factor), span = T(s.high_freq_factor - s.low_freq_factor);
+  const T two_pi = T(2 * 3.14159265358979323846);
+  for (T& inv : f) {
+    const T wavelen = (T(1) / inv) * two_pi;
+    const T scaled = wavelen > low_wavelen ? inv / factor : inv;
+    if (wavelen < high_wavelen || wavelen > low_wavelen) {
+      inv = scaled;
+    } else {
+      const T smooth = ((T(1) / wavelen) * T(old_len) - low) / span;
+      inv = (T(1) - smooth) * scaled / factor + smooth * scaled;
+    }
+  }
   return f;
 }
+
+namespace {
 
 // cos and sin of every angle at position p, in the HF order of rounding.
 template <typename T>
@@ -38,10 +62,10 @@ void angles(T* cs, T* sn, int p, const std::vector<T>& freq, T sign) {
 
 // sign = +1 rotates by +angle (forward), -1 by -angle (backward: the transpose of a rotation).
 template <typename T>
-void rotate(T* x, const int* pos, int N, int H, int D, float theta, T sign) {
+void rotate(T* x, const int* pos, int N, int H, int D, float theta, const RopeScaling& scaling, T sign) {
   OPD_REQUIRE(D > 0 && D % 2 == 0, "rope: head dimension must be even and positive, got ", D);
   const int half = D / 2;
-  const std::vector<T> freq = inv_freq<T>(D, theta);
+  const std::vector<T> freq = rope_inv_freq<T>(D, theta, scaling);
   int max_pos = 0;
   for (int n = 0; n < N; ++n) {
     OPD_REQUIRE(pos[n] >= 0, "rope: negative position ", pos[n], " at row ", n);
@@ -84,18 +108,20 @@ void rotate(T* x, const int* pos, int N, int H, int D, float theta, T sign) {
 }  // namespace
 
 template <typename T>
-void rope_forward(T* x, const int* pos, int N, int H, int D, float theta) {
-  rotate(x, pos, N, H, D, theta, T(1));
+void rope_forward(T* x, const int* pos, int N, int H, int D, float theta, const RopeScaling& scaling) {
+  rotate(x, pos, N, H, D, theta, scaling, T(1));
 }
 
 template <typename T>
-void rope_backward(T* dx, const int* pos, int N, int H, int D, float theta) {
-  rotate(dx, pos, N, H, D, theta, T(-1));
+void rope_backward(T* dx, const int* pos, int N, int H, int D, float theta, const RopeScaling& scaling) {
+  rotate(dx, pos, N, H, D, theta, scaling, T(-1));
 }
 
-template void rope_forward<float>(float*, const int*, int, int, int, float);
-template void rope_forward<double>(double*, const int*, int, int, int, float);
-template void rope_backward<float>(float*, const int*, int, int, int, float);
-template void rope_backward<double>(double*, const int*, int, int, int, float);
+template std::vector<float> rope_inv_freq<float>(int, float, const RopeScaling&);
+template std::vector<double> rope_inv_freq<double>(int, float, const RopeScaling&);
+template void rope_forward<float>(float*, const int*, int, int, int, float, const RopeScaling&);
+template void rope_forward<double>(double*, const int*, int, int, int, float, const RopeScaling&);
+template void rope_backward<float>(float*, const int*, int, int, int, float, const RopeScaling&);
+template void rope_backward<double>(double*, const int*, int, int, int, float, const RopeScaling&);
 
 }  // namespace opd::cpu

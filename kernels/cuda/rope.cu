@@ -1,4 +1,5 @@
-#include <cmath>
+#include <algorithm>
+#include <vector>
 
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/packed.cuh"
@@ -16,14 +17,11 @@ struct InvFreq {
   float f[kRopeMaxHeadDim / 2];
 };
 
-// The CPU op's float arithmetic step by step (kernels/cpu/rope.cpp): e = float(2i) / float(D),
-// inv_freq = 1 / float(pow(double(theta), double(e))).
-InvFreq inv_freq(int D, float theta) {
+// The CPU op's own table (kernels/cpu/rope.cpp), so both rotate by bit-identical angles.
+InvFreq inv_freq(int D, float theta, const RopeScaling& scaling) {
+  const std::vector<float> f = cpu::rope_inv_freq<float>(D, theta, scaling);
   InvFreq r{};
-  for (int i = 0; i < D / 2; ++i) {
-    const float e = float(2 * i) / float(D);
-    r.f[i] = 1.0f / float(std::pow(double(theta), double(e)));
-  }
+  std::copy(f.begin(), f.end(), r.f);
   return r;
 }
 
@@ -57,31 +55,35 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-void rotate(const char* op, T* x, const int* pos, int N, int H, int D, float theta, float sign,
-            cudaStream_t stream) {
+void rotate(const char* op, T* x, const int* pos, int N, int H, int D, float theta,
+            const RopeScaling& scaling, float sign, cudaStream_t stream) {
   OPD_REQUIRE(D > 0 && D % 2 == 0 && D <= kRopeMaxHeadDim, "cuda::", op,
               ": head dimension must be even, positive and at most ", kRopeMaxHeadDim, ", got ", D);
   OPD_REQUIRE(N >= 0 && H >= 0, "cuda::", op, ": negative shape N=", N, " H=", H);
   if (N == 0 || H == 0) return;
-  rope_kernel<T><<<N, kThreads, sizeof(float) * D, stream>>>(x, pos, H, D, inv_freq(D, theta), sign);
+  rope_kernel<T><<<N, kThreads, sizeof(float) * D, stream>>>(x, pos, H, D, inv_freq(D, theta, scaling), sign);
   CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 template <typename T>
-void rope_forward(T* x, const int* pos, int N, int H, int D, float theta, cudaStream_t stream) {
-  rotate("rope_forward", x, pos, N, H, D, theta, 1.0f, stream);
+void rope_forward(T* x, const int* pos, int N, int H, int D, float theta, const RopeScaling& scaling,
+                  cudaStream_t stream) {
+  rotate("rope_forward", x, pos, N, H, D, theta, scaling, 1.0f, stream);
 }
 
 template <typename T>
-void rope_backward(T* dx, const int* pos, int N, int H, int D, float theta, cudaStream_t stream) {
-  rotate("rope_backward", dx, pos, N, H, D, theta, -1.0f, stream);
+void rope_backward(T* dx, const int* pos, int N, int H, int D, float theta, const RopeScaling& scaling,
+                   cudaStream_t stream) {
+  rotate("rope_backward", dx, pos, N, H, D, theta, scaling, -1.0f, stream);
 }
 
-template void rope_forward<float>(float*, const int*, int, int, int, float, cudaStream_t);
-template void rope_forward<__nv_bfloat16>(__nv_bfloat16*, const int*, int, int, int, float, cudaStream_t);
-template void rope_backward<float>(float*, const int*, int, int, int, float, cudaStream_t);
-template void rope_backward<__nv_bfloat16>(__nv_bfloat16*, const int*, int, int, int, float, cudaStream_t);
+template void rope_forward<float>(float*, const int*, int, int, int, float, const RopeScaling&, cudaStream_t);
+template void rope_forward<__nv_bfloat16>(__nv_bfloat16*, const int*, int, int, int, float, const RopeScaling&,
+                                            cudaStream_t);
+template void rope_backward<float>(float*, const int*, int, int, int, float, const RopeScaling&, cudaStream_t);
+template void rope_backward<__nv_bfloat16>(__nv_bfloat16*, const int*, int, int, int, float, const RopeScaling&,
+                                            cudaStream_t);
 
 }  // namespace opd::cuda

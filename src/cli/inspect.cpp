@@ -39,6 +39,11 @@ int inspect(const Args& args) {
               "rms_eps %g, qk_norm %d, tied %d; %lld parameters\n",
               c.vocab, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.max_seq, c.rope_theta,
               c.rms_eps, int(c.qk_norm), int(c.tie_embeddings), static_cast<long long>(c.num_parameters()));
+  if (c.rope_scaling.enabled())
+    std::printf("rope scaling: llama3, factor %g, low_freq_factor %g, high_freq_factor %g, "
+                "original_max_position_embeddings %d\n",
+                c.rope_scaling.factor, c.rope_scaling.low_freq_factor, c.rope_scaling.high_freq_factor,
+                c.rope_scaling.original_max_position_embeddings);
   std::printf("tokenizer: %s, %d tokens, eos %d, pad %d\n", m.tokenizer().type().c_str(), m.tokenizer().vocab_size(),
               m.tokenizer().eos_id(), m.tokenizer().pad_id());
   if (format == "opd-checkpoint")

@@ -81,6 +81,28 @@ std::vector<int> id_list(const json& v, const std::string& where, const char* ke
   return out;
 }
 
+// RoPE scaling from rope_parameters or rope_scaling (`key`): none for rope_type "default", Llama 3.1's
+// for "llama3"; any other type (linear, dynamic, yarn, ...) is refused rather than silently ignored.
+RopeScaling rope_scaling_from(const json& r, const char* key, const std::string& where) {
+  OPD_REQUIRE(r.is_object(), where, ": '", key, "' must be an object, got ", r.dump());
+  const std::string rt = text(r, "rope_type", text(r, "type", "default", where), where);
+  RopeScaling s;
+  if (rt == "default") return s;
+  OPD_REQUIRE(rt == "llama3", where, ": ", key, ".rope_type '", rt,
+              "' is not supported (opd takes plain RoPE and Llama 3.1's 'llama3' scaling)");
+  auto number = [&](const char* field) {
+    OPD_REQUIRE(r.contains(field) && r[field].is_number(), where, ": ", key, " (rope_type llama3) has no number '",
+                field, "'");
+    return r[field].get<double>();
+  };
+  s.factor = number("factor");
+  s.low_freq_factor = number("low_freq_factor");
+  s.high_freq_factor = number("high_freq_factor");
+  OPD_REQUIRE(s.factor >= 1, where, ": ", key, ".factor must be at least 1, got ", s.factor);
+  s.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", where);
+  return s;
+}
+
 }  // namespace
 
 ModelConfig hf_config_from_json(const std::string& json_text, const std::string& where, std::string* family) {
@@ -106,22 +128,23 @@ ModelConfig hf_config_from_json(const std::string& json_text, const std::string&
   OPD_REQUIRE(c.contains("rms_norm_eps") && c["rms_norm_eps"].is_number(), where, ": missing number 'rms_norm_eps'");
   m.rms_eps = c["rms_norm_eps"].get<double>();
 
-  // RoPE: plain RoPE only. transformers 5 writes rope_parameters, earlier versions rope_theta and
-  // rope_scaling.
+  // RoPE: plain, or Llama 3.1's "llama3" scaling. transformers 5 writes rope_parameters (rope_type,
+  // rope_theta and the scaling fields together), earlier versions rope_theta and rope_scaling.
   const json rp = c.value("rope_parameters", json());
   if (rp.is_object()) {
-    const std::string rt = text(rp, "rope_type", "default", where);
-    OPD_REQUIRE(rt == "default", where, ": rope_parameters.rope_type '", rt, "' is not supported (plain RoPE only)");
     OPD_REQUIRE(rp.contains("rope_theta") && rp["rope_theta"].is_number(), where, ": rope_parameters has no rope_theta");
     m.rope_theta = rp["rope_theta"].get<double>();
+    m.rope_scaling = rope_scaling_from(rp, "rope_parameters", where);
   } else {
     OPD_REQUIRE(c.contains("rope_theta") && c["rope_theta"].is_number(), where, ": missing number 'rope_theta'");
     m.rope_theta = c["rope_theta"].get<double>();
   }
   const json rs = c.value("rope_scaling", json());
   if (!rs.is_null()) {
-    const std::string rt = text(rs, "rope_type", text(rs, "type", "", where), where);
-    OPD_REQUIRE(rt == "default", where, ": rope_scaling ", rs.dump(), " is not supported (plain RoPE only)");
+    const RopeScaling legacy = rope_scaling_from(rs, "rope_scaling", where);
+    OPD_REQUIRE(!rp.is_object() || legacy == m.rope_scaling, where,
+                ": rope_scaling and rope_parameters describe different RoPE scalings");
+    m.rope_scaling = legacy;
   }
 
   const std::string act = text(c, "hidden_act", "silu", where);
@@ -231,6 +254,16 @@ void export_hf(const Transformer& model, const std::string& dir, StDtype dtype) 
   const Tokenizer& tok = model.tokenizer();
   const bool qwen = c.qk_norm;
 
+  json rope_parameters = {{"rope_type", "default"}, {"rope_theta", c.rope_theta}};
+  if (c.rope_scaling.enabled()) {
+    const RopeScaling& r = c.rope_scaling;
+    rope_parameters = {{"rope_type", "llama3"},
+                       {"rope_theta", c.rope_theta},
+                       {"factor", r.factor},
+                       {"low_freq_factor", r.low_freq_factor},
+                       {"high_freq_factor", r.high_freq_factor},
+                       {"original_max_position_embeddings", r.original_max_position_embeddings}};
+  }
   json cfg = {
       {"architectures", {qwen ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
       {"model_type", qwen ? "qwen3" : "llama"},
@@ -244,7 +277,7 @@ void export_hf(const Transformer& model, const std::string& dir, StDtype dtype) 
       {"max_position_embeddings", c.max_seq},
       {"rms_norm_eps", c.rms_eps},
       {"rope_theta", c.rope_theta},
-      {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", c.rope_theta}}},
+      {"rope_parameters", rope_parameters},
       {"hidden_act", "silu"},
       {"attention_bias", false},
       {"attention_dropout", 0.0},
@@ -252,6 +285,10 @@ void export_hf(const Transformer& model, const std::string& dir, StDtype dtype) 
       {"dtype", dtype == StDtype::kBF16 ? "bfloat16" : "float32"},
       {"use_cache", true},
   };
+  if (c.rope_scaling.enabled()) {  // transformers 4 reads the scaling from rope_scaling
+    cfg["rope_scaling"] = rope_parameters;
+    cfg["rope_scaling"].erase("rope_theta");
+  }
   if (qwen) cfg["use_sliding_window"] = false;
   else cfg["mlp_bias"] = false;
   if (tok.eos_id() >= 0) cfg["eos_token_id"] = tok.eos_id();

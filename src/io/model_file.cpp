@@ -122,6 +122,14 @@ void write_model_group(h5::File& file, const Transformer& model) {
   ModelConfig copy = c;
   for (const char* k : kConfigInts) h5::write_attr(cg.id(), k, static_cast<int64_t>(*config_int(copy, k)));
   h5::write_attr(cg.id(), "rope_theta", c.rope_theta);
+  if (c.rope_scaling.enabled()) {  // plain RoPE writes none of these, as files did before them
+    h5::write_attr(cg.id(), "rope_type", std::string("llama3"));
+    h5::write_attr(cg.id(), "rope_factor", c.rope_scaling.factor);
+    h5::write_attr(cg.id(), "rope_low_freq_factor", c.rope_scaling.low_freq_factor);
+    h5::write_attr(cg.id(), "rope_high_freq_factor", c.rope_scaling.high_freq_factor);
+    h5::write_attr(cg.id(), "rope_original_max_position_embeddings",
+                   static_cast<int64_t>(c.rope_scaling.original_max_position_embeddings));
+  }
   h5::write_attr(cg.id(), "rms_eps", c.rms_eps);
   h5::write_attr(cg.id(), "qk_norm", static_cast<int64_t>(c.qk_norm));
   h5::write_attr(cg.id(), "tie_embeddings", static_cast<int64_t>(c.tie_embeddings));
@@ -143,6 +151,23 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
     *config_int(c, k) = static_cast<int>(v);
   }
   c.rope_theta = h5::read_attr_double(cg.id(), "rope_theta", cwhere);
+  if (h5::has_attr(cg.id(), "rope_type")) {
+    const std::string rt = h5::read_attr_string(cg.id(), "rope_type", cwhere);
+    OPD_REQUIRE(rt == "llama3", cwhere, ": attribute 'rope_type' = '", rt, "' is not supported (llama3 only)");
+    c.rope_scaling.factor = h5::read_attr_double(cg.id(), "rope_factor", cwhere);
+    c.rope_scaling.low_freq_factor = h5::read_attr_double(cg.id(), "rope_low_freq_factor", cwhere);
+    c.rope_scaling.high_freq_factor = h5::read_attr_double(cg.id(), "rope_high_freq_factor", cwhere);
+    const int64_t omp = h5::read_attr_int(cg.id(), "rope_original_max_position_embeddings", cwhere);
+    OPD_REQUIRE(omp > 0 && omp < (int64_t(1) << 31), cwhere, ": attribute 'rope_original_max_position_embeddings' = ",
+                omp, " is out of range");
+    c.rope_scaling.original_max_position_embeddings = static_cast<int>(omp);
+    // factor 0 would read back as plain RoPE: the file says llama3, so it must say how.
+    OPD_REQUIRE(c.rope_scaling.enabled(), cwhere, ": attribute 'rope_factor' is 0 with rope_type 'llama3'");
+  } else {
+    for (const char* k : {"rope_factor", "rope_low_freq_factor", "rope_high_freq_factor",
+                          "rope_original_max_position_embeddings"})
+      OPD_REQUIRE(!h5::has_attr(cg.id(), k), cwhere, ": attribute '", k, "' without a 'rope_type'");
+  }
   c.rms_eps = h5::read_attr_double(cg.id(), "rms_eps", cwhere);
   c.qk_norm = h5::read_attr_int(cg.id(), "qk_norm", cwhere) != 0;
   c.tie_embeddings = h5::read_attr_int(cg.id(), "tie_embeddings", cwhere) != 0;

@@ -35,6 +35,17 @@ void ModelConfig::validate(const std::string& where) const {
   OPD_REQUIRE(head_dim % 2 == 0, where, ": model config field 'head_dim' must be even for RoPE, got ", head_dim);
   OPD_REQUIRE(rope_theta > 0 && std::isfinite(rope_theta), where,
               ": model config field 'rope_theta' must be positive and finite, got ", rope_theta);
+  if (rope_scaling.enabled()) {
+    const RopeScaling& r = rope_scaling;
+    OPD_REQUIRE(r.factor >= 1 && std::isfinite(r.factor), where,
+                ": model config field 'rope_scaling.factor' must be finite and at least 1, got ", r.factor);
+    OPD_REQUIRE(r.low_freq_factor > 0 && r.low_freq_factor < r.high_freq_factor && std::isfinite(r.high_freq_factor),
+                where, ": model config fields 'rope_scaling.low_freq_factor' (", r.low_freq_factor,
+                ") and 'rope_scaling.high_freq_factor' (", r.high_freq_factor, ") must satisfy 0 < low < high");
+    OPD_REQUIRE(r.original_max_position_embeddings > 0 && r.original_max_position_embeddings <= (1 << 24), where,
+                ": model config field 'rope_scaling.original_max_position_embeddings' must be in [1, 2^24], got ",
+                r.original_max_position_embeddings);
+  }
   OPD_REQUIRE(rms_eps > 0 && rms_eps < 1, where, ": model config field 'rms_eps' must be in (0, 1), got ", rms_eps);
 }
 

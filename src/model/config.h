@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cpu/rope.h"  // RopeScaling
+
 namespace opd {
 
 struct ModelConfig {
@@ -14,6 +16,7 @@ struct ModelConfig {
   int head_dim = 0;
   int ffn_dim = 0;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;  // Llama 3.1 "llama3" scaling; none (plain RoPE) by default
   double rms_eps = 1e-6;
   bool qk_norm = true;
   bool tie_embeddings = false;

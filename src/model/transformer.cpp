@@ -123,8 +123,8 @@ const float* Transformer::forward(const int* tokens, int B, int T) {
       a.qr = a.q;
       a.kr = a.k;
     }
-    ops::rope_forward(a.qr.data(), pos_.data(), N, H, D, theta);
-    ops::rope_forward(a.kr.data(), pos_.data(), N, HK, D, theta);
+    ops::rope_forward(a.qr.data(), pos_.data(), N, H, D, theta, cfg_.rope_scaling);
+    ops::rope_forward(a.kr.data(), pos_.data(), N, HK, D, theta, cfg_.rope_scaling);
     ops::attention_forward(a.att.data(), a.lse.data(), a.qr.data(), a.kr.data(), a.v.data(), B, T, H, HK, D);
     a.mid = a.resid;
     ops::matmul_forward(a.mid.data(), a.att.data(), W + o.o, N, QD, C, /*accumulate=*/true);
@@ -182,8 +182,8 @@ void Transformer::backward(const float* dlogits) {
     ops::matmul_backward(datt_.data(), G + o.o, dresid_.data(), a.att.data(), W + o.o, N, QD, C);
     ops::attention_backward(dq_.data(), dk_.data(), dv_.data(), datt_.data(), a.qr.data(), a.kr.data(), a.v.data(),
                             a.att.data(), a.lse.data(), B, T, H, HK, D);
-    ops::rope_backward(dq_.data(), pos_.data(), N, H, D, theta);
-    ops::rope_backward(dk_.data(), pos_.data(), N, HK, D, theta);
+    ops::rope_backward(dq_.data(), pos_.data(), N, H, D, theta, cfg_.rope_scaling);
+    ops::rope_backward(dk_.data(), pos_.data(), N, HK, D, theta, cfg_.rope_scaling);
     const float* dq_proj = dq_.data();
     const float* dk_proj = dk_.data();
     if (cfg_.qk_norm) {
@@ -264,8 +264,8 @@ const float* Transformer::decode(KVCache& cache, const int* tokens, const int* p
       dec_qn_ = dec_q_;
       dec_kn_ = dec_k_;
     }
-    ops::rope_forward(dec_qn_.data(), pos, B, H, D, theta);
-    ops::rope_forward(dec_kn_.data(), pos, B, HK, D, theta);
+    ops::rope_forward(dec_qn_.data(), pos, B, H, D, theta, cfg_.rope_scaling);
+    ops::rope_forward(dec_kn_.data(), pos, B, HK, D, theta, cfg_.rope_scaling);
     ops::attention_decode(dec_att_.data(), dec_qn_.data(), dec_kn_.data(), dec_v_.data(), cache.k[l].data(),
                           cache.v[l].data(), pos, B, S, H, HK, D);
     ops::matmul_forward(dec_x_.data(), dec_att_.data(), W + o.o, B, QD, C, /*accumulate=*/true);
@@ -327,8 +327,8 @@ const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const
       dec_qn_ = dec_q_;
       dec_kn_ = dec_k_;
     }
-    ops::rope_forward(dec_qn_.data(), pos.data(), N, H, D, theta);
-    ops::rope_forward(dec_kn_.data(), pos.data(), N, HK, D, theta);
+    ops::rope_forward(dec_qn_.data(), pos.data(), N, H, D, theta, cfg_.rope_scaling);
+    ops::rope_forward(dec_kn_.data(), pos.data(), N, HK, D, theta, cfg_.rope_scaling);
     // Causal over the new tokens: token t of every sequence is one decode-attention step that
     // sees the cache up to its own position.
     for (int t = 0; t < T; ++t) {

@@ -1,8 +1,9 @@
 // Hugging Face checkpoints written by transformers' save_pretrained (tools/make-fixtures):
 // imported logits within 1e-4 of transformers' (run in float64 on the stored bf16/f16/f32
 // weights), EOS tokens from generation_config.json, export then re-import giving identical
-// tensors and tokenizer, and the model file keeping the BPE tokenizer.
+// tensors and tokenizer, and the model file keeping the BPE tokenizer; Llama 3.1's RoPE scaling.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/h5.h"
 #include "io/hf_model.h"
 #include "io/model_file.h"
 #include "io/safetensors.h"
@@ -96,6 +98,7 @@ TEST_P(HfImport, ExportThenImportIsIdentical) {
   auto loaded = load_model(h5);
   EXPECT_EQ(loaded->params(), model->params());
   EXPECT_TRUE(loaded->tokenizer().same_as(model->tokenizer()));
+  EXPECT_TRUE(loaded->config().rope_scaling == model->config().rope_scaling);
 
   const std::string out = temp_path(c.dir + "_export");
   export_hf(*loaded, out, StDtype::kF32);
@@ -109,6 +112,8 @@ TEST_P(HfImport, ExportThenImportIsIdentical) {
   EXPECT_EQ(again->config().qk_norm, c.qk_norm);
   EXPECT_EQ(again->config().rope_theta, model->config().rope_theta);
   EXPECT_EQ(again->config().rms_eps, model->config().rms_eps);
+  EXPECT_TRUE(again->config().rope_scaling == model->config().rope_scaling);
+  EXPECT_EQ(again->config().rope_scaling.enabled(), c.dir == "llama31");
   // A tied export stores no separate head.
   SafetensorsFile st(out + "/model.safetensors");
   EXPECT_EQ(st.find("lm_head.weight") == nullptr, c.tied);
@@ -123,7 +128,8 @@ TEST_P(HfImport, ExportThenImportIsIdentical) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfImport,
                          ::testing::Values(Case{"qwen3_untied", false, true, 420, 420},
                                            Case{"qwen3_tied_sharded", true, true, 420, 420},
-                                           Case{"llama", false, false, 405, 400}),
+                                           Case{"llama", false, false, 405, 400},
+                                           Case{"llama31", false, false, 400, 400}),
                          [](const auto& info) { return info.param.dir; });
 
 // A copy of a fixture with config.json edited by `edit`.
@@ -139,10 +145,27 @@ std::string edited_copy(const std::string& name, const std::string& fixture, con
 }
 
 TEST(HfImport, UnsupportedConfigsAreErrorsNamingTheField) {
+  // RoPE scalings other than Llama 3.1's, in either spelling, and an incomplete llama3 one.
   expect_error([] { import_hf(edited_copy("c1", "llama", [](json& c) {
-                 c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+                 c["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
                })); },
-               {"config.json", "rope_scaling", "not supported"});
+               {"config.json", "rope_scaling.rope_type 'linear'", "not supported"});
+  expect_error([] { import_hf(edited_copy("c1b", "llama31", [](json& c) {
+                 c["rope_parameters"]["rope_type"] = "yarn";
+               })); },
+               {"config.json", "rope_parameters.rope_type 'yarn'", "not supported"});
+  expect_error([] { import_hf(edited_copy("c1c", "llama31", [](json& c) {
+                 c["rope_parameters"]["rope_type"] = "dynamic";
+               })); },
+               {"config.json", "'dynamic'", "not supported"});
+  expect_error([] { import_hf(edited_copy("c1d", "llama31", [](json& c) {
+                 c["rope_parameters"].erase("low_freq_factor");
+               })); },
+               {"config.json", "low_freq_factor"});
+  expect_error([] { import_hf(edited_copy("c1e", "llama31", [](json& c) {
+                 c["rope_parameters"]["low_freq_factor"] = 4.0;
+               })); },
+               {"config.json", "low_freq_factor"});
   expect_error([] { import_hf(edited_copy("c2", "qwen3_untied", [](json& c) { c["model_type"] = "qwen2"; })); },
                {"config.json", "model_type 'qwen2'"});
   expect_error([] { import_hf(edited_copy("c3", "qwen3_untied", [](json& c) { c["attention_bias"] = true; })); },
@@ -159,6 +182,80 @@ TEST(HfImport, UnsupportedConfigsAreErrorsNamingTheField) {
                {"lm_head.weight differs"});
   expect_error([] { import_hf(edited_copy("c8", "qwen3_untied", [](json& c) { c["hidden_size"] = 64; })); },
                {"model.embed_tokens.weight", "shape"});
+}
+
+// Llama 3.1's RoPE scaling: read from transformers 5's rope_parameters and from the older
+// rope_theta + rope_scaling alike, written back in both, kept by the model file (whose values are
+// validated), and large enough in the fixture to move the logits.
+TEST(HfImport, Llama3RopeScaling) {
+  auto model = import_hf(kHf + "llama31");
+  const RopeScaling want{8.0, 1.0, 4.0, 64};
+  EXPECT_TRUE(model->config().rope_scaling == want);
+  EXPECT_EQ(model->config().rope_theta, 10000.0);
+
+  auto legacy = import_hf(edited_copy("legacy", "llama31", [](json& c) {
+    c["rope_theta"] = c["rope_parameters"]["rope_theta"];
+    c["rope_scaling"] = c["rope_parameters"];
+    c["rope_scaling"].erase("rope_theta");
+    c["rope_scaling"]["type"] = c["rope_scaling"]["rope_type"];
+    c["rope_scaling"].erase("rope_type");
+    c.erase("rope_parameters");
+  }));
+  EXPECT_TRUE(legacy->config().rope_scaling == want);
+  EXPECT_EQ(legacy->config().rope_theta, 10000.0);
+  expect_error([] { import_hf(edited_copy("disagree", "llama31", [](json& c) {
+                 c["rope_scaling"] = c["rope_parameters"];
+                 c["rope_scaling"]["factor"] = 4.0;
+               })); },
+               {"config.json", "different RoPE scalings"});
+
+  const std::string out = temp_path("llama31_cfg_export");
+  export_hf(*model, out, StDtype::kF32);
+  const json cfg = json::parse(std::ifstream(out + "/config.json"));
+  const json params = {{"rope_type", "llama3"},     {"rope_theta", 10000.0},       {"factor", 8.0},
+                       {"low_freq_factor", 1.0},    {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 64}};
+  EXPECT_EQ(cfg["rope_parameters"], params);
+  json scaling = params;
+  scaling.erase("rope_theta");
+  EXPECT_EQ(cfg["rope_scaling"], scaling);
+
+  // The scaling matters at the fixture's positions: without it the logits move well past 1e-4.
+  const json ref = json::parse(std::ifstream(kHf + "llama31/reference.json"));
+  std::vector<int> tokens = ref["tokens"][0];
+  const int T = static_cast<int>(tokens.size());
+  const float* s = model->forward(tokens.data(), 1, T);
+  const std::vector<float> scaled(s, s + T * 400);
+  auto plain = import_hf(edited_copy("plain", "llama31", [](json& c) {
+    c["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};
+  }));
+  const float* p = plain->forward(tokens.data(), 1, T);
+  double diff = 0;
+  for (int i = 0; i < T * 400; ++i) diff = std::max(diff, double(std::fabs(p[i] - scaled[i])));
+  EXPECT_GT(diff, 1e-2);
+
+  // The model file: attributes written and read back (ExportThenImportIsIdentical), and checked.
+  const std::string h5 = temp_path("llama31_bad.h5");
+  for (auto [attr, value] : {std::pair{"rope_factor", 0.5}, std::pair{"rope_low_freq_factor", 4.0}}) {
+    save_model(h5, *model);
+    {
+      hid_t f = H5Fopen(h5.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+      hid_t g = H5Gopen2(f, "model/config", H5P_DEFAULT);
+      h5::write_attr(g, attr, value);
+      H5Gclose(g);
+      H5Fclose(f);
+    }
+    expect_error([&] { load_model(h5); }, {"llama31_bad.h5", "rope_scaling"});
+  }
+  save_model(h5, *model);
+  {
+    hid_t f = H5Fopen(h5.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = H5Gopen2(f, "model/config", H5P_DEFAULT);
+    h5::write_attr(g, "rope_type", std::string("yarn"));
+    H5Gclose(g);
+    H5Fclose(f);
+  }
+  expect_error([&] { load_model(h5); }, {"llama31_bad.h5", "rope_type", "yarn"});
 }
 
 TEST(HfImport, AnyOfTheModelsEosTokensStopsGeneration) {

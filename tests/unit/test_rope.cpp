@@ -116,3 +116,58 @@ TEST(Rope, RejectsOddHeadDimension) {
   EXPECT_THROW(opd::cpu::rope_forward(x.data(), pos.data(), 1, 1, 5, 1e4f), opd::Error);
   EXPECT_THROW(opd::cpu::rope_backward(x.data(), pos.data(), 1, 1, 5, 1e4f), opd::Error);
 }
+
+// Llama 3.1-8B's inverse frequencies as transformers' _compute_llama3_parameters gives them in
+// float32 (theta 500000, D 128, factor 8, low/high freq factors 1/4, original context 8192): kept
+// (i <= 28), interpolated (29..34) and stretched by 8 (35..63).
+TEST(Rope, Llama3InverseFrequenciesMatchTransformers) {
+  const opd::RopeScaling s{8.0, 1.0, 4.0, 8192};
+  const std::vector<float> f = opd::cpu::rope_inv_freq<float>(128, 500000.0f, s);
+  ASSERT_EQ(f.size(), 64u);
+  const std::pair<int, float> want[] = {{0, 0x1p+0f},           {20, 0x1.0f5386p-6f},  {30, 0x1.67a23ap-10f},
+                                        {32, 0x1.132ba4p-11f}, {34, 0x1.765ba4p-13f}, {35, 0x1.90d10cp-14f},
+                                        {63, 0x1.4985fep-22f}};
+  for (auto [i, v] : want) EXPECT_EQ(f[i], v) << "inv_freq[" << i << "]";
+  // Scaling only ever lowers a frequency, and leaves the high ones as plain RoPE has them.
+  const std::vector<float> plain = opd::cpu::rope_inv_freq<float>(128, 500000.0f);
+  for (int i = 0; i < 64; ++i) {
+    EXPECT_LE(f[i], plain[i]) << i;
+    if (i <= 28) EXPECT_EQ(f[i], plain[i]) << i;
+    if (i >= 35) EXPECT_EQ(f[i], plain[i] / 8.0f) << i;
+  }
+}
+
+TEST(Rope, Llama3BackwardInvertsForwardAndMatchesFiniteDifferences) {
+  const opd::RopeScaling s{8.0, 1.0, 4.0, 16};
+  const int N = 7, H = 2, D = 10;
+  const auto pos = positions(N, 5, 3);
+  auto x = random_vector<double>(size_t(N) * H * D, 7);
+  auto y = x;
+  opd::cpu::rope_forward(y.data(), pos.data(), N, H, D, 10000.0f, s);
+  auto plain = x;
+  opd::cpu::rope_forward(plain.data(), pos.data(), N, H, D, 10000.0f);
+  EXPECT_NE(y, plain) << "the scaling should change some angles at this head dim";
+  opd::cpu::rope_backward(y.data(), pos.data(), N, H, D, 10000.0f, s);
+  expect_close(y, x, 1e-13, 0.0, "x");
+
+  const auto R = random_vector<double>(x.size(), 8);
+  auto loss = [&] {
+    auto z = x;
+    opd::cpu::rope_forward(z.data(), pos.data(), N, H, D, 10000.0f, s);
+    double l = 0;
+    for (size_t i = 0; i < z.size(); ++i) l += z[i] * R[i];
+    return l;
+  };
+  const auto expected = numeric_gradient(loss, x);
+  auto dx = R;
+  opd::cpu::rope_backward(dx.data(), pos.data(), N, H, D, 10000.0f, s);
+  expect_close(dx, expected, 1e-8, 1e-6, "dx");
+}
+
+TEST(Rope, RejectsInvalidLlama3Scaling) {
+  std::vector<float> x(8);
+  const std::vector<int> pos = {1};
+  for (const opd::RopeScaling& s : {opd::RopeScaling{0.5, 1.0, 4.0, 64}, opd::RopeScaling{8.0, 4.0, 4.0, 64},
+                                    opd::RopeScaling{8.0, 1.0, 4.0, 0}})
+    EXPECT_THROW(opd::cpu::rope_forward(x.data(), pos.data(), 1, 1, 8, 1e4f, s), opd::Error);
+}
