@@ -1,13 +1,27 @@
-// Helpers shared by the tests: seeded random data and numerical gradients.
+// Helpers shared by the tests: seeded random data, numerical gradients, expected errors.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <functional>
+#include <initializer_list>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "core/error.h"
+
 namespace opd::testing {
+
+// f must throw opd::Error whose message holds every one of `needles`.
+inline void expect_error(const std::function<void()>& f, std::initializer_list<std::string> needles) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
 
 template <typename T>
 std::vector<T> random_vector(size_t n, uint32_t seed, double lo = -1.0, double hi = 1.0) {

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/check.h"
 #include "core/error.h"
 #include "io/h5.h"
 #include "io/hf_model.h"
@@ -38,14 +39,7 @@ std::string temp_path(const std::string& name) {
   return (dir / name).string();
 }
 
-void expect_error(const std::function<void()>& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  }
-}
+using testing::expect_error;
 
 struct Case {
   std::string dir;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/check.h"
 #include "core/error.h"
 #include "model/bpe_tokenizer.h"
 
@@ -24,14 +25,7 @@ std::string read(const std::string& path) {
   return s.str();
 }
 
-void expect_error(const std::function<void()>& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  }
-}
+using testing::expect_error;
 
 class HfEncodings : public ::testing::TestWithParam<std::string> {};
 

@@ -10,6 +10,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "common/check.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 
@@ -25,14 +26,7 @@ std::string temp_path(const std::string& name) {
   return (dir / name).string();
 }
 
-void expect_error(const std::function<void()>& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  }
-}
+using testing::expect_error;
 
 // A file from a header (any JSON text) and a data section of `data_bytes` bytes.
 std::string write_raw(const std::string& name, const std::string& header, size_t data_bytes,
