@@ -54,8 +54,17 @@ ModelConfig parse_shape(const std::string& text) {
   return c;
 }
 
-std::unique_ptr<Transformer> new_arith_model(const ModelConfig& c, uint64_t seed) {
-  auto m = std::make_unique<Transformer>(c, std::make_shared<CharTokenizer>(arith_vocabulary(), 1, 0));
+// A whole model as read from a file, or under tensor parallelism (tp of size > 1) this rank's shards of it.
+std::unique_ptr<Transformer> shard(std::unique_ptr<Transformer> whole, Communicator* tp) {
+  if (!tp || tp->size() == 1 || whole->tp()) return whole;
+  auto mine = std::make_unique<Transformer>(whole->config(), whole->shared_tokenizer(), tp);
+  mine->load_shards(*whole);
+  return mine;
+}
+
+std::unique_ptr<Transformer> new_arith_model(const ModelConfig& c, uint64_t seed, Communicator* tp = nullptr) {
+  auto m = std::make_unique<Transformer>(c, std::make_shared<CharTokenizer>(arith_vocabulary(), 1, 0),
+                                         tp && tp->size() > 1 ? tp : nullptr);
   m->init_random(seed);
   return m;
 }
@@ -215,10 +224,6 @@ int run_training(Method method, const Args& args) {
   }
   apply_runtime_options(vm);
   const Layout layout0 = make_layout(layout_opts, world->size());
-  OPD_REQUIRE(layout0.tp == 1, "--tp ", layout0.tp,
-              ": tensor parallelism of the student is not built yet (ARCHITECTURE §4); use --tp 1 with --dp");
-  OPD_REQUIRE(layout0.teacher_tp == 1, "--teacher-tp ", layout0.teacher_tp,
-              ": tensor-parallel teacher replicas are not built yet; use --teacher-tp 1");
   OPD_REQUIRE(layout0.teacher_ranks == 0 || method == Method::kDistill, "--teacher-ranks ", layout0.teacher_ranks,
               ": dedicated teacher ranks serve opd distill only");
   RankGroups groups = make_groups(std::move(world), layout0);
@@ -227,7 +232,7 @@ int run_training(Method method, const Args& args) {
     // A teacher replica: load the teacher, serve every DP leader until each says it is done.
     OPD_REQUIRE(vm.count("teacher"), "opd distill: --teacher is required");
     const std::string teacher_path = vm["teacher"].as<std::string>();
-    auto teacher = load_model(teacher_path);
+    auto teacher = shard(load_model(teacher_path), groups.replica.get());
     make_layout(layout_opts, groups.layout.world, nullptr, &teacher->config());
     share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), &teacher->tokenizer());
     const ServiceStats st = serve_teacher(*groups.world, *teacher, groups.layout.dp, teacher_timeout);
@@ -279,7 +284,9 @@ int run_training(Method method, const Args& args) {
   std::string student_path = vm.count("student") ? vm["student"].as<std::string>() : "";
   if (method == Method::kSft && vm.count("init")) {
     OPD_REQUIRE(student_path.empty(), "give either --student or --init, not both");
-    student = new_arith_model(parse_shape(vm["init"].as<std::string>()), c.seed);
+    const ModelConfig shape = parse_shape(vm["init"].as<std::string>());
+    make_layout(layout_opts, groups.layout.world, &shape);
+    student = new_arith_model(shape, c.seed, groups.tp.get());
     student_path = "(new model: " + vm["init"].as<std::string>() + ")";
   } else {
     OPD_REQUIRE(!student_path.empty(), "opd ", name, ": --student is required",
@@ -291,8 +298,13 @@ int run_training(Method method, const Args& args) {
     teacher = load_model(teacher_path);
     check_same_tokenizer(*student, student_path, *teacher, teacher_path);
   }
+  // The shapes decide which tp fits (errors name the option); then each rank keeps its shards, the
+  // colocated teacher sharded over the student's TP group like the student.
   make_layout(layout_opts, groups.layout.world, &student->config(), teacher ? &teacher->config() : nullptr);
+  student = shard(std::move(student), groups.tp.get());
+  teacher = teacher ? shard(std::move(teacher), groups.tp.get()) : nullptr;
   std::unique_ptr<RemoteScoring> remote;
+  std::unique_ptr<TensorParallelScoring> remote_tp;
   if (groups.layout.teacher_ranks > 0) {
     OPD_REQUIRE(vm.count("teacher"), "opd distill: --teacher is required");
     check_same_tokenizer(student->tokenizer(), student_path,
@@ -300,15 +312,18 @@ int run_training(Method method, const Args& args) {
                          vm["teacher"].as<std::string>() + " (on the teacher ranks)");
     std::vector<int> replicas;
     for (int r = 0; r < groups.layout.teacher_replicas; ++r) replicas.push_back(groups.layout.teacher_rank(r));
-    remote =
-        std::make_unique<RemoteScoring>(*groups.world, replicas, student->config().vocab, groups.place.dp_rank,
-                                        teacher_timeout, method == Method::kDistill && vm["shared-prefix"].as<bool>());
+    if (groups.dp_leader())  // under TP, the DP replica's rank 0 speaks for its TP group
+      remote = std::make_unique<RemoteScoring>(*groups.world, replicas, student->config().vocab, groups.place.dp_rank,
+                                               teacher_timeout,
+                                               method == Method::kDistill && vm["shared-prefix"].as<bool>());
+    if (groups.layout.tp > 1)
+      remote_tp = std::make_unique<TensorParallelScoring>(remote.get(), *groups.tp, student->vocab_shard());
   }
 
   // Objective and data.
   std::vector<Example> train_set;
   if (method == Method::kDistill) {
-    OPD_REQUIRE(teacher || remote, "opd distill: --teacher is required");
+    OPD_REQUIRE(teacher || groups.layout.teacher_ranks > 0, "opd distill: --teacher is required");
     c.distill.kl = parse_kl(vm["kl"].as<std::string>(), student->config().vocab);
     c.distill.kl_coef = vm["kl-coef"].as<double>();
     c.distill.kl_discount = vm["kl-discount"].as<double>();
@@ -316,9 +331,12 @@ int run_training(Method method, const Args& args) {
     c.shared_prefix = vm["shared-prefix"].as<bool>();
     OPD_REQUIRE(vm.count("anchor-teacher") == vm.count("anchor-prompts"),
                 "opd distill: --anchor-teacher and --anchor-prompts go together");
-    OPD_REQUIRE(!remote || !vm.count("anchor-teacher"), "--anchor-teacher needs --teacher-ranks 0 (colocated)");
+    OPD_REQUIRE(groups.layout.teacher_ranks == 0 || !vm.count("anchor-teacher"),
+                "--anchor-teacher needs --teacher-ranks 0 (colocated)");
     if (vm.count("anchor-teacher")) {
       anchor = load_model(vm["anchor-teacher"].as<std::string>());
+      make_layout(layout_opts, groups.layout.world, nullptr, &anchor->config());  // shardable like the teacher
+      anchor = shard(std::move(anchor), groups.tp.get());
       check_same_tokenizer(*student, student_path, *anchor, vm["anchor-teacher"].as<std::string>());
     }
   }
@@ -359,7 +377,8 @@ int run_training(Method method, const Args& args) {
                                              !c.resume.empty());
   TrainContext ctx;
   ctx.dp = groups.dp.get();
-  ctx.remote_teacher = remote.get();
+  ctx.tp = groups.tp.get();
+  ctx.remote_teacher = remote_tp ? static_cast<ScoringClient*>(remote_tp.get()) : remote.get();
   ctx.writer = writer;
   ctx.run_path = vm["out"].as<std::string>();
   ctx.world_rank = groups.world->rank();
@@ -369,9 +388,11 @@ int run_training(Method method, const Args& args) {
     if (teacher)
       std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " (" << teacher->config().num_parameters()
                 << " parameters)";
-    if (remote)
+    if (groups.layout.teacher_ranks > 0)
       std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " on " << groups.layout.teacher_ranks
                 << " dedicated ranks";
+    if (groups.layout.teacher_tp > 1) std::cerr << " (each replica tensor-parallel over " << groups.layout.teacher_tp << ")";
+    if (groups.layout.tp > 1) std::cerr << ", tensor parallel over " << groups.layout.tp << " ranks";
     if (groups.layout.dp > 1) std::cerr << ", data parallel over " << groups.layout.dp << " ranks";
     size_t n_eval = 0;
     for (const auto& set : eval_sets) n_eval += set.examples.size();

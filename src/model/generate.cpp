@@ -4,14 +4,16 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "kernels/cpu/logprobs.h"
+#include "model/vocab_parallel.h"
 
 namespace opd {
 
 std::vector<Generation> generate(Transformer& model, const std::vector<std::vector<int>>& prompts,
                                  const std::vector<uint32_t>& seq_ids, const GenerateOptions& options) {
   const ModelConfig& cfg = model.config();
-  const int B = static_cast<int>(prompts.size()), V = cfg.vocab;
+  // Under tensor parallelism V is this rank's share of each logits row.
+  const VocabShard& vs = model.vocab_shard();
+  const int B = static_cast<int>(prompts.size()), V = vs.size;
   OPD_REQUIRE(B > 0, "generate: no prompts");
   OPD_REQUIRE(seq_ids.size() == prompts.size(), "generate: ", seq_ids.size(), " sequence ids for ", B, " prompts");
   OPD_REQUIRE(options.max_new_tokens > 0, "generate: max_new_tokens must be positive, got ", options.max_new_tokens);
@@ -46,8 +48,8 @@ std::vector<Generation> generate(Transformer& model, const std::vector<std::vect
   const Tokenizer& tok = model.tokenizer();  // any of the model's EOS tokens ends a sequence
   for (int s = 0;; ++s) {
     for (int b = 0; b < B; ++b) sample_pos[b] = static_cast<uint32_t>(len[b] + s);
-    cpu::sample_tokens(next.data(), logits.data(), seq.data(), sample_pos.data(), B, V, options.sampling);
-    cpu::logprobs_forward(logp.data(), static_cast<float*>(nullptr), logits.data(), next.data(), B, V);
+    vocab_parallel::sample(vs, next.data(), logits.data(), seq.data(), sample_pos.data(), B, options.sampling);
+    vocab_parallel::logprobs(vs, logp.data(), nullptr, nullptr, logits.data(), next.data(), B);
     bool all_done = true;
     for (int b = 0; b < B; ++b) {
       if (done[b]) continue;

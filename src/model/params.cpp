@@ -1,41 +1,79 @@
 #include "model/params.h"
 
+#include <algorithm>
 #include <unordered_map>
 
 #include "core/error.h"
 
 namespace opd {
 
-std::vector<ParamSpec> param_specs(const ModelConfig& c) {
+std::vector<ParamSpec> param_specs(const ModelConfig& c, int tp_size, int tp_rank) {
+  OPD_REQUIRE(tp_size >= 1 && tp_rank >= 0 && tp_rank < tp_size, "param_specs: tp rank ", tp_rank, " of ", tp_size);
   std::vector<ParamSpec> specs;
   size_t offset = 0;
-  auto add = [&](std::string name, std::vector<int64_t> shape, bool decay) {
-    size_t n = 1;
-    for (auto d : shape) n *= static_cast<size_t>(d);
-    specs.push_back({std::move(name), std::move(shape), offset, n, decay});
-    offset += n;
+  auto add = [&](std::string name, std::vector<int64_t> full, bool decay, int split_dim, bool partial_grad = false) {
+    ParamSpec s;
+    s.name = std::move(name);
+    s.shape = full;
+    if (split_dim >= 0) {
+      OPD_REQUIRE(full[split_dim] % tp_size == 0, "model: tp = ", tp_size, " does not divide dimension ", split_dim,
+                  " (", full[split_dim], ") of ", s.name);
+      s.shape[split_dim] = full[split_dim] / tp_size;
+      s.split_offset = s.shape[split_dim] * tp_rank;
+    }
+    s.full_shape = std::move(full);
+    s.split_dim = split_dim;
+    s.partial_grad = partial_grad && tp_size > 1;
+    s.decay = decay;
+    s.offset = offset;
+    s.size = 1;
+    for (auto d : s.shape) s.size *= static_cast<size_t>(d);
+    offset += s.size;
+    specs.push_back(std::move(s));
   };
   const int64_t C = c.d_model, V = c.vocab, F = c.ffn_dim, D = c.head_dim;
-  add("model.embed_tokens.weight", {V, C}, true);
+  add("model.embed_tokens.weight", {V, C}, true, 0);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    add(p + "input_layernorm.weight", {C}, false);
-    add(p + "self_attn.q_proj.weight", {c.q_dim(), C}, true);
-    add(p + "self_attn.k_proj.weight", {c.kv_dim(), C}, true);
-    add(p + "self_attn.v_proj.weight", {c.kv_dim(), C}, true);
-    add(p + "self_attn.o_proj.weight", {C, c.q_dim()}, true);
+    add(p + "input_layernorm.weight", {C}, false, -1);
+    add(p + "self_attn.q_proj.weight", {c.q_dim(), C}, true, 0);
+    add(p + "self_attn.k_proj.weight", {c.kv_dim(), C}, true, 0);
+    add(p + "self_attn.v_proj.weight", {c.kv_dim(), C}, true, 0);
+    add(p + "self_attn.o_proj.weight", {C, c.q_dim()}, true, 1);
     if (c.qk_norm) {
-      add(p + "self_attn.q_norm.weight", {D}, false);
-      add(p + "self_attn.k_norm.weight", {D}, false);
+      add(p + "self_attn.q_norm.weight", {D}, false, -1, true);
+      add(p + "self_attn.k_norm.weight", {D}, false, -1, true);
     }
-    add(p + "post_attention_layernorm.weight", {C}, false);
-    add(p + "mlp.gate_proj.weight", {F, C}, true);
-    add(p + "mlp.up_proj.weight", {F, C}, true);
-    add(p + "mlp.down_proj.weight", {C, F}, true);
+    add(p + "post_attention_layernorm.weight", {C}, false, -1);
+    add(p + "mlp.gate_proj.weight", {F, C}, true, 0);
+    add(p + "mlp.up_proj.weight", {F, C}, true, 0);
+    add(p + "mlp.down_proj.weight", {C, F}, true, 1);
   }
-  add("model.norm.weight", {C}, false);
-  if (!c.tie_embeddings) add("lm_head.weight", {V, C}, true);
+  add("model.norm.weight", {C}, false, -1);
+  if (!c.tie_embeddings) add("lm_head.weight", {V, C}, true, 0);
   return specs;
+}
+
+namespace {
+// Visits the block's contiguous runs: (offset in the full tensor, offset in the block, length).
+template <typename F>
+void for_each_run(const ParamSpec& s, F&& f) {
+  if (s.split_dim < 0) return f(size_t(0), size_t(0), s.size);
+  // Rows of the full tensor before the split dimension, and floats per index along it and after.
+  size_t outer = 1, inner = 1;
+  for (int d = 0; d < s.split_dim; ++d) outer *= size_t(s.full_shape[d]);
+  for (size_t d = s.split_dim + 1; d < s.full_shape.size(); ++d) inner *= size_t(s.full_shape[d]);
+  const size_t full_row = size_t(s.full_shape[s.split_dim]) * inner, run = size_t(s.shape[s.split_dim]) * inner;
+  for (size_t o = 0; o < outer; ++o) f(o * full_row + size_t(s.split_offset) * inner, o * run, run);
+}
+}  // namespace
+
+void copy_shard_out(float* local, const float* full, const ParamSpec& s) {
+  for_each_run(s, [&](size_t at_full, size_t at_local, size_t n) { std::copy_n(full + at_full, n, local + at_local); });
+}
+
+void copy_shard_in(float* full, const float* local, const ParamSpec& s) {
+  for_each_run(s, [&](size_t at_full, size_t at_local, size_t n) { std::copy_n(local + at_local, n, full + at_full); });
 }
 
 size_t total_size(const std::vector<ParamSpec>& specs) {

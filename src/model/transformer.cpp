@@ -11,6 +11,7 @@
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/swiglu.h"
+#include "model/shards.h"
 
 namespace opd {
 
@@ -23,9 +24,25 @@ void resize(std::vector<float>& v, size_t n) {
 void zero(std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); }
 }  // namespace
 
-Transformer::Transformer(const ModelConfig& config, std::shared_ptr<const Tokenizer> tokenizer)
-    : cfg_(config), tok_(std::move(tokenizer)), specs_(param_specs(config)), off_(model_offsets(config, specs_)) {
+Transformer::Transformer(const ModelConfig& config, std::shared_ptr<const Tokenizer> tokenizer, Communicator* tp)
+    : cfg_(config), tok_(std::move(tokenizer)) {
   cfg_.validate("model");
+  const int P = tp ? tp->size() : 1, r = tp ? tp->rank() : 0;
+  for (auto [what, n] : {std::pair<const char*, int>{"n_heads", cfg_.n_heads}, {"n_kv_heads", cfg_.n_kv_heads},
+                         {"ffn_dim", cfg_.ffn_dim}, {"vocab", cfg_.vocab}})
+    OPD_REQUIRE(n % P == 0, "model: tensor parallelism over ", P, " ranks does not divide ", what, " = ", n);
+  ld_.H = cfg_.n_heads / P;
+  ld_.HK = cfg_.n_kv_heads / P;
+  ld_.F = cfg_.ffn_dim / P;
+  ld_.V = cfg_.vocab / P;
+  ld_.QD = ld_.H * cfg_.head_dim;
+  ld_.KD = ld_.HK * cfg_.head_dim;
+  vocab_.tp = tp;
+  vocab_.vocab = cfg_.vocab;
+  vocab_.begin = ld_.V * r;
+  vocab_.size = ld_.V;
+  specs_ = param_specs(cfg_, P, r);
+  off_ = model_offsets(cfg_, specs_);
   OPD_REQUIRE(tok_, "model: no tokenizer");
   // Imported models may have more embedding rows than tokens (padded for the hardware), never fewer.
   OPD_REQUIRE(tok_->vocab_size() <= cfg_.vocab, "model: the tokenizer has ", tok_->vocab_size(),
@@ -45,17 +62,60 @@ void Transformer::init_random(uint64_t seed) {
     }
     const bool resid_out = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos;
     const float std = resid_out ? resid_std : 0.02f;
-    for (size_t i = 0; i < s.size; i += 2) {  // Box-Muller, two normals per Philox draw
+    // The whole tensor is drawn and this rank keeps its block: the same model at any TP degree.
+    size_t full = 1;
+    for (auto d : s.full_shape) full *= size_t(d);
+    std::vector<float> whole(full);
+    for (size_t i = 0; i < full; i += 2) {  // Box-Muller, two normals per Philox draw
       Philox4 r = philox_draw(seed, static_cast<uint32_t>(si), i / 2);
       const float u1 = 1.0f - uniform01(r.v[0]), u2 = uniform01(r.v[1]);
       const float rad = std::sqrt(-2.0f * std::log(u1)), ang = 6.2831853f * u2;
-      w[i] = std * rad * std::cos(ang);
-      if (i + 1 < s.size) w[i + 1] = std * rad * std::sin(ang);
+      whole[i] = std * rad * std::cos(ang);
+      if (i + 1 < full) whole[i + 1] = std * rad * std::sin(ang);
     }
+    copy_shard_out(w, whole.data(), s);
   }
 }
 
 void Transformer::zero_grad() { zero(grads_); }
+
+void Transformer::load_shards(const Transformer& whole) {
+  OPD_REQUIRE(!whole.tp() && whole.specs().size() == specs_.size(), "model: load_shards needs a whole model");
+  for (size_t i = 0; i < specs_.size(); ++i)
+    OPD_REQUIRE(whole.specs()[i].shape == specs_[i].full_shape, "model: load_shards: ", specs_[i].name,
+                " has another shape in the whole model");
+  params_ = take_shards(specs_, whole.params());
+}
+
+void Transformer::tp_sum(float* x, size_t n) {
+  if (vocab_.split()) vocab_.tp->all_reduce(x, n, ReduceOp::kSum);
+}
+
+void Transformer::embed(float* out, const int* tokens, int N) {
+  const float* table = params_.data() + off_.embed;
+  if (!vocab_.split()) return ops::embedding_forward(out, tokens, table, N, cfg_.d_model);
+  ops::embedding_forward_shard(out, tokens, table, N, cfg_.d_model, vocab_.begin, vocab_.size);
+  tp_sum(out, size_t(N) * cfg_.d_model);
+}
+
+void Transformer::row_parallel_add(float* out, const float* residual, const float* inp, const float* w, int N, int K,
+                                   int M) {
+  const size_t n = size_t(N) * M;
+  // The residual joins once, on TP rank 0; the others contribute their partial products only.
+  if (!vocab_.split() || vocab_.tp->rank() == 0) {
+    if (out != residual) std::copy_n(residual, n, out);
+  } else {
+    std::fill_n(out, n, 0.0f);
+  }
+  ops::matmul_forward(out, inp, w, N, K, M, /*accumulate=*/true);
+  tp_sum(out, n);
+}
+
+void Transformer::reduce_partial_grads() {
+  if (!vocab_.split()) return;
+  for (const ParamSpec& s : specs_)
+    if (s.partial_grad) tp_sum(grads_.data() + s.offset, s.size);
+}
 
 void Transformer::check_tokens(const int* tokens, size_t n) const {
   for (size_t i = 0; i < n; ++i)
@@ -68,8 +128,8 @@ void Transformer::ensure_batch(int B, int T) {
   OPD_REQUIRE(T <= cfg_.max_seq, "model: sequence length ", T, " exceeds max_seq = ", cfg_.max_seq);
   B_ = B;
   T_ = T;
-  const size_t N = static_cast<size_t>(B) * T, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab;
-  const size_t QD = cfg_.q_dim(), KD = cfg_.kv_dim(), H = cfg_.n_heads, HK = cfg_.n_kv_heads;
+  const size_t N = static_cast<size_t>(B) * T, C = cfg_.d_model, F = ld_.F, V = ld_.V;
+  const size_t QD = ld_.QD, KD = ld_.KD, H = ld_.H, HK = ld_.HK;
   acts_.resize(cfg_.n_layers);
   for (auto& a : acts_) {
     resize(a.resid, N * C);
@@ -101,14 +161,14 @@ void Transformer::ensure_batch(int B, int T) {
 
 const float* Transformer::forward(const int* tokens, int B, int T) {
   ensure_batch(B, T);
-  const int N = B * T, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab, H = cfg_.n_heads,
-            HK = cfg_.n_kv_heads, D = cfg_.head_dim, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const int N = B * T, C = cfg_.d_model, F = ld_.F, V = ld_.V, H = ld_.H, HK = ld_.HK,
+            D = cfg_.head_dim, QD = ld_.QD, KD = ld_.KD;
   const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);
   check_tokens(tokens, N);
   tokens_.assign(tokens, tokens + N);
   const float* W = params_.data();
 
-  ops::embedding_forward(acts_[0].resid.data(), tokens, W + off_.embed, N, C);
+  embed(acts_[0].resid.data(), tokens, N);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     LayerActivations& a = acts_[l];
     const LayerOffsets& o = off_.layers[l];
@@ -126,15 +186,13 @@ const float* Transformer::forward(const int* tokens, int B, int T) {
     ops::rope_forward(a.qr.data(), pos_.data(), N, H, D, theta, cfg_.rope_scaling);
     ops::rope_forward(a.kr.data(), pos_.data(), N, HK, D, theta, cfg_.rope_scaling);
     ops::attention_forward(a.att.data(), a.lse.data(), a.qr.data(), a.kr.data(), a.v.data(), B, T, H, HK, D);
-    a.mid = a.resid;
-    ops::matmul_forward(a.mid.data(), a.att.data(), W + o.o, N, QD, C, /*accumulate=*/true);
+    row_parallel_add(a.mid.data(), a.resid.data(), a.att.data(), W + o.o, N, QD, C);
     ops::rmsnorm_forward(a.ln2.data(), a.rstd2.data(), a.mid.data(), W + o.post_norm, N, C, eps);
     ops::matmul_forward(a.gate.data(), a.ln2.data(), W + o.gate, N, C, F);
     ops::matmul_forward(a.up.data(), a.ln2.data(), W + o.up, N, C, F);
     ops::swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), static_cast<size_t>(N) * F);
     std::vector<float>& next = l + 1 < cfg_.n_layers ? acts_[l + 1].resid : final_resid_;
-    next = a.mid;
-    ops::matmul_forward(next.data(), a.h.data(), W + o.down, N, F, C, /*accumulate=*/true);
+    row_parallel_add(next.data(), a.mid.data(), a.h.data(), W + o.down, N, F, C);
   }
   ops::rmsnorm_forward(lnf_.data(), rstdf_.data(), final_resid_.data(), W + off_.final_norm, N, C, eps);
   ops::matmul_forward(logits_.data(), lnf_.data(), W + off_.lm_head, N, C, V);
@@ -143,8 +201,8 @@ const float* Transformer::forward(const int* tokens, int B, int T) {
 
 void Transformer::backward(const float* dlogits) {
   OPD_REQUIRE(B_ > 0, "model: backward called before forward");
-  const int B = B_, T = T_, N = B * T, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab, H = cfg_.n_heads,
-            HK = cfg_.n_kv_heads, D = cfg_.head_dim, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const int B = B_, T = T_, N = B * T, C = cfg_.d_model, F = ld_.F, V = ld_.V, H = ld_.H, HK = ld_.HK,
+            D = cfg_.head_dim, QD = ld_.QD, KD = ld_.KD;
   const float theta = static_cast<float>(cfg_.rope_theta);
   const float* W = params_.data();
   float* G = grads_.data();
@@ -163,6 +221,7 @@ void Transformer::backward(const float* dlogits) {
   zero(dln_);
   zero(dresid_);
   ops::matmul_backward(dln_.data(), G + off_.lm_head, dlogits, lnf_.data(), W + off_.lm_head, N, C, V);
+  tp_sum(dln_.data(), dln_.size());  // the vocab-parallel head: each rank's share of dL/dln
   ops::rmsnorm_backward(dresid_.data(), G + off_.final_norm, dln_.data(), final_resid_.data(), W + off_.final_norm,
                         rstdf_.data(), N, C);
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
@@ -175,6 +234,7 @@ void Transformer::backward(const float* dlogits) {
     zero(dln_);
     ops::matmul_backward(dln_.data(), G + o.gate, dgate_.data(), a.ln2.data(), W + o.gate, N, C, F);
     ops::matmul_backward(dln_.data(), G + o.up, dup_.data(), a.ln2.data(), W + o.up, N, C, F);
+    tp_sum(dln_.data(), dln_.size());  // column-parallel gate/up: sum the ranks' shares
     ops::rmsnorm_backward(dresid_.data(), G + o.post_norm, dln_.data(), a.mid.data(), W + o.post_norm,
                           a.rstd2.data(), N, C);
     // Attention branch: mid = resid + o(attn(rope(qknorm(q)), rope(qknorm(k)), v))
@@ -199,10 +259,14 @@ void Transformer::backward(const float* dlogits) {
     ops::matmul_backward(dln_.data(), G + o.q, dq_proj, a.ln1.data(), W + o.q, N, C, QD);
     ops::matmul_backward(dln_.data(), G + o.k, dk_proj, a.ln1.data(), W + o.k, N, C, KD);
     ops::matmul_backward(dln_.data(), G + o.v, dv_.data(), a.ln1.data(), W + o.v, N, C, KD);
+    tp_sum(dln_.data(), dln_.size());  // column-parallel q/k/v
     ops::rmsnorm_backward(dresid_.data(), G + o.input_norm, dln_.data(), a.resid.data(), W + o.input_norm,
                           a.rstd1.data(), N, C);
   }
-  ops::embedding_backward(G + off_.embed, dresid_.data(), tokens_.data(), N, V, C);
+  if (vocab_.split())
+    ops::embedding_backward_shard(G + off_.embed, dresid_.data(), tokens_.data(), N, C, vocab_.begin, vocab_.size);
+  else
+    ops::embedding_backward(G + off_.embed, dresid_.data(), tokens_.data(), N, V, C);
 }
 
 void Transformer::reset_cache(KVCache& cache, int B, int capacity) const {
@@ -210,7 +274,7 @@ void Transformer::reset_cache(KVCache& cache, int B, int capacity) const {
               cfg_.max_seq);
   cache.batch = B;
   cache.capacity = capacity;
-  const size_t n = size_t(B) * capacity * cfg_.kv_dim();
+  const size_t n = size_t(B) * capacity * ld_.KD;
   cache.k.assign(cfg_.n_layers, std::vector<float>(n, 0.0f));
   cache.v.assign(cfg_.n_layers, std::vector<float>(n, 0.0f));
 }
@@ -221,13 +285,13 @@ const float* Transformer::prefill(KVCache& cache, const int* tokens, int B, int 
   const float* logits = forward(tokens, B, T);
   for (int l = 0; l < cfg_.n_layers; ++l)
     ops::kv_cache_write(cache.k[l].data(), cache.v[l].data(), acts_[l].kr.data(), acts_[l].v.data(), B, T,
-                        cache.capacity, cfg_.n_kv_heads, cfg_.head_dim);
+                        cache.capacity, ld_.HK, cfg_.head_dim);
   return logits;
 }
 
 const float* Transformer::decode(KVCache& cache, const int* tokens, const int* pos) {
-  const int B = cache.batch, S = cache.capacity, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab,
-            H = cfg_.n_heads, HK = cfg_.n_kv_heads, D = cfg_.head_dim, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const int B = cache.batch, S = cache.capacity, C = cfg_.d_model, F = ld_.F, V = ld_.V, H = ld_.H,
+            HK = ld_.HK, D = cfg_.head_dim, QD = ld_.QD, KD = ld_.KD;
   const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);
   check_tokens(tokens, B);
   for (int b = 0; b < B; ++b)
@@ -250,7 +314,7 @@ const float* Transformer::decode(KVCache& cache, const int* tokens, const int* p
   resize(dec_logits_, size_t(B) * V);
   const float* W = params_.data();
 
-  ops::embedding_forward(dec_x_.data(), tokens, W + off_.embed, B, C);
+  embed(dec_x_.data(), tokens, B);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerOffsets& o = off_.layers[l];
     ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.input_norm, B, C, eps);
@@ -268,12 +332,12 @@ const float* Transformer::decode(KVCache& cache, const int* tokens, const int* p
     ops::rope_forward(dec_kn_.data(), pos, B, HK, D, theta, cfg_.rope_scaling);
     ops::attention_decode(dec_att_.data(), dec_qn_.data(), dec_kn_.data(), dec_v_.data(), cache.k[l].data(),
                           cache.v[l].data(), pos, B, S, H, HK, D);
-    ops::matmul_forward(dec_x_.data(), dec_att_.data(), W + o.o, B, QD, C, /*accumulate=*/true);
+    row_parallel_add(dec_x_.data(), dec_x_.data(), dec_att_.data(), W + o.o, B, QD, C);
     ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.post_norm, B, C, eps);
     ops::matmul_forward(dec_gate_.data(), dec_ln_.data(), W + o.gate, B, C, F);
     ops::matmul_forward(dec_up_.data(), dec_ln_.data(), W + o.up, B, C, F);
     ops::swiglu_forward(dec_h_.data(), dec_gate_.data(), dec_up_.data(), size_t(B) * F);
-    ops::matmul_forward(dec_x_.data(), dec_h_.data(), W + o.down, B, F, C, /*accumulate=*/true);
+    row_parallel_add(dec_x_.data(), dec_x_.data(), dec_h_.data(), W + o.down, B, F, C);
   }
   ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + off_.final_norm, B, C, eps);
   ops::matmul_forward(dec_logits_.data(), dec_ln_.data(), W + off_.lm_head, B, C, V);
@@ -281,8 +345,8 @@ const float* Transformer::decode(KVCache& cache, const int* tokens, const int* p
 }
 
 const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const int* start) {
-  const int B = cache.batch, S = cache.capacity, C = cfg_.d_model, F = cfg_.ffn_dim, V = cfg_.vocab,
-            H = cfg_.n_heads, HK = cfg_.n_kv_heads, D = cfg_.head_dim, QD = cfg_.q_dim(), KD = cfg_.kv_dim();
+  const int B = cache.batch, S = cache.capacity, C = cfg_.d_model, F = ld_.F, V = ld_.V, H = ld_.H,
+            HK = ld_.HK, D = cfg_.head_dim, QD = ld_.QD, KD = ld_.KD;
   const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);
   OPD_REQUIRE(T > 0, "model: extend by ", T, " tokens");
   const int N = B * T;
@@ -313,7 +377,7 @@ const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const
   std::vector<int> pos_t(B);
   const float* W = params_.data();
 
-  ops::embedding_forward(dec_x_.data(), tokens, W + off_.embed, N, C);
+  embed(dec_x_.data(), tokens, N);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerOffsets& o = off_.layers[l];
     ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.input_norm, N, C, eps);
@@ -344,12 +408,12 @@ const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const
       for (int b = 0; b < B; ++b)
         std::copy_n(out_t.data() + size_t(b) * QD, QD, dec_att_.data() + (size_t(b) * T + t) * QD);
     }
-    ops::matmul_forward(dec_x_.data(), dec_att_.data(), W + o.o, N, QD, C, /*accumulate=*/true);
+    row_parallel_add(dec_x_.data(), dec_x_.data(), dec_att_.data(), W + o.o, N, QD, C);
     ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.post_norm, N, C, eps);
     ops::matmul_forward(dec_gate_.data(), dec_ln_.data(), W + o.gate, N, C, F);
     ops::matmul_forward(dec_up_.data(), dec_ln_.data(), W + o.up, N, C, F);
     ops::swiglu_forward(dec_h_.data(), dec_gate_.data(), dec_up_.data(), size_t(N) * F);
-    ops::matmul_forward(dec_x_.data(), dec_h_.data(), W + o.down, N, F, C, /*accumulate=*/true);
+    row_parallel_add(dec_x_.data(), dec_x_.data(), dec_h_.data(), W + o.down, N, F, C);
   }
   ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + off_.final_norm, N, C, eps);
   ops::matmul_forward(dec_logits_.data(), dec_ln_.data(), W + off_.lm_head, N, C, V);

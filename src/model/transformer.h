@@ -8,6 +8,7 @@
 #include "model/config.h"
 #include "model/params.h"
 #include "model/tokenizer.h"
+#include "parallel/communicator.h"
 
 namespace opd {
 
@@ -30,13 +31,33 @@ struct KVCache {
   std::vector<std::vector<float>> k, v;
 };
 
+// This rank's part of the vocabulary under tensor parallelism: ids [begin, begin + size) of
+// `vocab`; `tp` is null (or of size 1) when the rows are whole. Everything that reads logits rows
+// goes through model/vocab_parallel.h with it.
+struct VocabShard {
+  Communicator* tp = nullptr;
+  int vocab = 0, begin = 0, size = 0;
+  VocabShard() = default;
+  VocabShard(int whole) : vocab(whole), size(whole) {}  // NOLINT: a whole vocabulary converts implicitly
+  bool split() const { return tp && tp->size() > 1; }
+};
+
 class Transformer {
  public:
-  Transformer(const ModelConfig& config, std::shared_ptr<const Tokenizer> tokenizer);
+  // tp (optional): Megatron tensor parallelism over that group. Each rank then holds its shard of
+  // every tensor (see ParamSpec): q/k/v/gate/up split by output rows (heads split across ranks),
+  // o/down by input columns (their outputs summed over the group), embedding and LM head by
+  // vocabulary rows; logits are this rank's [N, vocab / tp] slab, never gathered.
+  Transformer(const ModelConfig& config, std::shared_ptr<const Tokenizer> tokenizer, Communicator* tp = nullptr);
 
   const ModelConfig& config() const { return cfg_; }
   const Tokenizer& tokenizer() const { return *tok_; }
+  std::shared_ptr<const Tokenizer> shared_tokenizer() const { return tok_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
+  Communicator* tp() const { return vocab_.split() ? vocab_.tp : nullptr; }
+  const VocabShard& vocab_shard() const { return vocab_; }
+  // Takes this rank's shards of a whole (unsharded) model of the same shape.
+  void load_shards(const Transformer& whole);
   std::vector<float>& params() { return params_; }
   const std::vector<float>& params() const { return params_; }
   std::vector<float>& grads() { return grads_; }
@@ -51,6 +72,9 @@ class Transformer {
   const float* forward(const int* tokens, int B, int T);
   // Backward of the last forward given dL/dlogits [B*T, V]; accumulates into grads().
   void backward(const float* dlogits);
+  // Under TP, the gradients of replicated tensors that each rank computed for its own heads only
+  // (ParamSpec::partial_grad) summed over the group; call once per step, before the update.
+  void reduce_partial_grads();
 
   // Generation steps. prefill runs the training forward over right-padded prompts [B, T] and fills
   // the cache; decode appends one token per sequence at position pos[b] and returns logits [B, V].
@@ -68,8 +92,19 @@ class Transformer {
  private:
   void ensure_batch(int B, int T);
   void check_tokens(const int* tokens, size_t n) const;
+  void tp_sum(float* x, size_t n);  // all-reduce over the TP group (nothing without TP)
+  void embed(float* out, const int* tokens, int N);
+  // out = (residual) + inp @ w^T, where w is row-parallel: the partial products are summed over TP.
+  void row_parallel_add(float* out, const float* residual, const float* inp, const float* w, int N, int K, int M);
+
+  // This rank's sizes: heads, kv heads, ffn and vocabulary divided by the TP degree.
+  struct LocalDims {
+    int H = 0, HK = 0, F = 0, V = 0, QD = 0, KD = 0;
+  };
 
   ModelConfig cfg_;
+  LocalDims ld_;
+  VocabShard vocab_;
   std::shared_ptr<const Tokenizer> tok_;
   std::vector<ParamSpec> specs_;
   ModelOffsets off_;

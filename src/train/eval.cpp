@@ -3,8 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/cpu/logprobs.h"
-#include "kernels/cpu/reverse_kl.h"
+#include "model/vocab_parallel.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
 
@@ -46,7 +45,6 @@ EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vec
   if (!teacher) return r;
 
   // Exact KL(student || teacher) at every completion position the student visited.
-  const int V = student.config().vocab;
   double kl_sum = 0;
   int64_t positions = 0;
   for (size_t first = 0; first < roll.seqs.size(); first += o.batch) {
@@ -59,7 +57,8 @@ EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vec
     full.mode = KlSpec::kFull;
     const std::vector<float> teacher_rows = teacher->collect(teacher->submit(b, full)).full;
     const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-    cpu::reverse_kl_full(kl.data(), static_cast<float*>(nullptr), logits, teacher_rows.data(), scale.data(), N, V);
+    vocab_parallel::reverse_kl_full(student.vocab_shard(), kl.data(), nullptr, logits, teacher_rows.data(),
+                                    scale.data(), N);
     for (int n = 0; n < N; ++n)
       if (b.targets[n] >= 0) {
         kl_sum += kl[n];

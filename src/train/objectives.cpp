@@ -5,9 +5,8 @@
 #include <map>
 
 #include "core/error.h"
-#include "kernels/cpu/cross_entropy.h"
-#include "kernels/cpu/logprobs.h"
 #include "kernels/cpu/reverse_kl.h"
+#include "model/vocab_parallel.h"
 
 namespace opd {
 
@@ -43,13 +42,14 @@ std::vector<float> broadcast_rows(const SequenceBatch& batch, const std::vector<
 }
 
 // The importance-sampled policy-gradient term -(sum_t w_t A_t ratio_t), added into dlogits.
-double add_policy_gradient(float* dlogits, const float* logits, const SequenceBatch& batch, int V,
-                           const std::vector<float>& logp, const std::vector<float>& logp_old,
-                           const std::vector<float>& adv, const std::vector<float>& w) {
+double add_policy_gradient(float* dlogits, const float* logits, const SequenceBatch& batch, const VocabShard& vs,
+                           const std::vector<float>& lse, const std::vector<float>& logp,
+                           const std::vector<float>& logp_old, const std::vector<float>& adv,
+                           const std::vector<float>& w) {
   const int N = batch.B * batch.T;
   std::vector<float> loss(N), dlogp(N);
   cpu::policy_gradient_loss(loss.data(), dlogp.data(), logp.data(), logp_old.data(), adv.data(), w.data(), N);
-  cpu::logprobs_backward(dlogits, dlogp.data(), logits, batch.targets.data(), N, V);
+  vocab_parallel::logprobs_backward(vs, dlogits, dlogp.data(), logits, lse.data(), batch.targets.data(), N);
   double total = 0;
   for (float l : loss) total += l;
   return total;
@@ -67,12 +67,12 @@ void fill_student_sums(TokenSums& s, const SequenceBatch& batch, const std::vect
 
 }  // namespace
 
-TokenSums distill_objective(float* dlogits, const float* logits, const SequenceBatch& batch, int V,
+TokenSums distill_objective(float* dlogits, const float* logits, const SequenceBatch& batch, const VocabShard& vs,
                             const TeacherScores& teacher, const DistillOptions& o,
                             const std::vector<float>& seq_reward_adv, float weight) {
-  const int N = batch.B * batch.T;
-  std::vector<float> logp(N), entropy(N), k(N);
-  cpu::logprobs_forward(logp.data(), entropy.data(), logits, batch.targets.data(), N, V);
+  const int N = batch.B * batch.T, V = vs.size;
+  std::vector<float> logp(N), entropy(N), k(N), lse(N);
+  vocab_parallel::logprobs(vs, logp.data(), entropy.data(), lse.data(), logits, batch.targets.data(), N);
   const std::vector<float>& logp_old = logp;  // the sampling policy's log-probs: see the header
   cpu::reverse_kl_sampled(k.data(), logp_old.data(), teacher.logp.data(), N);
 
@@ -98,7 +98,7 @@ TokenSums distill_objective(float* dlogits, const float* logits, const SequenceB
         adv[n] += static_cast<float>(-o.kl_coef * run);
       }
     }
-    s.loss = add_policy_gradient(dlogits, logits, batch, V, logp, logp_old, adv, w);
+    s.loss = add_policy_gradient(dlogits, logits, batch, vs, lse, logp, logp_old, adv, w);
     return s;
   }
 
@@ -106,10 +106,10 @@ TokenSums distill_objective(float* dlogits, const float* logits, const SequenceB
   std::vector<float> scale(N), kl_rows(N);
   for (int n = 0; n < N; ++n) scale[n] = static_cast<float>(o.kl_coef) * w[n];
   if (o.kl.mode == KlSpec::kFull) {
-    cpu::reverse_kl_full(kl_rows.data(), dlogits, logits, teacher.full.data(), scale.data(), N, V);
+    vocab_parallel::reverse_kl_full(vs, kl_rows.data(), dlogits, logits, teacher.full.data(), scale.data(), N);
   } else {
-    cpu::reverse_kl_topk(kl_rows.data(), dlogits, logits, teacher.topk_ids.data(), teacher.topk_logp.data(),
-                         scale.data(), N, V, o.kl.k + 1);
+    vocab_parallel::reverse_kl_topk(vs, kl_rows.data(), dlogits, logits, teacher.topk_ids.data(),
+                                    teacher.topk_logp.data(), scale.data(), N, o.kl.k + 1);
   }
   for (int n = 0; n < N; ++n)
     if (batch.targets[n] >= 0) {
@@ -117,27 +117,28 @@ TokenSums distill_objective(float* dlogits, const float* logits, const SequenceB
       s.loss += scale[n] * kl_rows[n];
     }
   if (o.reward_coef != 0.0 && !seq_reward_adv.empty())
-    s.loss += add_policy_gradient(dlogits, logits, batch, V, logp, logp_old, adv, w);
+    s.loss += add_policy_gradient(dlogits, logits, batch, vs, lse, logp, logp_old, adv, w);
   return s;
 }
 
-TokenSums policy_gradient_objective(float* dlogits, const float* logits, const SequenceBatch& batch, int V,
-                                    const std::vector<float>& seq_adv, float weight) {
+TokenSums policy_gradient_objective(float* dlogits, const float* logits, const SequenceBatch& batch,
+                                    const VocabShard& vs, const std::vector<float>& seq_adv, float weight) {
   const int N = batch.B * batch.T;
-  std::vector<float> logp(N), entropy(N);
-  cpu::logprobs_forward(logp.data(), entropy.data(), logits, batch.targets.data(), N, V);
+  std::vector<float> logp(N), entropy(N), lse(N);
+  vocab_parallel::logprobs(vs, logp.data(), entropy.data(), lse.data(), logits, batch.targets.data(), N);
   TokenSums s;
   fill_student_sums(s, batch, logp, entropy);
-  std::fill(dlogits, dlogits + size_t(N) * V, 0.0f);
-  s.loss = add_policy_gradient(dlogits, logits, batch, V, logp, logp, broadcast_rows(batch, seq_adv, 1.0f),
+  std::fill(dlogits, dlogits + size_t(N) * vs.size, 0.0f);
+  s.loss = add_policy_gradient(dlogits, logits, batch, vs, lse, logp, logp, broadcast_rows(batch, seq_adv, 1.0f),
                                row_weights(batch, weight));
   return s;
 }
 
-TokenSums sft_objective(float* dlogits, const float* logits, const SequenceBatch& batch, int V, float weight) {
+TokenSums sft_objective(float* dlogits, const float* logits, const SequenceBatch& batch, const VocabShard& vs,
+                        float weight) {
   const int N = batch.B * batch.T;
   std::vector<float> losses(N);
-  cpu::cross_entropy_forward_backward(losses.data(), dlogits, logits, batch.targets.data(), weight, N, V);
+  vocab_parallel::cross_entropy(vs, losses.data(), dlogits, logits, batch.targets.data(), weight, N);
   TokenSums s;
   for (int n = 0; n < N; ++n)
     if (batch.targets[n] >= 0) {

@@ -32,16 +32,20 @@ struct DistillOptions {
 // seq_reward_adv: per sequence R - mean_group(R) (used when reward_coef != 0; may be empty).
 // logp_old is the log-prob under the policy that sampled; with one update per batch it is the log-prob
 // of this very forward, so the importance ratio is exactly 1 and the gradient -A_t grad logp(x_t).
-TokenSums distill_objective(float* dlogits, const float* logits, const SequenceBatch& batch, int vocab,
+// vocab: the student's vocabulary, or under tensor parallelism its shard (logits and dlogits are
+// then this rank's [N, shard] slabs; the sums are the whole rows', the same on every TP rank).
+TokenSums distill_objective(float* dlogits, const float* logits, const SequenceBatch& batch, const VocabShard& vocab,
                             const TeacherScores& teacher, const DistillOptions& options,
                             const std::vector<float>& seq_reward_adv, float weight);
 
 // GRPO: every token of sequence b gets advantage seq_adv[b]; the same importance-sampled update.
-TokenSums policy_gradient_objective(float* dlogits, const float* logits, const SequenceBatch& batch, int vocab,
+TokenSums policy_gradient_objective(float* dlogits, const float* logits, const SequenceBatch& batch,
+                                    const VocabShard& vocab,
                                     const std::vector<float>& seq_adv, float weight);
 
 // Supervised fine-tuning: cross-entropy of each target token.
-TokenSums sft_objective(float* dlogits, const float* logits, const SequenceBatch& batch, int vocab, float weight);
+TokenSums sft_objective(float* dlogits, const float* logits, const SequenceBatch& batch, const VocabShard& vocab,
+                        float weight);
 
 // Group-relative advantages R - mean_group(R), divided by the group's std (plus eps) when asked.
 std::vector<float> group_advantages(const std::vector<float>& rewards, const std::vector<int>& groups, bool divide_std);

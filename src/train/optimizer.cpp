@@ -35,7 +35,16 @@ double AdamW::lr_at(int step) const {
 
 double AdamW::step(int step) {
   std::vector<float>& g = model_.grads();
-  const double norm = std::sqrt(cpu::grad_sumsq(g.data(), g.size()));
+  double sumsq = 0;
+  if (Communicator* tp = model_.tp()) {
+    // The global norm: split tensors' squares summed over the TP group, replicated ones counted once.
+    double parts[2] = {0, 0};  // split, replicated
+    for (const ParamSpec& s : model_.specs()) parts[s.split_dim < 0] += cpu::grad_sumsq(g.data() + s.offset, s.size);
+    sumsq = all_reduce_value(*tp, parts[0], ReduceOp::kSum) + parts[1];
+  } else {
+    sumsq = cpu::grad_sumsq(g.data(), g.size());
+  }
+  const double norm = std::sqrt(sumsq);
   OPD_REQUIRE(std::isfinite(norm), "step ", step, ": the gradient norm is ", norm,
               " (NaN or Inf); stopping before the update so the last saved model stays good");
   const double scale = (o_.grad_clip > 0 && norm > o_.grad_clip) ? o_.grad_clip / norm : 1.0;

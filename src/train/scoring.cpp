@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "model/shards.h"
 
 namespace opd {
 
@@ -28,6 +29,40 @@ TeacherScores ColocatedScoring::collect(int ticket) {
   OPD_REQUIRE(it != done_.end(), "scoring: ticket ", ticket, " was never submitted or is already collected");
   TeacherScores s = std::move(it->second);
   done_.erase(it);
+  return s;
+}
+
+int TensorParallelScoring::submit(const SequenceBatch& batch, const KlSpec& kl) {
+  // Every TP rank sampled the same sequences; the leader alone sends them.
+  const int ticket = leader_ ? leader_->submit(batch, kl) : next_;
+  ++next_;
+  return ticket;
+}
+
+TeacherScores TensorParallelScoring::collect(int ticket) {
+  TeacherScores s;
+  if (leader_) {
+    s = leader_->collect(ticket);
+    const Usage u = leader_->take_usage();
+    usage_.busy += u.busy;
+    usage_.wait += u.wait;
+    usage_.flops += u.flops;
+  }
+  int64_t sizes[4] = {int64_t(s.logp.size()), int64_t(s.full.size()), int64_t(s.topk_ids.size()),
+                      int64_t(s.topk_logp.size())};
+  tp_.broadcast(sizes, sizeof(sizes), 0);
+  s.logp.resize(sizes[0]);
+  s.full.resize(sizes[1]);
+  s.topk_ids.resize(sizes[2]);
+  s.topk_logp.resize(sizes[3]);
+  tp_.broadcast(s.logp.data(), s.logp.size() * sizeof(float), 0);
+  tp_.broadcast(s.full.data(), s.full.size() * sizeof(float), 0);
+  tp_.broadcast(s.topk_ids.data(), s.topk_ids.size() * sizeof(int), 0);
+  tp_.broadcast(s.topk_logp.data(), s.topk_logp.size() * sizeof(float), 0);
+  if (!s.full.empty()) {
+    const int N = static_cast<int>(s.logp.size());
+    s.full = slice_columns(s.full.data(), N, vocab_.vocab, vocab_.begin, vocab_.size);
+  }
   return s;
 }
 

@@ -47,6 +47,23 @@ class ColocatedScoring : public ScoringClient {
   int next_ = 0;
 };
 
+// A student with tensor parallelism and dedicated teacher ranks: only TP rank 0 of each DP replica
+// (`leader`, non-null there) talks to the teachers; collect() broadcasts the scores over the TP
+// group and gives each rank its own columns of full log-softmax rows.
+class TensorParallelScoring : public ScoringClient {
+ public:
+  TensorParallelScoring(ScoringClient* leader, Communicator& tp, const VocabShard& vocab)
+      : leader_(leader), tp_(tp), vocab_(vocab) {}
+  int submit(const SequenceBatch& batch, const KlSpec& kl) override;
+  TeacherScores collect(int ticket) override;
+
+ private:
+  ScoringClient* leader_;
+  Communicator& tp_;
+  VocabShard vocab_;
+  int next_ = 0;
+};
+
 // FLOPs of a teacher forward over a batch's real tokens (the trainer's and the service's count).
 double scoring_flops(const Transformer& teacher, const SequenceBatch& batch);
 

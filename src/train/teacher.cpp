@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "kernels/cpu/logprobs.h"
+#include "model/vocab_parallel.h"
 
 namespace opd {
 
@@ -42,7 +42,7 @@ TeacherScores ColocatedTeacher::score(const SequenceBatch& batch, const KlSpec& 
 }
 
 TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, const KlSpec& kl, double* flops) {
-  const int B = b.B, T = b.T, V = model_.config().vocab;
+  const int B = b.B, T = b.T, V = model_.vocab_shard().size;  // this rank's share of a row under TP
   OPD_REQUIRE(static_cast<int>(b.lengths.size()) == B, "shared-prefix scoring: the batch has no row lengths");
   // Rows with nothing to score keep zero logits: no score reads them.
   std::vector<float> logits(size_t(B) * T * V, 0.0f);
@@ -79,7 +79,7 @@ TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, cons
     const int G = static_cast<int>(group.size());
     KVCache cache;
     model_.reset_cache(cache, G, longest);
-    const size_t kd = size_t(model_.config().kv_dim()), block = size_t(longest) * kd;
+    const size_t kd = prompt_cache.k[0].size() / longest, block = size_t(longest) * kd;  // this rank's kv heads
     for (size_t l = 0; l < cache.k.size(); ++l)
       for (int g = 0; g < G; ++g) {
         std::copy_n(prompt_cache.k[l].data(), P * kd, cache.k[l].data() + g * block);
@@ -100,18 +100,19 @@ TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, cons
 }
 
 TeacherScores ColocatedTeacher::from_logits(const float* logits, const SequenceBatch& batch, const KlSpec& kl) {
-  const int N = batch.B * batch.T, V = model_.config().vocab;
+  const VocabShard& vs = model_.vocab_shard();
+  const int N = batch.B * batch.T;
   TeacherScores s;
   s.logp.resize(N);
-  cpu::logprobs_forward(s.logp.data(), static_cast<float*>(nullptr), logits, batch.targets.data(), N, V);
+  vocab_parallel::logprobs(vs, s.logp.data(), nullptr, nullptr, logits, batch.targets.data(), N);
   if (kl.mode == KlSpec::kFull) {
-    s.full.resize(size_t(N) * V);
-    cpu::log_softmax_forward(s.full.data(), logits, N, V);
+    s.full.resize(size_t(N) * vs.size);  // under TP: this rank's columns
+    vocab_parallel::log_softmax(vs, s.full.data(), logits, N);
   } else if (kl.mode == KlSpec::kTopK) {
     s.topk_ids.resize(size_t(N) * (kl.k + 1));
     s.topk_logp.resize(size_t(N) * (kl.k + 1));
-    cpu::topk_logprobs(s.topk_ids.data(), s.topk_logp.data(), logits, batch.targets.data(), /*skip_without_extra=*/true,
-                       N, V, kl.k);
+    vocab_parallel::topk_logprobs(vs, s.topk_ids.data(), s.topk_logp.data(), logits, batch.targets.data(),
+                                  /*skip_without_extra=*/true, N, kl.k);
   }
   return s;
 }

@@ -20,7 +20,7 @@ KlSpec parse_kl(const std::string& text, int vocab);
 
 struct TeacherScores {
   std::vector<float> logp;       // [B*T] the teacher's log-prob of each row's target (0 where none)
-  std::vector<float> full;       // [B*T*V] log-softmax rows, for kFull
+  std::vector<float> full;       // [B*T*V] log-softmax rows, for kFull (under TP: [B*T, V/tp], this rank's columns)
   std::vector<int> topk_ids;     // [B*T*(K+1)] top-K ids plus the sampled token, for kTopK
   std::vector<float> topk_logp;  // the teacher's log-probs of those ids
 };

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/bpe_tokenizer.h"
+#include "model/shards.h"
 
 namespace opd {
 
@@ -20,7 +21,57 @@ void nap() { std::this_thread::sleep_for(std::chrono::microseconds(200)); }
 
 }  // namespace
 
+namespace {
+
+// Between a TP teacher replica's leader and its other ranks: the request bytes to score, or an
+// empty message when the service ends.
+constexpr int kTagReplicaWork = 7103;
+
+// Scores one request with this rank's part of the teacher; under TP every rank of the replica takes
+// part (collectives inside) and the full log-softmax rows are gathered for the reply.
+TeacherScores score_request(ColocatedTeacher& scorer, Transformer& teacher, const ScoreRequest& q, double& flops) {
+  flops = 0;
+  TeacherScores s = q.shared_prefix ? scorer.score_shared_prefix(q.batch, q.kl, &flops) : scorer.score(q.batch, q.kl);
+  if (!q.shared_prefix) flops = scoring_flops(teacher, q.batch);
+  if (teacher.tp() && !s.full.empty())
+    s.full = gather_columns(*teacher.tp(), s.full.data(), q.batch.B * q.batch.T, teacher.vocab_shard().size);
+  return s;
+}
+
+// A teacher replica's rank other than its leader: scores what the leader forwards until told to stop.
+ServiceStats follow_leader(Communicator& replica, Transformer& teacher) {
+  ColocatedTeacher scorer(teacher);
+  const int V = teacher.config().vocab, max_seq = teacher.config().max_seq;
+  ServiceStats stats;
+  for (;;) {
+    Incoming in;
+    if (!replica.probe(0, kTagReplicaWork, in)) {
+      nap();  // the leader enforces --teacher-timeout; a dead leader aborts the job
+      continue;
+    }
+    std::vector<char> buf(in.bytes);
+    replica.irecv(buf.data(), buf.size(), 0, kTagReplicaWork)->wait();
+    if (buf.empty()) return stats;
+    const ScoreRequest q = decode_request(buf.data(), buf.size(), V, max_seq, "the replica's leader");
+    const auto t0 = Clock::now();
+    double flops = 0;
+    score_request(scorer, teacher, q, flops);
+    ++stats.requests;
+    stats.busy_s += since(t0);
+  }
+}
+
+}  // namespace
+
 ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int clients, double timeout_s) {
+  Communicator* replica = teacher.tp();
+  if (replica && replica->rank() != 0) return follow_leader(*replica, teacher);
+  auto forward_to_replica = [&](const std::vector<char>& bytes) {
+    if (!replica) return;
+    std::vector<std::unique_ptr<Request>> sends;
+    for (int r = 1; r < replica->size(); ++r) sends.push_back(replica->isend(bytes.data(), bytes.size(), r, kTagReplicaWork));
+    for (auto& s : sends) s->wait();
+  };
   ColocatedTeacher scorer(teacher);
   const int V = teacher.config().vocab, max_seq = teacher.config().max_seq;
   // Fault-injection drill for tests: this teacher dies by SIGKILL on its N-th request.
@@ -54,10 +105,9 @@ ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int client
     ++stats.requests;
     if (stats.requests == kill_at) std::raise(SIGKILL);
     const auto t0 = Clock::now();
+    forward_to_replica(buf);  // validated: the replica's other ranks decode the same bytes
     double flops = 0;
-    const TeacherScores s =
-        q.shared_prefix ? scorer.score_shared_prefix(q.batch, q.kl, &flops) : scorer.score(q.batch, q.kl);
-    if (!q.shared_prefix) flops = scoring_flops(teacher, q.batch);
+    const TeacherScores s = score_request(scorer, teacher, q, flops);
     const double busy = since(t0);
     stats.busy_s += busy;
     Outgoing o;
@@ -66,6 +116,7 @@ ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int client
     out.push_back(std::move(o));
     last = Clock::now();
   }
+  forward_to_replica({});
   for (auto& o : out) o.send->wait();
   return stats;
 }

@@ -21,6 +21,8 @@ struct ServiceStats {
 
 // Runs on a teacher rank: answers score requests from any rank of `world` until `clients`
 // shutdown messages have arrived. A bad message or `timeout_s` without any message is an error.
+// A teacher sharded over several ranks (teacher.tp(), --teacher-tp): its rank 0 receives and
+// answers, and hands each request to the replica's other ranks, which score their shards with it.
 ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int clients, double timeout_s);
 
 // Collective over `world`: rank `root` (a teacher) gives its tokenizer (`mine`; other ranks may

@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/model_file.h"
+#include "model/shards.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
 #include "train/teacher.h"
@@ -105,6 +106,22 @@ bool fault_at(const char* name, int step, int world_rank) {
   return !rank || std::atoi(rank) == world_rank;
 }
 
+// Under tensor parallelism, the whole model (and optimizer moments, when given) for files: the TP
+// group's shards gathered (collective over the group).
+struct WholeState {
+  std::unique_ptr<Transformer> model;
+  std::vector<float> m, v;
+};
+WholeState whole_state(const Transformer& student, const std::vector<float>& m, const std::vector<float>& v,
+                       Communicator& tp) {
+  WholeState w;
+  w.model = std::make_unique<Transformer>(student.config(), student.shared_tokenizer());
+  w.model->params() = gather_shards(tp, student.config(), student.params());
+  if (!m.empty()) w.m = gather_shards(tp, student.config(), m);
+  if (!v.empty()) w.v = gather_shards(tp, student.config(), v);
+  return w;
+}
+
 json tokens_json(const std::vector<float>& v) {
   json a = json::array();
   for (float x : v) a.push_back(std::round(x * 1e4) / 1e4);
@@ -124,6 +141,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   const bool writer = ctx.writer;
   const std::string run_path = run ? run->path() : ctx.run_path;
   Communicator* dp = ctx.dp && ctx.dp->size() > 1 ? ctx.dp : nullptr;
+  Communicator* tp = student.tp();
   const int dp_size = dp ? dp->size() : 1, dp_rank = dp ? dp->rank() : 0;
   OPD_REQUIRE(c.prompts_per_step >= dp_size, "--prompts-per-step = ", c.prompts_per_step,
               " leaves a data-parallel rank without prompts (dp = ", dp_size, ")");
@@ -131,7 +149,8 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     if (dp) dp->all_reduce(v, n, ReduceOp::kSum);
   };
   OPD_REQUIRE(!c.sft_from_teacher || teacher, "sft --from-teacher needs a teacher (--teacher)");
-  const int V = student.config().vocab;
+  const VocabShard& vocab = student.vocab_shard();
+  const int V = vocab.size;  // under tensor parallelism, this rank's share of each logits row
   const int pad = std::max(student.tokenizer().pad_id(), 0);
   const bool rollouts = c.method != Method::kSft;
   const std::string name = method_name(c.method);
@@ -217,11 +236,13 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       ck = load_checkpoint(c.resume);
     }
     if (ck) {
-      OPD_REQUIRE(ck->model->params().size() == student.params().size() &&
+      OPD_REQUIRE(ck->model->params().size() == total_size(param_specs(student.config())) &&
                       ck->model->tokenizer().same_as(student.tokenizer()),
                   from, ": the checkpoint's model does not match the student's shape or tokenizer");
-      student.params() = ck->model->params();
-      opt.restore(std::move(ck->adam_m), std::move(ck->adam_v), ck->adam_updates);
+      // Files hold whole tensors: each TP rank takes its shards, whatever tp wrote the file.
+      student.load_shards(*ck->model);
+      opt.restore(take_shards(student.specs(), ck->adam_m), take_shards(student.specs(), ck->adam_v),
+                  ck->adam_updates);
       prompts.seek(ck->state.data_cursor);
       samples = ck->state.samples;
       tokens = ck->state.tokens;
@@ -260,13 +281,19 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     if (dp)
       OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
                   "data parallel: the student's parameters differ between DP replicas at step ", at_step);
-    if (!run) return;  // every DP replica holds the same state; the writer saves it
+    // Every DP replica holds the same state; the writer saves it, its TP group's shards gathered.
+    if (!run && !(tp && dp_rank == 0)) return;
+    const auto t0 = Clock::now();
+    const WholeState whole = tp ? whole_state(student, opt.m(), opt.v(), *tp) : WholeState{};
+    if (!run) return;
     char file[64];
     std::snprintf(file, sizeof(file), "checkpoints/step_%06d.h5", at_step);
     TrainState st{at_step, samples, tokens, prompts.cursor(),
                   json{{"flops", flops.to_json()}, {"summary", summary}}.dump()};
-    const auto t0 = Clock::now();
-    save_checkpoint(run->file(file), student, opt.m(), opt.v(), opt.updates(), st, c.config_ini);
+    if (tp)
+      save_checkpoint(run->file(file), *whole.model, whole.m, whole.v, opt.updates(), st, c.config_ini);
+    else
+      save_checkpoint(run->file(file), student, opt.m(), opt.v(), opt.updates(), st, c.config_ini);
     prune_checkpoints(run->path(), c.keep_last);
     std::fprintf(stderr, "[%s] wrote %s in %.3f s\n", name.c_str(), file, since(t0));
   };
@@ -384,13 +411,13 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
           teacher_logp_logged.push_back(row);
         }
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = distill_objective(dlogits.data(), logits, b, V, scores, c.distill, micro_adv, weight);
+        s = distill_objective(dlogits.data(), logits, b, vocab, scores, c.distill, micro_adv, weight);
       } else if (c.method == Method::kRl) {
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = policy_gradient_objective(dlogits.data(), logits, b, V, micro_adv, weight);
+        s = policy_gradient_objective(dlogits.data(), logits, b, vocab, micro_adv, weight);
       } else {
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = sft_objective(dlogits.data(), logits, b, V, weight);
+        s = sft_objective(dlogits.data(), logits, b, vocab, weight);
       }
       student.backward(dlogits.data());
       step_flops.train += 3 * student.forward_flops(real_tokens(micro), b.T / 2.0);
@@ -406,6 +433,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     // Data parallel: gradients, metric sums and FLOPs added over the DP group; every rank then
     // holds the gradient one process would have computed on the whole step.
     const auto comm_start = Clock::now();
+    student.reduce_partial_grads();
     if (dp) dp->all_reduce(student.grads().data(), student.grads().size(), ReduceOp::kSum);
     double reduced[13] = {sums.loss, sums.kl, sums.kl_exact, sums.logp_student, sums.logp_teacher, sums.entropy,
                           double(sums.tokens), step_flops.sample, step_flops.score, step_flops.train,
@@ -501,7 +529,12 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   if (dp)
     OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
                 "data parallel: the student's parameters differ between DP replicas after step ", step - 1);
-  if (run) save_model(run->file("final.h5"), student);
+  if (tp && dp_rank == 0) {
+    const WholeState whole = whole_state(student, {}, {}, *tp);
+    if (run) save_model(run->file("final.h5"), *whole.model);
+  } else if (run) {
+    save_model(run->file("final.h5"), student);
+  }
   close_summary(step - 1);
   summary["final_model"] = run_path + "/final.h5";
   if (run) run->write_summary(summary);

@@ -1,0 +1,208 @@
+#include "model/vocab_parallel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/cpu/cross_entropy.h"
+#include "kernels/cpu/logprobs.h"
+#include "kernels/cpu/reverse_kl.h"
+
+namespace opd::vocab_parallel {
+
+namespace {
+
+// Every rank's [N] array, shard r in block r.
+template <typename T>
+std::vector<T> gather(Communicator& tp, const T* mine, size_t n) {
+  std::vector<T> all(n * tp.size());
+  tp.all_gather(mine, n * sizeof(T), all.data());
+  return all;
+}
+
+// Per row of a split vocabulary: log-sum-exp (and the target's log-prob when targets is given).
+void row_lse(const VocabShard& vs, float* lse, float* logp, const float* logits, const int* targets, int N) {
+  std::vector<int> none;
+  if (!targets) {
+    none.assign(N, -1);
+    targets = none.data();
+  }
+  std::vector<float> mx(N), se(N), tl(N), lp(N);
+  cpu::logprobs_shard_stats(mx.data(), se.data(), tl.data(), logits, targets, N, vs.size, vs.begin);
+  Communicator& tp = *vs.tp;
+  const auto amx = gather(tp, mx.data(), N), ase = gather(tp, se.data(), N), atl = gather(tp, tl.data(), N);
+  cpu::combine_shard_stats(logp ? logp : lp.data(), lse, amx.data(), ase.data(), atl.data(), targets, tp.size(), N);
+}
+
+}  // namespace
+
+void logprobs(const VocabShard& vs, float* logp, float* entropy, float* lse, const float* logits, const int* targets,
+              int N) {
+  if (!vs.split()) {
+    cpu::logprobs_forward(logp, entropy, logits, targets, N, vs.vocab);
+    return;
+  }
+  std::vector<float> own_lse;
+  if (!lse) {
+    own_lse.resize(N);
+    lse = own_lse.data();
+  }
+  row_lse(vs, lse, logp, logits, targets, N);
+  if (!entropy) return;
+  // entropy = lse - sum_v p_v x_v, the sum split over the shards.
+  std::vector<float> dot(N);
+  cpu::softmax_dot_shard(dot.data(), logits, lse, N, vs.size);
+  vs.tp->all_reduce(dot.data(), N, ReduceOp::kSum);
+  for (int n = 0; n < N; ++n) entropy[n] = targets[n] < 0 ? 0.0f : lse[n] - dot[n];
+}
+
+void logprobs_backward(const VocabShard& vs, float* dlogits, const float* dlogp, const float* logits,
+                       const float* lse, const int* targets, int N) {
+  if (!vs.split()) return cpu::logprobs_backward(dlogits, dlogp, logits, targets, N, vs.vocab);
+  OPD_REQUIRE(lse, "vocab_parallel::logprobs_backward: a split vocabulary needs the rows' log-sum-exp");
+  cpu::logprobs_backward_shard(dlogits, dlogp, logits, lse, targets, N, vs.size, vs.begin);
+}
+
+void cross_entropy(const VocabShard& vs, float* losses, float* dlogits, const float* logits, const int* targets,
+                   float scale, int N) {
+  if (!vs.split()) return cpu::cross_entropy_forward_backward(losses, dlogits, logits, targets, scale, N, vs.vocab);
+  std::vector<float> logp(N), lse(N), dlogp(N);
+  logprobs(vs, logp.data(), nullptr, lse.data(), logits, targets, N);
+  for (int n = 0; n < N; ++n) {
+    losses[n] = targets[n] < 0 ? 0.0f : -logp[n];
+    dlogp[n] = -scale;
+  }
+  if (!dlogits) return;
+  std::fill(dlogits, dlogits + size_t(N) * vs.size, 0.0f);
+  cpu::logprobs_backward_shard(dlogits, dlogp.data(), logits, lse.data(), targets, N, vs.size, vs.begin);
+}
+
+void log_softmax(const VocabShard& vs, float* out, const float* logits, int N) {
+  if (!vs.split()) return cpu::log_softmax_forward(out, logits, N, vs.vocab);
+  std::vector<float> lse(N);
+  row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
+  cpu::log_softmax_shard(out, logits, lse.data(), N, vs.size);
+}
+
+void topk_logprobs(const VocabShard& vs, int* ids, float* logp, const float* logits, const int* extra,
+                   bool skip_without_extra, int N, int K) {
+  if (!vs.split()) return cpu::topk_logprobs(ids, logp, logits, extra, skip_without_extra, N, vs.vocab, K);
+  OPD_REQUIRE(K >= 1 && K <= vs.vocab, "topk_logprobs: K = ", K, " outside [1, vocab = ", vs.vocab, "]");
+  std::vector<float> lse(N), extra_logp(N);
+  logprobs(vs, extra_logp.data(), nullptr, lse.data(), logits, extra, N);
+  std::vector<int> cand_ids(size_t(N) * K);
+  std::vector<float> cand_logp(size_t(N) * K);
+  cpu::topk_shard_candidates(cand_ids.data(), cand_logp.data(), logits, lse.data(), N, vs.size, vs.begin, K);
+  const auto all_ids = gather(*vs.tp, cand_ids.data(), cand_ids.size());
+  const auto all_logp = gather(*vs.tp, cand_logp.data(), cand_logp.size());
+  cpu::topk_merge_shards(ids, logp, all_ids.data(), all_logp.data(), extra, extra_logp.data(), skip_without_extra,
+                         vs.tp->size(), N, K);
+}
+
+void reverse_kl_full(const VocabShard& vs, float* kl, float* dlogits, const float* logits, const float* logp_teacher,
+                     const float* scale, int N) {
+  if (!vs.split()) return cpu::reverse_kl_full(kl, dlogits, logits, logp_teacher, scale, N, vs.vocab);
+  std::vector<float> lse(N);
+  row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
+  cpu::reverse_kl_full_shard_partial(kl, logits, lse.data(), logp_teacher, N, vs.size);
+  vs.tp->all_reduce(kl, N, ReduceOp::kSum);
+  if (dlogits) cpu::reverse_kl_full_shard_grad(dlogits, logits, lse.data(), logp_teacher, kl, scale, N, vs.size);
+}
+
+void reverse_kl_topk(const VocabShard& vs, float* kl, float* dlogits, const float* logits, const int* ids,
+                     const float* logp_teacher, const float* scale, int N, int K1) {
+  if (!vs.split()) return cpu::reverse_kl_topk(kl, dlogits, logits, ids, logp_teacher, scale, N, vs.vocab, K1);
+  std::vector<float> lse(N), za(2 * size_t(N));
+  row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
+  float* zs = za.data();
+  float* a = za.data() + N;
+  cpu::reverse_kl_topk_shard_partial(zs, a, logits, lse.data(), ids, logp_teacher, N, vs.size, vs.begin, K1);
+  vs.tp->all_reduce(za.data(), za.size(), ReduceOp::kSum);
+  cpu::reverse_kl_topk_combine(kl, zs, a, N);
+  if (dlogits)
+    cpu::reverse_kl_topk_shard_grad(dlogits, logits, lse.data(), zs, ids, logp_teacher, kl, scale, N, vs.size,
+                                    vs.begin, K1);
+}
+
+void sample(const VocabShard& vs, int* tokens, const float* logits, const uint32_t* seq, const uint32_t* pos, int N,
+            const cpu::SampleParams& p) {
+  if (!vs.split()) return cpu::sample_tokens(tokens, logits, seq, pos, N, vs.vocab, p);
+  Communicator& tp = *vs.tp;
+  const int R = tp.size();
+  if (p.temperature == 0.0f) {  // greedy: the largest logit, the lowest id on ties (shards are in id order)
+    std::vector<int> id(N);
+    std::vector<float> value(N);
+    cpu::sample_shard_argmax(id.data(), value.data(), logits, N, vs.size, vs.begin);
+    const auto ids = gather(tp, id.data(), N);
+    const auto values = gather(tp, value.data(), N);
+    for (int n = 0; n < N; ++n) {
+      int best = 0;
+      for (int r = 1; r < R; ++r)
+        if (values[size_t(r) * N + n] > values[size_t(best) * N + n]) best = r;
+      tokens[n] = ids[size_t(best) * N + n];
+    }
+    return;
+  }
+  std::vector<float> mx(N), u(N);
+  cpu::sample_shard_max(mx.data(), logits, N, vs.size);
+  tp.all_reduce(mx.data(), N, ReduceOp::kMax);
+  std::vector<double> mass(N);
+  cpu::sample_shard_mass(mass.data(), logits, mx.data(), N, vs.size, p.temperature);
+  const auto masses = gather(tp, mass.data(), N);
+  std::vector<double> total(N, 0.0), before(N, 0.0);
+  for (int n = 0; n < N; ++n)
+    for (int r = 0; r < R; ++r) {
+      if (r < tp.rank()) before[n] += masses[size_t(r) * N + n];
+      total[n] += masses[size_t(r) * N + n];
+    }
+  cpu::sample_uniforms(u.data(), seq, pos, N, p);
+
+  if ((p.top_k <= 0 || p.top_k >= vs.vocab) && p.top_p >= 1.0f) {
+    // Inverse CDF over the whole row: the shard whose stretch of the cumulative sum holds u * total.
+    std::vector<double> target(N);
+    for (int n = 0; n < N; ++n) target[n] = u[n] * total[n];
+    std::vector<int> tok(2 * size_t(N));
+    cpu::sample_shard_pick(tok.data(), tok.data() + N, logits, mx.data(), before.data(), target.data(), N, vs.size,
+                           vs.begin, p.temperature);
+    const auto all = gather(tp, tok.data(), tok.size());  // [R][token N | last N]
+    for (int n = 0; n < N; ++n) {
+      int chosen = -1, last = -1;
+      for (int r = 0; r < R && chosen < 0; ++r) chosen = all[size_t(r) * 2 * N + n];
+      for (int r = 0; r < R; ++r) last = std::max(last, all[size_t(r) * 2 * N + N + n]);
+      tokens[n] = chosen >= 0 ? chosen : last;
+    }
+    return;
+  }
+
+  // Truncated: each shard's candidates that can be in the global top-k / nucleus, merged.
+  std::vector<float> prob(size_t(N) * vs.size);
+  std::vector<int> ids(size_t(N) * vs.size), count(N);
+  cpu::sample_shard_candidates(prob.data(), ids.data(), count.data(), logits, mx.data(), total.data(), N, vs.size,
+                               vs.begin, p);
+  const int M = all_reduce_value(tp, int64_t(*std::max_element(count.begin(), count.end())), ReduceOp::kMax);
+  std::vector<float> packed_prob(size_t(N) * M, 0.0f);
+  std::vector<int> packed_ids(size_t(N) * M, -1);
+  for (int n = 0; n < N; ++n) {
+    std::copy_n(prob.data() + size_t(n) * vs.size, count[n], packed_prob.data() + size_t(n) * M);
+    std::copy_n(ids.data() + size_t(n) * vs.size, count[n], packed_ids.data() + size_t(n) * M);
+  }
+  const auto all_prob = gather(tp, packed_prob.data(), packed_prob.size());
+  const auto all_ids = gather(tp, packed_ids.data(), packed_ids.size());
+  const auto all_count = gather(tp, count.data(), N);
+  const int MR = M * R;
+  std::vector<float> merged_prob(size_t(N) * MR);
+  std::vector<int> merged_ids(size_t(N) * MR), merged_count(N, 0);
+  for (int n = 0; n < N; ++n)
+    for (int r = 0; r < R; ++r) {
+      const int c = all_count[size_t(r) * N + n];
+      const size_t from = (size_t(r) * N + n) * M, to = size_t(n) * MR + merged_count[n];
+      std::copy_n(all_prob.data() + from, c, merged_prob.data() + to);
+      std::copy_n(all_ids.data() + from, c, merged_ids.data() + to);
+      merged_count[n] += c;
+    }
+  cpu::sample_from_candidates(tokens, merged_prob.data(), merged_ids.data(), merged_count.data(), MR, total.data(),
+                              u.data(), N, vs.vocab, p);
+}
+
+}  // namespace opd::vocab_parallel
