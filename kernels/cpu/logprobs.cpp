@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -162,6 +163,167 @@ void combine_shard_stats(T* logp, T* lse, const T* mx, const T* sumexp, const T*
     logp[n] = targets[n] < 0 ? T(0) : (tl - m) - l;
   }
 }
+
+namespace {
+
+void check_shard(const char* op, int N, int Vl, int v0) {
+  OPD_REQUIRE(N >= 0 && Vl > 0 && v0 >= 0, op, ": need N >= 0, Vl > 0 and v0 >= 0, got N=", N, " Vl=", Vl, " v0=", v0);
+}
+
+}  // namespace
+
+template <typename T>
+void softmax_dot_shard(T* out, const T* logits, const T* lse, int N, int Vl) {
+  check_shard("softmax_dot_shard", N, Vl, 0);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * Vl;
+    T acc = 0;
+    for (int v = 0; v < Vl; ++v) {
+      const T p = std::exp(x[v] - lse[n]);
+      if (p > 0) acc += p * x[v];  // a -inf logit has no mass: adds nothing, not 0 * -inf
+    }
+    out[n] = acc;
+  }
+}
+
+template <typename T>
+void entropy_shard(T* out, const T* logits, const T* lse, int N, int Vl) {
+  check_shard("entropy_shard", N, Vl, 0);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * Vl;
+    T h = 0;
+    for (int v = 0; v < Vl; ++v) {
+      const T lp = x[v] - lse[n];
+      const T p = std::exp(lp);
+      if (p > 0) h -= p * lp;  // as logprobs_forward: no mass, no term
+    }
+    out[n] = h;
+  }
+}
+
+template <typename T>
+void logprobs_backward_shard(T* dlogits, const T* dlogp, const T* logits, const T* lse, const int* targets, int N,
+                             int Vl, int v0) {
+  check_shard("logprobs_backward_shard", N, Vl, v0);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    if (targets[n] < 0) continue;
+    const T* x = logits + static_cast<size_t>(n) * Vl;
+    T* dx = dlogits + static_cast<size_t>(n) * Vl;
+    const T d = dlogp[n];
+    for (int v = 0; v < Vl; ++v) dx[v] -= d * std::exp(x[v] - lse[n]);
+    // Same order as logprobs_backward: the softmax part first, then the one-hot.
+    const int local = targets[n] - v0;
+    if (local >= 0 && local < Vl) dx[local] += d;
+  }
+}
+
+template <typename T>
+void log_softmax_shard(T* out, const T* logits, const T* lse, int N, int Vl) {
+  check_shard("log_softmax_shard", N, Vl, 0);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * Vl;
+    T* y = out + static_cast<size_t>(n) * Vl;
+    for (int v = 0; v < Vl; ++v) y[v] = x[v] - lse[n];
+  }
+}
+
+template <typename T>
+void topk_shard_candidates(int* ids, T* logp, const T* logits, const T* lse, int N, int Vl, int v0, int K) {
+  check_shard("topk_shard_candidates", N, Vl, v0);
+  OPD_REQUIRE(K >= 1, "topk_shard_candidates: K = ", K, " must be >= 1");
+  const int kk = std::min(K, Vl);
+#pragma omp parallel if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  {
+    std::vector<int> order(Vl);
+    std::vector<T> lp(Vl);
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const T* x = logits + static_cast<size_t>(n) * Vl;
+      int* id = ids + static_cast<size_t>(n) * K;
+      T* out = logp + static_cast<size_t>(n) * K;
+      // Ranked by the rounded log-prob, not the logit: two logits a rounding apart can share a
+      // log-prob, and the merge (which sees only log-probs) then wants the lower id.
+      for (int v = 0; v < Vl; ++v) lp[v] = x[v] - lse[n];
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + kk, order.end(),
+                        [&lp](int a, int b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
+      for (int j = 0; j < kk; ++j) {
+        id[j] = v0 + order[j];
+        out[j] = lp[order[j]];
+      }
+      for (int j = kk; j < K; ++j) {
+        id[j] = -1;
+        out[j] = -std::numeric_limits<T>::infinity();
+      }
+    }
+  }
+}
+
+template <typename T>
+void topk_merge_shards(int* ids, T* logp, const int* cand_ids, const T* cand_logp, const int* extra,
+                       const T* extra_logp, bool skip_without_extra, int R, int N, int K) {
+  OPD_REQUIRE(R > 0 && N >= 0 && K >= 1, "topk_merge_shards: need R > 0 shards, N >= 0 and K >= 1, got R=", R,
+              " N=", N, " K=", K);
+  const size_t block = static_cast<size_t>(N) * K;
+  // Checked before the parallel loop: an exception must not escape an OpenMP region.
+  for (int n = 0; n < N; ++n) {
+    if (skip_without_extra && extra[n] < 0) continue;
+    int have = 0;
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < K; ++j) have += cand_ids[r * block + static_cast<size_t>(n) * K + j] >= 0;
+    OPD_REQUIRE(have >= K, "topk_merge_shards: row ", n, " has ", have, " candidates over ", R,
+                " shards, fewer than K = ", K, " (is K above the vocabulary size?)");
+  }
+  const int K1 = K + 1;
+#pragma omp parallel if (static_cast<size_t>(N) * R * K >= kParallelMin)
+  {
+    std::vector<size_t> order;
+    order.reserve(static_cast<size_t>(R) * K);
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      int* id = ids + static_cast<size_t>(n) * K1;
+      T* lp = logp + static_cast<size_t>(n) * K1;
+      std::fill(id, id + K1, -1);
+      std::fill(lp, lp + K1, T(0));
+      if (skip_without_extra && extra[n] < 0) continue;
+      order.clear();
+      for (int r = 0; r < R; ++r)
+        for (int j = 0; j < K; ++j) {
+          const size_t i = r * block + static_cast<size_t>(n) * K + j;
+          if (cand_ids[i] >= 0) order.push_back(i);
+        }
+      // topk_logprobs' order (most likely first, ties lower id first), on the shards' log-probs.
+      std::partial_sort(order.begin(), order.begin() + K, order.end(), [cand_ids, cand_logp](size_t a, size_t b) {
+        return cand_logp[a] > cand_logp[b] || (cand_logp[a] == cand_logp[b] && cand_ids[a] < cand_ids[b]);
+      });
+      bool extra_in_top = false;
+      for (int j = 0; j < K; ++j) {
+        id[j] = cand_ids[order[j]];
+        lp[j] = cand_logp[order[j]];
+        extra_in_top = extra_in_top || id[j] == extra[n];
+      }
+      if (extra[n] >= 0 && !extra_in_top) {
+        id[K] = extra[n];
+        lp[K] = extra_logp[n];
+      }
+    }
+  }
+}
+
+#define OPD_INSTANTIATE_SHARD_OPS(T)                                                                         \
+  template void softmax_dot_shard<T>(T*, const T*, const T*, int, int);                                    \
+  template void entropy_shard<T>(T*, const T*, const T*, int, int);                                        \
+  template void logprobs_backward_shard<T>(T*, const T*, const T*, const T*, const int*, int, int, int);   \
+  template void log_softmax_shard<T>(T*, const T*, const T*, int, int);                                    \
+  template void topk_shard_candidates<T>(int*, T*, const T*, const T*, int, int, int, int);                \
+  template void topk_merge_shards<T>(int*, T*, const int*, const T*, const int*, const T*, bool, int, int, int);
+OPD_INSTANTIATE_SHARD_OPS(float)
+OPD_INSTANTIATE_SHARD_OPS(double)
+#undef OPD_INSTANTIATE_SHARD_OPS
 
 template void logprobs_shard_stats<float>(float*, float*, float*, const float*, const int*, int, int, int);
 template void logprobs_shard_stats<double>(double*, double*, double*, const double*, const int*, int, int, int);

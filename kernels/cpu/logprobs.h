@@ -40,4 +40,47 @@ template <typename T>
 void combine_shard_stats(T* logp, T* lse, const T* mx, const T* sumexp, const T* target_logit, const int* targets,
                          int R, int N);
 
+// The rest of the vocabulary-parallel toolkit: per-shard arithmetic given lse[n], the FULL row's
+// log-sum-exp (from combine_shard_stats), so that log p = x - lse on every shard. The caller sums,
+// maxes or gathers across shards between the calls. logits: this shard's [N, Vl] slab of global
+// ids [v0, v0 + Vl).
+
+// Entropy without gathering the row: H = lse - sum_v p x, so each shard gives its share
+// out[n] = sum_shard p x (p = exp(x - lse[n]); a token without mass adds nothing).
+template <typename T>
+void softmax_dot_shard(T* out, const T* logits, const T* lse, int N, int Vl);
+
+// The same share without the cancellation: out[n] = -sum_shard p (x - lse[n]), entropy = the sum of
+// the shares. lse - sum p x loses the digits of lse: in float (V 4096, logits 100 + N(0, 10^2)) it
+// was off by 1.1e-3, most of a confident row's entropy of 1.5e-3, where this form was off by 9e-6
+// and logprobs_forward by 4e-6 (measured against double).
+template <typename T>
+void entropy_shard(T* out, const T* logits, const T* lse, int N, int Vl);
+
+// logprobs_backward on a shard: dlogits[n, v] += dlogp[n] * (1[v0 + v == targets[n]] - p);
+// rows with targets[n] < 0 untouched. The target may lie in another shard.
+template <typename T>
+void logprobs_backward_shard(T* dlogits, const T* dlogp, const T* logits, const T* lse, const int* targets, int N,
+                             int Vl, int v0);
+
+// log_softmax_forward on a shard: out = x - lse[n] (a teacher's --kl full rows stay sharded).
+template <typename T>
+void log_softmax_shard(T* out, const T* logits, const T* lse, int N, int Vl);
+
+// The shard's part of topk_logprobs: its min(K, Vl) most likely tokens per row, ids global,
+// logp = x - lse[n], ordered by that logp descending, ties lower id first (the order
+// topk_merge_shards merges by, so that the merge never misses a token it would rank in).
+// Slots past Vl: id -1, logp -inf. ids, logp: [N, K].
+template <typename T>
+void topk_shard_candidates(int* ids, T* logp, const T* logits, const T* lse, int N, int Vl, int v0, int K);
+
+// Merges the R shards' candidates (cand_ids, cand_logp: [R, N, K], shard r in block r, what an
+// all-gather gives) into exactly topk_logprobs' output ([N, K + 1], same slots, same -1 / 0
+// conventions, same tie order) given the same log-probs. extra_logp[n]: the log-prob of extra[n]
+// (from combine_shard_stats), read only where extra[n] >= 0. K <= V, so the shards hold at
+// least K candidates per row together.
+template <typename T>
+void topk_merge_shards(int* ids, T* logp, const int* cand_ids, const T* cand_logp, const int* extra,
+                       const T* extra_logp, bool skip_without_extra, int R, int N, int K);
+
 }  // namespace opd::cpu

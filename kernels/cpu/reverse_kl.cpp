@@ -1,6 +1,7 @@
 #include "kernels/cpu/reverse_kl.h"
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/error.h"
@@ -122,11 +123,152 @@ void reverse_kl_topk(T* kl, T* dlogits, const T* logits, const int* ids, const T
   }
 }
 
-#define OPD_INSTANTIATE(T)                                                                                 \
-  template void reverse_kl_sampled<T>(T*, const T*, const T*, int);                                      \
-  template void policy_gradient_loss<T>(T*, T*, const T*, const T*, const T*, const T*, int);            \
-  template void reverse_kl_full<T>(T*, T*, const T*, const T*, const T*, int, int);                      \
-  template void reverse_kl_topk<T>(T*, T*, const T*, const int*, const T*, const T*, int, int, int);
+namespace {
+
+void check_shard(const char* op, int N, int Vl, int v0) {
+  OPD_REQUIRE(N >= 0 && Vl > 0 && v0 >= 0, op, ": need N >= 0, Vl > 0 and v0 >= 0, got N=", N, " Vl=", Vl, " v0=", v0);
+}
+
+// The shard's part of the duplicate check reverse_kl_topk makes over the whole row: every id lies in
+// some shard, so a duplicate anywhere is caught by the shard holding it.
+void check_shard_ids(const char* op, const int* ids, int N, int Vl, int v0, int K1) {
+  OPD_REQUIRE(K1 > 0, op, ": need K1 > 0, got K1=", K1);
+  std::vector<int> stamp(Vl, -1);
+  for (int n = 0; n < N; ++n)
+    for (int j = 0; j < K1; ++j) {
+      const int local = ids[static_cast<size_t>(n) * K1 + j] - v0;
+      if (ids[static_cast<size_t>(n) * K1 + j] < 0 || local < 0 || local >= Vl) continue;
+      OPD_REQUIRE(stamp[local] != n, op, ": token ", local + v0, " appears twice in row ", n, " of ids");
+      stamp[local] = n;
+    }
+}
+
+// log of the teacher's normaliser over S_n: log sum_S exp(lt), with the max taken out; -inf when
+// S_n is empty.
+template <typename T>
+T teacher_lse_over_set(const int* id, const T* lt, int K1) {
+  T mxt = 0;
+  bool any = false;
+  for (int j = 0; j < K1; ++j) {
+    if (id[j] < 0) continue;
+    mxt = !any || lt[j] > mxt ? lt[j] : mxt;
+    any = true;
+  }
+  if (!any) return -std::numeric_limits<T>::infinity();
+  T st = 0;
+  for (int j = 0; j < K1; ++j)
+    if (id[j] >= 0) st += std::exp(lt[j] - mxt);
+  return mxt + std::log(st);
+}
+
+}  // namespace
+
+template <typename T>
+void reverse_kl_full_shard_partial(T* partial, const T* logits, const T* lse, const T* logp_teacher, int N, int Vl) {
+  check_shard("reverse_kl_full_shard_partial", N, Vl, 0);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * Vl;
+    const T* lt = logp_teacher + static_cast<size_t>(n) * Vl;
+    T acc = 0;
+    for (int v = 0; v < Vl; ++v) {
+      const T ls = x[v] - lse[n];
+      const T p = std::exp(ls);
+      if (p > 0) acc += p * (ls - lt[v]);  // no mass, no term, even where lt is -inf
+    }
+    partial[n] = acc;
+  }
+}
+
+template <typename T>
+void reverse_kl_full_shard_grad(T* dlogits, const T* logits, const T* lse, const T* logp_teacher, const T* kl,
+                                const T* scale, int N, int Vl) {
+  check_shard("reverse_kl_full_shard_grad", N, Vl, 0);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * Vl;
+    const T* lt = logp_teacher + static_cast<size_t>(n) * Vl;
+    T* dx = dlogits + static_cast<size_t>(n) * Vl;
+    const T s = scale[n];
+    for (int v = 0; v < Vl; ++v) {
+      const T ls = x[v] - lse[n];
+      const T p = std::exp(ls);
+      dx[v] = p > 0 ? s * p * ((ls - lt[v]) - kl[n]) : T(0);
+    }
+  }
+}
+
+template <typename T>
+void reverse_kl_topk_shard_partial(T* zs, T* a, const T* logits, const T* lse, const int* ids, const T* logp_teacher,
+                                   int N, int Vl, int v0, int K1) {
+  check_shard("reverse_kl_topk_shard_partial", N, Vl, v0);
+  check_shard_ids("reverse_kl_topk_shard_partial", ids, N, Vl, v0, K1);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * K1 >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * Vl;
+    const int* id = ids + static_cast<size_t>(n) * K1;
+    const T* lt = logp_teacher + static_cast<size_t>(n) * K1;
+    const T lset = teacher_lse_over_set(id, lt, K1);
+    T z = 0, acc = 0;
+    for (int j = 0; j < K1; ++j) {
+      const int local = id[j] - v0;
+      if (id[j] < 0 || local < 0 || local >= Vl) continue;
+      const T ls = x[local] - lse[n];
+      const T p = std::exp(ls);
+      if (p > 0) {
+        z += p;
+        acc += p * (ls - (lt[j] - lset));
+      }
+    }
+    zs[n] = z;
+    a[n] = acc;
+  }
+}
+
+template <typename T>
+void reverse_kl_topk_combine(T* kl, const T* zs, const T* a, int N) {
+  OPD_REQUIRE(N >= 0, "reverse_kl_topk_combine: need N >= 0, got N=", N);
+  for (int n = 0; n < N; ++n) kl[n] = zs[n] > 0 ? a[n] / zs[n] - std::log(zs[n]) : T(0);
+}
+
+template <typename T>
+void reverse_kl_topk_shard_grad(T* dlogits, const T* logits, const T* lse, const T* zs, const int* ids,
+                                const T* logp_teacher, const T* kl, const T* scale, int N, int Vl, int v0, int K1) {
+  check_shard("reverse_kl_topk_shard_grad", N, Vl, v0);
+  check_shard_ids("reverse_kl_topk_shard_grad", ids, N, Vl, v0, K1);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const T* x = logits + static_cast<size_t>(n) * Vl;
+    const int* id = ids + static_cast<size_t>(n) * K1;
+    const T* lt = logp_teacher + static_cast<size_t>(n) * K1;
+    T* dx = dlogits + static_cast<size_t>(n) * Vl;
+    for (int v = 0; v < Vl; ++v) dx[v] = 0;
+    if (!(zs[n] > 0)) continue;  // S_n empty (or without mass): no gradient
+    const T lset = teacher_lse_over_set(id, lt, K1);
+    const T lz = std::log(zs[n]);
+    const T s = scale[n];
+    for (int j = 0; j < K1; ++j) {
+      const int local = id[j] - v0;
+      if (id[j] < 0 || local < 0 || local >= Vl) continue;
+      const T ls = (x[local] - lse[n]) - lz;  // log q_s
+      const T q = std::exp(ls);
+      dx[local] = q > 0 ? s * q * ((ls - (lt[j] - lset)) - kl[n]) : T(0);
+    }
+  }
+}
+
+#define OPD_INSTANTIATE(T)                                                                                        \
+  template void reverse_kl_sampled<T>(T*, const T*, const T*, int);                                               \
+  template void policy_gradient_loss<T>(T*, T*, const T*, const T*, const T*, const T*, int);                     \
+  template void reverse_kl_full<T>(T*, T*, const T*, const T*, const T*, int, int);                               \
+  template void reverse_kl_topk<T>(T*, T*, const T*, const int*, const T*, const T*, int, int, int);              \
+  template void reverse_kl_full_shard_partial<T>(T*, const T*, const T*, const T*, int, int);                     \
+  template void reverse_kl_full_shard_grad<T>(T*, const T*, const T*, const T*, const T*, const T*, int, int);    \
+  template void reverse_kl_topk_shard_partial<T>(T*, T*, const T*, const T*, const int*, const T*, int, int, int, \
+                                                 int);                                                            \
+  template void reverse_kl_topk_combine<T>(T*, const T*, const T*, int);                                          \
+  template void reverse_kl_topk_shard_grad<T>(T*, const T*, const T*, const T*, const int*, const T*, const T*,   \
+                                              const T*, int, int, int, int);
 OPD_INSTANTIATE(float)
 OPD_INSTANTIATE(double)
 #undef OPD_INSTANTIATE

@@ -28,4 +28,40 @@ template <typename T>
 void reverse_kl_topk(T* kl, T* dlogits, const T* logits, const int* ids, const T* logp_teacher, const T* scale,
                      int N, int V, int K1);
 
+// Vocabulary-parallel forms (tensor parallelism: each rank holds logits [N, Vl] for global ids
+// [v0, v0 + Vl)). lse[n] is the FULL row's log-sum-exp (combine_shard_stats), so every shard has
+// log p = x - lse; the caller sums the partials over shards between the calls.
+
+// reverse_kl_full's sum restricted to the shard: partial[n] = sum_shard p (log p - lt), lt the
+// teacher's [N, Vl] slab of the same ids. kl = the sum of the partials over shards.
+template <typename T>
+void reverse_kl_full_shard_partial(T* partial, const T* logits, const T* lse, const T* logp_teacher, int N, int Vl);
+
+// reverse_kl_full's dlogits on the shard (overwritten): scale[n] p ((log p - lt) - kl[n]); the
+// gradient needs the full-row kl, hence a second pass after the sum.
+template <typename T>
+void reverse_kl_full_shard_grad(T* dlogits, const T* logits, const T* lse, const T* logp_teacher, const T* kl,
+                                const T* scale, int N, int Vl);
+
+// reverse_kl_topk's sums over the part of S_n = ids[n, 0..K1) (entries < 0 absent) that lies in the
+// shard. With Z = sum_S p: KL = a/Z - log Z where a = sum_S p (log p - log q_t), so the row needs
+// only two sums over shards: zs[n] = sum p_j, a[n] = sum p_j (log p_j - log q_t(j)). log q_t is
+// normalised over all of S_n: every rank holds all K1 teacher log-probs logp_teacher[n, j].
+template <typename T>
+void reverse_kl_topk_shard_partial(T* zs, T* a, const T* logits, const T* lse, const int* ids, const T* logp_teacher,
+                                   int N, int Vl, int v0, int K1);
+
+// After the sums over shards: kl = a/zs - log zs, 0 where zs = 0 (S_n empty, as reverse_kl_topk).
+// Note: zs is also 0 when every p on S underflows (log p below about -745 in double, -103 in
+// float); such a row gets kl 0 and no gradient where reverse_kl_topk, which renormalises over S
+// alone, would not.
+template <typename T>
+void reverse_kl_topk_combine(T* kl, const T* zs, const T* a, int N);
+
+// reverse_kl_topk's dlogits on the shard (overwritten): scale[n] q_s ((log q_s - log q_t) - kl[n])
+// on S_n within the shard, q_s = p / zs[n] (zs summed over shards), 0 elsewhere.
+template <typename T>
+void reverse_kl_topk_shard_grad(T* dlogits, const T* logits, const T* lse, const T* zs, const int* ids,
+                                const T* logp_teacher, const T* kl, const T* scale, int N, int Vl, int v0, int K1);
+
 }  // namespace opd::cpu
