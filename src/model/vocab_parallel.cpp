@@ -50,11 +50,11 @@ void logprobs(const VocabShard& vs, float* logp, float* entropy, float* lse, con
   }
   row_lse(vs, lse, logp, logits, targets, N);
   if (!entropy) return;
-  // entropy = lse - sum_v p_v x_v, the sum split over the shards.
-  std::vector<float> dot(N);
-  cpu::softmax_dot_shard(dot.data(), logits, lse, N, vs.size);
-  vs.tp->all_reduce(dot.data(), N, ReduceOp::kSum);
-  for (int n = 0; n < N; ++n) entropy[n] = targets[n] < 0 ? 0.0f : lse[n] - dot[n];
+  // -sum p log p, each shard its share (not lse - sum p x, which loses lse's digits in float).
+  cpu::entropy_shard(entropy, logits, lse, N, vs.size);
+  vs.tp->all_reduce(entropy, N, ReduceOp::kSum);
+  for (int n = 0; n < N; ++n)
+    if (targets[n] < 0) entropy[n] = 0.0f;
 }
 
 void logprobs_backward(const VocabShard& vs, float* dlogits, const float* dlogp, const float* logits,

@@ -248,7 +248,13 @@ TEST_F(TensorParallel, AdamWStepsKeepTheShardsOnTheWholeTrajectory) {
     const double nw = ow.step(step), nm = om.step(step);
     EXPECT_NEAR(nw, nm, 1e-5 * nw) << "step " << step;
   }
-  expect_close(whole->params(), gather_shards(*tp_, mine->config(), mine->params()), 1e-5, "parameters after 3 steps");
+  // As for data parallelism: gradients equal to ~1e-7 relative become visible fractions of lr on
+  // components with tiny gradients, since AdamW divides by sqrt(v).
+  const std::vector<float> gathered = gather_shards(*tp_, mine->config(), mine->params());
+  double worst = 0;
+  for (size_t i = 0; i < gathered.size(); ++i)
+    worst = std::max(worst, double(std::abs(gathered[i] - whole->params()[i])));
+  EXPECT_LE(worst, 1e-4) << "parameters after 3 steps: TP vs one process";
 }
 
 }  // namespace
