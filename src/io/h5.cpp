@@ -1,5 +1,6 @@
 #include "io/h5.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -81,6 +82,12 @@ Handle& Handle::operator=(Handle&& o) noexcept {
   return *this;
 }
 
+hid_t Handle::release() {
+  const hid_t id = id_;
+  id_ = -1;
+  return id;
+}
+
 Handle::~Handle() {
   if (id_ >= 0 && close_) close_(id_);
 }
@@ -113,9 +120,26 @@ File File::open_read(const std::string& path) {
   return f;
 }
 
+File File::create_parallel(const std::string& path, MPI_Comm comm) {
+  silence_hdf5();
+  Handle fapl(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
+  H5_CHECK(H5Pset_fapl_mpio(fapl.id(), comm, MPI_INFO_NULL));
+  File f;
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id());
+  OPD_REQUIRE(id >= 0, path, ": cannot create HDF5 file with MPI-IO (is the directory there, writable and shared by "
+              "every rank?)");
+  f.h_ = Handle(id, H5Fclose);
+  f.path_ = path;
+  return f;
+}
+
 void File::flush() { H5_CHECK(H5Fflush(h_.id(), H5F_SCOPE_GLOBAL)); }
 
-void File::close() { h_ = Handle(); }
+void File::close() {
+  const hid_t id = h_.release();
+  OPD_REQUIRE(id < 0 || H5Fclose(id) >= 0, path_,
+              ": cannot close the HDF5 file (for a parallel file: is a group or dataset in it still open?)");
+}
 
 Handle create_group(hid_t loc, const std::string& name) {
   return Handle(H5_CHECK(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
@@ -212,6 +236,42 @@ void write_f32(hid_t loc, const std::string& name, const float* data, const std:
   Handle d(H5_CHECK(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space.id(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
            H5Dclose);
   H5_CHECK(H5Dwrite(d.id(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+}
+
+void write_f32_collective(hid_t loc, const std::string& name, const std::vector<int64_t>& shape, const float* local,
+                          const std::vector<int64_t>& start, const std::vector<int64_t>& count) {
+  OPD_REQUIRE(start.size() == shape.size() && count.size() == shape.size(), "dataset '", name, "': a block of ",
+              count.size(), " dimensions in a tensor of ", shape.size());
+  const bool none = std::find(count.begin(), count.end(), 0) != count.end();
+  OPD_REQUIRE(none || local != nullptr, "dataset '", name, "': no data for a block of this rank");
+  Handle file_space = simple_space(shape);
+  // Every element is written by some rank: filling the dataset first would write it twice.
+  Handle dcpl(H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)), H5Pclose);
+  H5_CHECK(H5Pset_fill_time(dcpl.id(), H5D_FILL_TIME_NEVER));
+  Handle d(H5_CHECK(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, file_space.id(), H5P_DEFAULT, dcpl.id(),
+                               H5P_DEFAULT)),
+           H5Dclose);
+  Handle mem_space;
+  if (none) {
+    H5_CHECK(H5Sselect_none(file_space.id()));
+    mem_space = Handle(H5_CHECK(H5Scopy(file_space.id())), H5Sclose);
+  } else {
+    std::vector<hsize_t> at(start.begin(), start.end()), n(count.begin(), count.end());
+    H5_CHECK(H5Sselect_hyperslab(file_space.id(), H5S_SELECT_SET, at.data(), nullptr, n.data(), nullptr));
+    mem_space = simple_space(count);
+  }
+  Handle dxpl(H5_CHECK(H5Pcreate(H5P_DATASET_XFER)), H5Pclose);
+  if (is_parallel(loc)) H5_CHECK(H5Pset_dxpl_mpio(dxpl.id(), H5FD_MPIO_COLLECTIVE));
+  // HDF5 refuses a null buffer even when this rank selects nothing.
+  const float nothing = 0;
+  H5_CHECK(H5Dwrite(d.id(), H5T_NATIVE_FLOAT, mem_space.id(), file_space.id(), dxpl.id(),
+                    none ? &nothing : local));
+}
+
+bool is_parallel(hid_t obj) {
+  Handle file(H5_CHECK(H5Iget_file_id(obj)), H5Fclose);
+  Handle fapl(H5_CHECK(H5Fget_access_plist(file.id())), H5Pclose);
+  return H5_CHECK(H5Pget_driver(fapl.id())) == H5FD_MPIO;
 }
 
 void write_i32(hid_t loc, const std::string& name, const std::vector<int32_t>& values) {

@@ -2,6 +2,7 @@
 // writes of attributes and datasets whose errors name the file and object at fault.
 #pragma once
 #include <hdf5.h>
+#include <mpi.h>
 
 #include <cstdint>
 #include <string>
@@ -21,6 +22,7 @@ class Handle {
   Handle& operator=(const Handle&) = delete;
   ~Handle();
   hid_t id() const { return id_; }
+  hid_t release();  // the id, no longer closed by this handle
 
  private:
   hid_t id_ = -1;
@@ -32,10 +34,14 @@ class File {
  public:
   static File create(const std::string& path);     // truncates
   static File open_read(const std::string& path);  // error naming the path when missing or not HDF5
+  // Collective over `comm`: every rank opens the same file through MPI-IO (parallel HDF5); every
+  // later create, attribute write, flush and close on it is collective too. Such a file closes only
+  // once every group and dataset in it is closed (HDF5's H5F_CLOSE_SEMI): close() fails otherwise.
+  static File create_parallel(const std::string& path, MPI_Comm comm);
   hid_t id() const { return h_.id(); }
   const std::string& path() const { return path_; }
   void flush();
-  void close();
+  void close();  // an error naming the file when HDF5 cannot close it
 
  private:
   Handle h_;
@@ -64,6 +70,13 @@ bool has_attr(hid_t obj, const std::string& name);
 void write_f32(hid_t loc, const std::string& name, const float* data, const std::vector<int64_t>& shape);
 void write_i32(hid_t loc, const std::string& name, const std::vector<int32_t>& values);  // 1-D
 void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& values);
+// Collective over the ranks of a parallel file: every rank creates the same full-shape float32
+// dataset, then writes its block in one collective transfer: `count` elements from `start` (C
+// order, dense in `local`); a rank with nothing to write passes a count holding a zero.
+void write_f32_collective(hid_t loc, const std::string& name, const std::vector<int64_t>& shape, const float* local,
+                          const std::vector<int64_t>& start, const std::vector<int64_t>& count);
+// Whether the file holding `obj` was opened through MPI-IO (File::create_parallel).
+bool is_parallel(hid_t obj);
 std::vector<int64_t> dataset_shape(hid_t loc, const std::string& name, const std::string& where);
 void read_f32(hid_t loc, const std::string& name, float* data, size_t n, const std::string& where);
 std::vector<double> read_f64(hid_t loc, const std::string& name, const std::string& where);

@@ -1,5 +1,6 @@
 #include "io/model_file.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -8,7 +9,9 @@
 #include "core/crc32.h"
 #include "core/durable.h"
 #include "core/error.h"
+#include "io/h5_check.h"
 #include "model/bpe_tokenizer.h"
+#include "parallel/mpi_check.h"
 
 namespace opd {
 
@@ -87,20 +90,106 @@ std::shared_ptr<const Tokenizer> read_tokenizer(const h5::File& file, const Mode
 
 }  // namespace
 
-void write_tensor(hid_t group, const std::string& name, const float* data, const std::vector<int64_t>& shape) {
+namespace {
+size_t element_count(const std::vector<int64_t>& shape) {
   size_t n = 1;
   for (auto d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+void write_crc(hid_t group, const std::string& name, uint32_t crc) {
+  h5::Handle d(H5_CHECK(H5Dopen2(group, name.c_str(), H5P_DEFAULT)), H5Dclose);
+  h5::write_attr(d.id(), "crc32", static_cast<int64_t>(crc));
+}
+
+void require_shape(hid_t group, const std::string& name, const std::vector<int64_t>& shape, const std::string& where) {
+  OPD_REQUIRE(h5::dataset_shape(group, name, where) == shape, where, ": dataset '", name,
+              "' has the wrong shape for this model config");
+}
+
+// "file.h5:/model/name", for errors of collective writes (which have no `where` of their own).
+std::string object_path(hid_t group, const std::string& name) {
+  std::string file(static_cast<size_t>(std::max<ssize_t>(H5Fget_name(group, nullptr, 0), 0)), '\0');
+  if (!file.empty()) H5Fget_name(group, file.data(), file.size() + 1);
+  std::string path(static_cast<size_t>(std::max<ssize_t>(H5Iget_name(group, nullptr, 0), 0)), '\0');
+  if (!path.empty()) H5Iget_name(group, path.data(), path.size() + 1);
+  return file + ":" + path + (path == "/" ? "" : "/") + name;
+}
+
+// Every rank's shard and file driver, gathered so that every rank checks the same table and
+// throws the same error: one rank failing alone would leave the others in a collective call.
+std::vector<TensorShard> gather_shards(hid_t group, const TensorShard& mine, bool has_data, MPI_Comm comm,
+                                       const std::string& where) {
+  int size = 0;
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  const int64_t head[5] = {static_cast<int64_t>(mine.full_shape.size()), mine.split_dim, mine.offset, mine.extent,
+                           has_data ? 1 : 0};
+  std::vector<int64_t> heads(5 * size);
+  MPI_CHECK(MPI_Allgather(head, 5, MPI_INT64_T, heads.data(), 5, MPI_INT64_T, comm));
+  int parallel = h5::is_parallel(group) ? 1 : 0, all_parallel = 0, any_parallel = 0;
+  MPI_CHECK(MPI_Allreduce(&parallel, &all_parallel, 1, MPI_INT, MPI_MIN, comm));
+  MPI_CHECK(MPI_Allreduce(&parallel, &any_parallel, 1, MPI_INT, MPI_MAX, comm));
+  OPD_REQUIRE(all_parallel == any_parallel && (all_parallel || size == 1), where, ": the file is not open through "
+              "MPI-IO on every rank of the ", size, " (create it with h5::File::create_parallel)");
+  for (int r = 1; r < size; ++r)
+    OPD_REQUIRE(heads[5 * r] == heads[0], where, ": rank ", r, " writes a tensor of ", heads[5 * r],
+                " dimensions, rank 0 one of ", heads[0]);
+  const int ndim = static_cast<int>(heads[0]);
+  std::vector<int64_t> dims(static_cast<size_t>(ndim) * size);
+  MPI_CHECK(MPI_Allgather(mine.full_shape.data(), ndim, MPI_INT64_T, dims.data(), ndim, MPI_INT64_T, comm));
+  std::vector<TensorShard> all(size);
+  for (int r = 0; r < size; ++r) {
+    all[r].full_shape.assign(dims.begin() + r * ndim, dims.begin() + (r + 1) * ndim);
+    all[r].split_dim = static_cast<int>(heads[5 * r + 1]);
+    all[r].offset = heads[5 * r + 2];
+    all[r].extent = heads[5 * r + 3];
+    OPD_REQUIRE(all[r].full_shape == all[0].full_shape && all[r].split_dim == all[0].split_dim, where, ": rank ", r,
+                "'s shard has a full shape or split dimension other than rank 0's");
+    all[r].validate(str(where, " (rank ", r, ")"));
+    const bool writes = all[r].replicated() ? r == 0 : all[r].local_size() > 0;
+    OPD_REQUIRE(heads[5 * r + 4] || !writes, where, ": rank ", r, " passed no data for its shard");
+  }
+  if (all[0].replicated()) return all;
+  int64_t next = 0;
+  for (int r = 0; r < size; ++r) {
+    OPD_REQUIRE(all[r].offset == next, where, ": rank ", r, "'s shard starts at ", all[r].offset, " of dimension ",
+                all[0].split_dim, ", expected ", next, " (shards tile the split dimension in rank order)");
+    next += all[r].extent;
+  }
+  OPD_REQUIRE(next == all[0].full_shape[all[0].split_dim], where, ": the shards cover ", next, " of the ",
+              all[0].full_shape[all[0].split_dim], " along dimension ", all[0].split_dim);
+  return all;
+}
+
+// The full tensor is, run by run, the concatenation of every rank's run o: its crc32 folds the
+// ranks' run checksums in that order, each combiner built once for its rank's run length.
+uint32_t combined_crc(const float* local, const std::vector<TensorShard>& shards, int rank, MPI_Comm comm) {
+  const TensorShard& mine = shards[rank];
+  const int64_t runs = mine.outer(), run = mine.run();
+  std::vector<uint32_t> piece(runs);
+  for (int64_t o = 0; o < runs; ++o) piece[o] = crc32(local + o * run, static_cast<size_t>(run) * sizeof(float));
+  const int size = static_cast<int>(shards.size());
+  std::vector<uint32_t> all(static_cast<size_t>(runs) * size);
+  MPI_CHECK(MPI_Allgather(piece.data(), static_cast<int>(runs), MPI_UINT32_T, all.data(), static_cast<int>(runs),
+                          MPI_UINT32_T, comm));
+  std::vector<Crc32Combiner> append;
+  for (const TensorShard& s : shards) append.emplace_back(static_cast<uint64_t>(s.run()) * sizeof(float));
+  uint32_t crc = 0;  // of nothing yet
+  for (int64_t o = 0; o < runs; ++o)
+    for (int r = 0; r < size; ++r) crc = append[r](crc, all[static_cast<size_t>(r) * runs + o]);
+  return crc;
+}
+}  // namespace
+
+void write_tensor(hid_t group, const std::string& name, const float* data, const std::vector<int64_t>& shape) {
   h5::write_f32(group, name, data, shape);
-  h5::Handle d(H5Dopen2(group, name.c_str(), H5P_DEFAULT), H5Dclose);
-  h5::write_attr(d.id(), "crc32", static_cast<int64_t>(crc32(data, n * sizeof(float))));
+  write_crc(group, name, crc32(data, element_count(shape) * sizeof(float)));
 }
 
 void read_tensor(hid_t group, const std::string& name, float* data, const std::vector<int64_t>& shape,
                  const std::string& where) {
-  size_t n = 1;
-  for (auto d : shape) n *= static_cast<size_t>(d);
-  OPD_REQUIRE(h5::dataset_shape(group, name, where) == shape, where, ": dataset '", name,
-              "' has the wrong shape for this model config");
+  const size_t n = element_count(shape);
+  require_shape(group, name, shape, where);
   h5::read_f32(group, name, data, n, where);
   h5::Handle d(H5Dopen2(group, name.c_str(), H5P_DEFAULT), H5Dclose);
   const std::string dwhere = where + "/" + name;
@@ -113,6 +202,39 @@ void read_tensor(hid_t group, const std::string& name, float* data, const std::v
   for (size_t i = 0; i < n; ++i)
     OPD_REQUIRE(std::isfinite(data[i]), dwhere, ": element ", i, " is ", data[i],
                 ": the tensor holds a non-finite value");
+}
+
+void write_tensor_shard(hid_t group, const std::string& name, const float* local, const TensorShard& shard,
+                        MPI_Comm comm) {
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  const std::string where = object_path(group, name);
+  const std::vector<TensorShard> shards = gather_shards(group, shard, local != nullptr, comm, where);
+  const size_t ndim = shard.full_shape.size();
+  std::vector<int64_t> start(ndim, 0), count = shard.full_shape;
+  uint32_t crc = 0;
+  if (shard.replicated()) {
+    // Every rank holds the same values: rank 0's are the ones written and checksummed.
+    if (rank == 0) crc = crc32(local, static_cast<size_t>(shard.full_size()) * sizeof(float));
+    MPI_CHECK(MPI_Bcast(&crc, 1, MPI_UINT32_T, 0, comm));
+    if (rank != 0) count.assign(ndim, 0);
+  } else {
+    crc = combined_crc(local, shards, rank, comm);
+    start[shard.split_dim] = shard.offset;
+    count[shard.split_dim] = shard.extent;
+  }
+  h5::write_f32_collective(group, name, shard.full_shape, local, start, count);
+  // Attribute writes are collective in parallel HDF5: every rank writes the same value.
+  write_crc(group, name, crc);
+}
+
+void read_tensor_shard(hid_t group, const std::string& name, float* local, const TensorShard& shard,
+                       const std::string& where) {
+  shard.validate(where + "/" + name);
+  require_shape(group, name, shard.full_shape, where);  // before allocating the whole tensor
+  std::vector<float> full(static_cast<size_t>(shard.full_size()));
+  read_tensor(group, name, full.data(), shard.full_shape, where);
+  copy_shard_out(full.data(), shard, local);
 }
 
 void write_model_group(h5::File& file, const Transformer& model) {

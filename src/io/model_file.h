@@ -2,10 +2,13 @@
 // float32 dataset per tensor under its Hugging Face name, each with a crc32 attribute checked on load.
 // Checkpoints hold the same /model group, so the reader and writer of that group live here.
 #pragma once
+#include <mpi.h>
+
 #include <memory>
 #include <string>
 
 #include "io/h5.h"
+#include "io/tensor_shard.h"
 #include "model/transformer.h"
 
 namespace opd {
@@ -20,6 +23,19 @@ std::unique_ptr<Transformer> load_model(const std::string& path);
 void write_tensor(hid_t group, const std::string& name, const float* data, const std::vector<int64_t>& shape);
 void read_tensor(hid_t group, const std::string& name, float* data, const std::vector<int64_t>& shape,
                  const std::string& where);
+
+// The same dataset, crc32 included, written by the ranks of `comm` that each hold one shard, into a
+// file from h5::File::create_parallel (collective: every rank calls it with the same name and
+// shape). Split tensors: each rank writes its hyperslab in one collective transfer; the crc32 of
+// the whole is combined from the ranks' piece checksums, never gathering the tensor. Replicated
+// tensors: rank 0 writes. Shards that do not tile the split dimension in rank order are an error
+// on every rank.
+void write_tensor_shard(hid_t group, const std::string& name, const float* local, const TensorShard& shard,
+                        MPI_Comm comm);
+// One rank's shard of a tensor written by write_tensor or write_tensor_shard, under any split:
+// reads and verifies the whole tensor as read_tensor does, then copies out the block.
+void read_tensor_shard(hid_t group, const std::string& name, float* local, const TensorShard& shard,
+                       const std::string& where);
 
 // The /model group alone, for files that hold more (checkpoints, fixtures).
 void write_model_group(h5::File& file, const Transformer& model);
