@@ -50,9 +50,8 @@ void save_checkpoint(const std::string& path, const Transformer& model, const st
                      const std::string& config) {
   OPD_REQUIRE(adam_m.size() == model.params().size() && adam_v.size() == model.params().size(),
               path, ": optimizer state does not match the model");
-  const std::string tmp = path + ".tmp";
-  {
-    h5::File f = h5::File::create(tmp);
+  // Everything but the tensors; the optimizer group exists already in a sharded save.
+  auto describe = [&](h5::File& f) {
     h5::write_attr(f.id(), "format", std::string("opd-checkpoint"));
     h5::write_attr(f.id(), "format_version", kModelFormatVersion);
     h5::write_attr(f.id(), "opd_version", std::string(OPD_VERSION));
@@ -60,18 +59,34 @@ void save_checkpoint(const std::string& path, const Transformer& model, const st
     h5::write_attr(f.id(), "tokens_seen", state.tokens);
     h5::write_attr(f.id(), "config", config);
     h5::write_attr(f.id(), "created_utc", utc_now());
-    write_model_group(f, model);
-    h5::Handle opt = h5::create_group(f.id(), "optimizer");
-    h5::write_attr(opt.id(), "updates", static_cast<int64_t>(adam_updates));
-    h5::Handle m = h5::create_group(opt.id(), "m"), v = h5::create_group(opt.id(), "v");
-    for (const ParamSpec& s : model.specs()) {
-      write_tensor(m.id(), s.name, adam_m.data() + s.offset, s.shape);
-      write_tensor(v.id(), s.name, adam_v.data() + s.offset, s.shape);
+    {
+      h5::Handle opt = h5::exists(f.id(), "optimizer") ? h5::open_group(f, "optimizer")
+                                                       : h5::create_group(f.id(), "optimizer");
+      h5::write_attr(opt.id(), "updates", static_cast<int64_t>(adam_updates));
     }
     h5::Handle st = h5::create_group(f.id(), "state");
     h5::write_attr(st.id(), "samples", state.samples);
     h5::write_attr(st.id(), "data_cursor", static_cast<int64_t>(state.data_cursor));
     h5::write_attr(st.id(), "counters", state.counters);
+  };
+  if (model.tp()) {
+    save_sharded(path, model, {{"model", &model.params()}, {"optimizer/m", &adam_m}, {"optimizer/v", &adam_v}},
+                 describe, state.step);
+    return;
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    h5::File f = h5::File::create(tmp);
+    describe(f);
+    write_model_group(f, model);
+    {
+      h5::Handle opt = h5::open_group(f, "optimizer");
+      h5::Handle m = h5::create_group(opt.id(), "m"), v = h5::create_group(opt.id(), "v");
+      for (const ParamSpec& s : model.specs()) {
+        write_tensor(m.id(), s.name, adam_m.data() + s.offset, s.shape);
+        write_tensor(v.id(), s.name, adam_v.data() + s.offset, s.shape);
+      }
+    }
     f.flush();
     f.close();
   }

@@ -120,6 +120,16 @@ File File::open_read(const std::string& path) {
   return f;
 }
 
+File File::open_rw(const std::string& path) {
+  silence_hdf5();
+  File f;
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  OPD_REQUIRE(id >= 0, path, ": cannot open the HDF5 file for writing");
+  f.h_ = Handle(id, H5Fclose);
+  f.path_ = path;
+  return f;
+}
+
 File File::create_parallel(const std::string& path, MPI_Comm comm) {
   silence_hdf5();
   Handle fapl(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);

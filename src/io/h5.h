@@ -34,6 +34,7 @@ class File {
  public:
   static File create(const std::string& path);     // truncates
   static File open_read(const std::string& path);  // error naming the path when missing or not HDF5
+  static File open_rw(const std::string& path);    // an existing file, to add to
   // Collective over `comm`: every rank opens the same file through MPI-IO (parallel HDF5); every
   // later create, attribute write, flush and close on it is collective too. Such a file closes only
   // once every group and dataset in it is closed (HDF5's H5F_CLOSE_SEMI): close() fails otherwise.

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include "core/crc32.h"
 #include "core/durable.h"
@@ -12,6 +13,7 @@
 #include "io/h5_check.h"
 #include "model/bpe_tokenizer.h"
 #include "parallel/mpi_check.h"
+#include "parallel/mpi_communicator.h"
 
 namespace opd {
 
@@ -237,10 +239,11 @@ void read_tensor_shard(hid_t group, const std::string& name, float* local, const
   copy_shard_out(full.data(), shard, local);
 }
 
-void write_model_group(h5::File& file, const Transformer& model) {
+namespace {
+// /model/config and /model/tokenizer: everything of the /model group but the tensors.
+void write_model_description(hid_t g, const Transformer& model) {
   const ModelConfig& c = model.config();
-  h5::Handle g = h5::create_group(file.id(), "model");
-  h5::Handle cg = h5::create_group(g.id(), "config");
+  h5::Handle cg = h5::create_group(g, "config");
   ModelConfig copy = c;
   for (const char* k : kConfigInts) h5::write_attr(cg.id(), k, static_cast<int64_t>(*config_int(copy, k)));
   h5::write_attr(cg.id(), "rope_theta", c.rope_theta);
@@ -256,9 +259,61 @@ void write_model_group(h5::File& file, const Transformer& model) {
   h5::write_attr(cg.id(), "qk_norm", static_cast<int64_t>(c.qk_norm));
   h5::write_attr(cg.id(), "tie_embeddings", static_cast<int64_t>(c.tie_embeddings));
 
-  write_tokenizer(g.id(), model.tokenizer());
+  write_tokenizer(g, model.tokenizer());
+}
+}  // namespace
 
+void write_model_group(h5::File& file, const Transformer& model) {
+  OPD_REQUIRE(!model.tp(), file.path(), ": a tensor-parallel model is saved collectively (save_sharded)");
+  h5::Handle g = h5::create_group(file.id(), "model");
+  write_model_description(g.id(), model);
   for (const ParamSpec& s : model.specs()) write_tensor(g.id(), s.name, model.params().data() + s.offset, s.shape);
+}
+
+void save_sharded(const std::string& path, const Transformer& model, const std::vector<ShardedGroup>& groups,
+                  const std::function<void(h5::File&)>& describe, int64_t step) {
+  Communicator* tp = model.tp();
+  OPD_REQUIRE(tp, path, ": save_sharded needs a tensor-parallel model");
+  const auto* mpi = dynamic_cast<const MpiCommunicator*>(tp);
+  OPD_REQUIRE(mpi, path, ": collective HDF5 writes need an MPI communicator for the ", tp->name());
+  const std::string tmp = path + ".tmp";
+  {
+    // Parallel HDF5 cannot write variable-length strings (the tokenizer, the config text), so the
+    // collective pass writes the tensors and TP rank 0 then adds the rest with the serial library.
+    h5::File f = h5::File::create_parallel(tmp, mpi->handle());
+    for (const ShardedGroup& sg : groups) {
+      std::vector<h5::Handle> path_groups;
+      hid_t at = f.id();
+      std::stringstream names(sg.group);
+      for (std::string name; std::getline(names, name, '/');) {
+        path_groups.push_back(h5::exists(at, name) ? h5::Handle(H5_CHECK(H5Gopen2(at, name.c_str(), H5P_DEFAULT)),
+                                                                H5Gclose)
+                                                   : h5::create_group(at, name));
+        at = path_groups.back().id();
+      }
+      OPD_REQUIRE(sg.data->size() == model.params().size(), path, ": ", sg.group, " holds ", sg.data->size(),
+                  " floats for a shard of ", model.params().size());
+      for (const ParamSpec& s : model.specs()) write_tensor_shard(at, s.name, sg.data->data() + s.offset, s.shard, mpi->handle());
+    }
+    f.close();
+  }
+  if (tp->rank() == 0) {
+    h5::File f = h5::File::open_rw(tmp);
+    {
+      h5::Handle g = h5::open_group(f, "model");
+      write_model_description(g.id(), model);
+    }
+    describe(f);
+    f.flush();
+    f.close();
+  }
+  tp->barrier();  // every rank's hyperslabs and rank 0's description are in the file
+  if (tp->rank() == 0) {
+    // Fault-injection drill for tests: die between writing and renaming the checkpoint of a step.
+    if (const char* at = std::getenv("OPD_FAULT_BEFORE_RENAME"); at && step >= 0 && std::atoll(at) == step) std::_Exit(97);
+    publish_file(tmp, path);
+  }
+  tp->barrier();  // the file is in place for every rank when the call returns
 }
 
 std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
@@ -320,12 +375,16 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
 }
 
 void save_model(const std::string& path, const Transformer& model) {
-  const std::string tmp = path + ".tmp";
-  {
-    h5::File f = h5::File::create(tmp);
+  auto describe = [](h5::File& f) {
     h5::write_attr(f.id(), "format", std::string("opd-model"));
     h5::write_attr(f.id(), "format_version", kModelFormatVersion);
     h5::write_attr(f.id(), "opd_version", std::string(OPD_VERSION));
+  };
+  if (model.tp()) return save_sharded(path, model, {{"model", &model.params()}}, describe, -1);
+  const std::string tmp = path + ".tmp";
+  {
+    h5::File f = h5::File::create(tmp);
+    describe(f);
     write_model_group(f, model);
     f.flush();
     f.close();

@@ -4,18 +4,20 @@
 #pragma once
 #include <mpi.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "io/h5.h"
-#include "io/tensor_shard.h"
+#include "parallel/tensor_shard.h"
 #include "model/transformer.h"
 
 namespace opd {
 
 inline constexpr int64_t kModelFormatVersion = 1;
 
-// Writes `path` atomically: into `path.tmp`, flushed and closed, then renamed over `path`.
+// Writes `path` atomically: into `path.tmp`, flushed and closed, then renamed over `path`. A
+// tensor-parallel model is written collectively by its TP group (save_sharded).
 void save_model(const std::string& path, const Transformer& model);
 std::unique_ptr<Transformer> load_model(const std::string& path);
 
@@ -37,8 +39,21 @@ void write_tensor_shard(hid_t group, const std::string& name, const float* local
 void read_tensor_shard(hid_t group, const std::string& name, float* local, const TensorShard& shard,
                        const std::string& where);
 
-// The /model group alone, for files that hold more (checkpoints, fixtures).
+// The /model group alone, for files that hold more (checkpoints, fixtures); a whole model.
 void write_model_group(h5::File& file, const Transformer& model);
+
+// Under tensor parallelism: collective over the model's TP group. Each group (e.g. "model",
+// "optimizer/m") gets one full-shape dataset per tensor of `data` (a flat buffer laid out like the
+// model's shards), every rank writing its hyperslabs with parallel HDF5 (write_tensor_shard); then
+// TP rank 0 adds the /model description and whatever `describe` writes, and renames the file into
+// place (written to path.tmp first, like every save). `step`: a checkpoint's, for the
+// OPD_FAULT_BEFORE_RENAME drill (-1: none).
+struct ShardedGroup {
+  std::string group;
+  const std::vector<float>* data;
+};
+void save_sharded(const std::string& path, const Transformer& model, const std::vector<ShardedGroup>& groups,
+                  const std::function<void(h5::File&)>& describe, int64_t step);
 std::unique_ptr<Transformer> read_model_group(const h5::File& file);
 
 }  // namespace opd

@@ -1,6 +1,5 @@
 #include "model/params.h"
 
-#include <algorithm>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -14,15 +13,10 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, int tp_size, int tp_ran
   auto add = [&](std::string name, std::vector<int64_t> full, bool decay, int split_dim, bool partial_grad = false) {
     ParamSpec s;
     s.name = std::move(name);
-    s.shape = full;
-    if (split_dim >= 0) {
-      OPD_REQUIRE(full[split_dim] % tp_size == 0, "model: tp = ", tp_size, " does not divide dimension ", split_dim,
-                  " (", full[split_dim], ") of ", s.name);
-      s.shape[split_dim] = full[split_dim] / tp_size;
-      s.split_offset = s.shape[split_dim] * tp_rank;
-    }
-    s.full_shape = std::move(full);
-    s.split_dim = split_dim;
+    OPD_REQUIRE(split_dim < 0 || full[split_dim] % tp_size == 0, "model: tp = ", tp_size,
+                " does not divide dimension ", split_dim, " (", full[split_dim], ") of ", s.name);
+    s.shard = TensorShard::block(full, split_dim, tp_rank, tp_size);
+    s.shape = s.shard.local_shape();
     s.partial_grad = partial_grad && tp_size > 1;
     s.decay = decay;
     s.offset = offset;
@@ -52,28 +46,6 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, int tp_size, int tp_ran
   add("model.norm.weight", {C}, false, -1);
   if (!c.tie_embeddings) add("lm_head.weight", {V, C}, true, 0);
   return specs;
-}
-
-namespace {
-// Visits the block's contiguous runs: (offset in the full tensor, offset in the block, length).
-template <typename F>
-void for_each_run(const ParamSpec& s, F&& f) {
-  if (s.split_dim < 0) return f(size_t(0), size_t(0), s.size);
-  // Rows of the full tensor before the split dimension, and floats per index along it and after.
-  size_t outer = 1, inner = 1;
-  for (int d = 0; d < s.split_dim; ++d) outer *= size_t(s.full_shape[d]);
-  for (size_t d = s.split_dim + 1; d < s.full_shape.size(); ++d) inner *= size_t(s.full_shape[d]);
-  const size_t full_row = size_t(s.full_shape[s.split_dim]) * inner, run = size_t(s.shape[s.split_dim]) * inner;
-  for (size_t o = 0; o < outer; ++o) f(o * full_row + size_t(s.split_offset) * inner, o * run, run);
-}
-}  // namespace
-
-void copy_shard_out(float* local, const float* full, const ParamSpec& s) {
-  for_each_run(s, [&](size_t at_full, size_t at_local, size_t n) { std::copy_n(full + at_full, n, local + at_local); });
-}
-
-void copy_shard_in(float* full, const float* local, const ParamSpec& s) {
-  for_each_run(s, [&](size_t at_full, size_t at_local, size_t n) { std::copy_n(local + at_local, n, full + at_full); });
 }
 
 size_t total_size(const std::vector<ParamSpec>& specs) {

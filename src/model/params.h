@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "parallel/tensor_shard.h"
 
 namespace opd {
 
@@ -15,12 +16,10 @@ struct ParamSpec {
   size_t offset = 0;            // in floats, into the flat buffer
   size_t size = 0;              // product of shape
   bool decay = true;            // weight decay applies (matrices), not to norms
-  // Tensor parallelism (Megatron): the tensor's full shape, the dimension split over the TP ranks
-  // (0: rows of column-parallel q/k/v/gate/up and vocab-parallel embedding / LM head; 1: columns
-  // of row-parallel o/down; -1: replicated norms) and where this rank's block starts along it.
-  std::vector<int64_t> full_shape;
-  int split_dim = -1;
-  int64_t split_offset = 0;
+  // Tensor parallelism (Megatron): this rank's block of the full tensor, split along dimension 0
+  // for column-parallel q/k/v/gate/up and the vocab-parallel embedding / LM head, along 1 for
+  // row-parallel o/down, replicated (-1) for norms. Without TP the block is the whole tensor.
+  TensorShard shard;
   // Replicated, but each TP rank's gradient covers its own heads only (q_norm, k_norm): the
   // gradients are summed over the TP group before the update.
   bool partial_grad = false;
@@ -31,9 +30,6 @@ struct ParamSpec {
 std::vector<ParamSpec> param_specs(const ModelConfig& cfg, int tp_size = 1, int tp_rank = 0);
 size_t total_size(const std::vector<ParamSpec>& specs);
 
-// Between a full tensor and one rank's block of it (the spec's split).
-void copy_shard_out(float* local, const float* full, const ParamSpec& spec);
-void copy_shard_in(float* full, const float* local, const ParamSpec& spec);
 
 // Offsets of one layer's tensors, resolved once so the forward pass does no name look-ups.
 struct LayerOffsets {

@@ -10,11 +10,10 @@ std::vector<float> take_shards(const std::vector<ParamSpec>& local_specs, const 
   std::vector<float> local(total_size(local_specs));
   size_t at = 0;  // whole tensors follow each other in the same order
   for (const ParamSpec& s : local_specs) {
-    size_t full = 1;
-    for (auto d : s.full_shape) full *= size_t(d);
+    const size_t full = size_t(s.shard.full_size());
     OPD_REQUIRE(at + full <= whole.size(), "take_shards: a whole buffer of ", whole.size(), " floats ends inside ",
                 s.name);
-    copy_shard_out(local.data() + s.offset, whole.data() + at, s);
+    copy_shard_out(whole.data() + at, s.shard, local.data() + s.offset);
     at += full;
   }
   OPD_REQUIRE(at == whole.size(), "take_shards: a whole buffer of ", whole.size(), " floats for a model of ", at);
@@ -31,7 +30,7 @@ std::vector<float> gather_shards(Communicator& tp, const ModelConfig& cfg, const
     OPD_REQUIRE(total_size(specs) == local.size(), "gather_shards: rank ", r, " holds ", total_size(specs),
                 " floats, this one ", local.size());
     for (size_t i = 0; i < specs.size(); ++i)
-      copy_shard_in(whole.data() + whole_specs[i].offset, all.data() + r * local.size() + specs[i].offset, specs[i]);
+      copy_shard_in(all.data() + r * local.size() + specs[i].offset, specs[i].shard, whole.data() + whole_specs[i].offset);
   }
   return whole;
 }

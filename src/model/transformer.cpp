@@ -63,8 +63,7 @@ void Transformer::init_random(uint64_t seed) {
     const bool resid_out = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos;
     const float std = resid_out ? resid_std : 0.02f;
     // The whole tensor is drawn and this rank keeps its block: the same model at any TP degree.
-    size_t full = 1;
-    for (auto d : s.full_shape) full *= size_t(d);
+    const size_t full = size_t(s.shard.full_size());
     std::vector<float> whole(full);
     for (size_t i = 0; i < full; i += 2) {  // Box-Muller, two normals per Philox draw
       Philox4 r = philox_draw(seed, static_cast<uint32_t>(si), i / 2);
@@ -73,7 +72,7 @@ void Transformer::init_random(uint64_t seed) {
       whole[i] = std * rad * std::cos(ang);
       if (i + 1 < full) whole[i + 1] = std * rad * std::sin(ang);
     }
-    copy_shard_out(w, whole.data(), s);
+    copy_shard_out(whole.data(), s.shard, w);
   }
 }
 
@@ -82,7 +81,7 @@ void Transformer::zero_grad() { zero(grads_); }
 void Transformer::load_shards(const Transformer& whole) {
   OPD_REQUIRE(!whole.tp() && whole.specs().size() == specs_.size(), "model: load_shards needs a whole model");
   for (size_t i = 0; i < specs_.size(); ++i)
-    OPD_REQUIRE(whole.specs()[i].shape == specs_[i].full_shape, "model: load_shards: ", specs_[i].name,
+    OPD_REQUIRE(whole.specs()[i].shape == specs_[i].shard.full_shape, "model: load_shards: ", specs_[i].name,
                 " has another shape in the whole model");
   params_ = take_shards(specs_, whole.params());
 }

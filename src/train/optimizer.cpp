@@ -39,7 +39,7 @@ double AdamW::step(int step) {
   if (Communicator* tp = model_.tp()) {
     // The global norm: split tensors' squares summed over the TP group, replicated ones counted once.
     double parts[2] = {0, 0};  // split, replicated
-    for (const ParamSpec& s : model_.specs()) parts[s.split_dim < 0] += cpu::grad_sumsq(g.data() + s.offset, s.size);
+    for (const ParamSpec& s : model_.specs()) parts[s.shard.replicated()] += cpu::grad_sumsq(g.data() + s.offset, s.size);
     sumsq = all_reduce_value(*tp, parts[0], ReduceOp::kSum) + parts[1];
   } else {
     sumsq = cpu::grad_sumsq(g.data(), g.size());

@@ -106,22 +106,6 @@ bool fault_at(const char* name, int step, int world_rank) {
   return !rank || std::atoi(rank) == world_rank;
 }
 
-// Under tensor parallelism, the whole model (and optimizer moments, when given) for files: the TP
-// group's shards gathered (collective over the group).
-struct WholeState {
-  std::unique_ptr<Transformer> model;
-  std::vector<float> m, v;
-};
-WholeState whole_state(const Transformer& student, const std::vector<float>& m, const std::vector<float>& v,
-                       Communicator& tp) {
-  WholeState w;
-  w.model = std::make_unique<Transformer>(student.config(), student.shared_tokenizer());
-  w.model->params() = gather_shards(tp, student.config(), student.params());
-  if (!m.empty()) w.m = gather_shards(tp, student.config(), m);
-  if (!v.empty()) w.v = gather_shards(tp, student.config(), v);
-  return w;
-}
-
 json tokens_json(const std::vector<float>& v) {
   json a = json::array();
   for (float x : v) a.push_back(std::round(x * 1e4) / 1e4);
@@ -281,19 +265,16 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     if (dp)
       OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
                   "data parallel: the student's parameters differ between DP replicas at step ", at_step);
-    // Every DP replica holds the same state; the writer saves it, its TP group's shards gathered.
+    // Every DP replica holds the same state: the writer's saves it, under TP each rank of its TP
+    // group writing its shards into the one file.
     if (!run && !(tp && dp_rank == 0)) return;
-    const auto t0 = Clock::now();
-    const WholeState whole = tp ? whole_state(student, opt.m(), opt.v(), *tp) : WholeState{};
-    if (!run) return;
     char file[64];
     std::snprintf(file, sizeof(file), "checkpoints/step_%06d.h5", at_step);
     TrainState st{at_step, samples, tokens, prompts.cursor(),
                   json{{"flops", flops.to_json()}, {"summary", summary}}.dump()};
-    if (tp)
-      save_checkpoint(run->file(file), *whole.model, whole.m, whole.v, opt.updates(), st, c.config_ini);
-    else
-      save_checkpoint(run->file(file), student, opt.m(), opt.v(), opt.updates(), st, c.config_ini);
+    const auto t0 = Clock::now();
+    save_checkpoint(run_path + "/" + file, student, opt.m(), opt.v(), opt.updates(), st, c.config_ini);
+    if (!run) return;
     prune_checkpoints(run->path(), c.keep_last);
     std::fprintf(stderr, "[%s] wrote %s in %.3f s\n", name.c_str(), file, since(t0));
   };
@@ -507,8 +488,10 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
 
     // Fault-injection drill for tests: deliver SIGTERM to ourselves at the end of a chosen step.
     if (fault_at("OPD_FAULT_SIGNAL_AT_STEP", step, ctx.world_rank)) std::raise(SIGTERM);
-    // A signal may reach some DP ranks only: all stop when one does.
-    const int stop_signal = dp ? int(all_reduce_value<double>(*dp, g_stop_signal, ReduceOp::kMax)) : int(g_stop_signal);
+    // A signal may reach some student ranks only: all stop when one does (over TP, then DP).
+    int stop_signal = g_stop_signal;
+    if (tp) stop_signal = int(all_reduce_value<int64_t>(*tp, stop_signal, ReduceOp::kMax));
+    if (dp) stop_signal = int(all_reduce_value<int64_t>(*dp, stop_signal, ReduceOp::kMax));
     if ((c.save_every > 0 && step % c.save_every == 0) || stop_signal) checkpoint(step);
     if (stop_signal) {
       if (writer)
@@ -529,12 +512,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   if (dp)
     OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
                 "data parallel: the student's parameters differ between DP replicas after step ", step - 1);
-  if (tp && dp_rank == 0) {
-    const WholeState whole = whole_state(student, {}, {}, *tp);
-    if (run) save_model(run->file("final.h5"), *whole.model);
-  } else if (run) {
-    save_model(run->file("final.h5"), student);
-  }
+  if (run || (tp && dp_rank == 0)) save_model(run_path + "/final.h5", student);
   close_summary(step - 1);
   summary["final_model"] = run_path + "/final.h5";
   if (run) run->write_summary(summary);

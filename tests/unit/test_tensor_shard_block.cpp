@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "common/check.h"
-#include "io/tensor_shard.h"
+#include "parallel/tensor_shard.h"
 
 namespace opd {
 namespace {

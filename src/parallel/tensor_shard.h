@@ -33,7 +33,9 @@ struct TensorShard {
   void validate(const std::string& where) const;
 };
 
-// Copies this shard's block out of the full tensor into a dense `local` of local_size() elements.
+// Copies this shard's block out of the full tensor into a dense `local` of local_size() elements,
+// and back.
 void copy_shard_out(const float* full, const TensorShard& shard, float* local);
+void copy_shard_in(const float* local, const TensorShard& shard, float* full);
 
 }  // namespace opd

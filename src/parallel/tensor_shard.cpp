@@ -1,4 +1,4 @@
-#include "io/tensor_shard.h"
+#include "parallel/tensor_shard.h"
 
 #include <algorithm>
 
@@ -59,11 +59,23 @@ void TensorShard::validate(const std::string& where) const {
               ", ", offset + extent, ") is outside dimension ", split_dim, " of length ", full_shape[split_dim]);
 }
 
-void copy_shard_out(const float* full, const TensorShard& shard, float* local) {
+namespace {
+// Visits the block's contiguous runs: f(offset in the full tensor, offset in the block, length).
+template <typename F>
+void for_each_run(const TensorShard& shard, F&& f) {
   const int64_t runs = shard.outer(), run = shard.run();
   const int64_t stride = shard.replicated() ? run : shard.full_shape[shard.split_dim] * shard.inner();
   const int64_t start = shard.replicated() ? 0 : shard.offset * shard.inner();
-  for (int64_t o = 0; o < runs; ++o) std::copy_n(full + o * stride + start, run, local + o * run);
+  for (int64_t o = 0; o < runs; ++o) f(o * stride + start, o * run, run);
+}
+}  // namespace
+
+void copy_shard_out(const float* full, const TensorShard& shard, float* local) {
+  for_each_run(shard, [&](int64_t at_full, int64_t at_local, int64_t n) { std::copy_n(full + at_full, n, local + at_local); });
+}
+
+void copy_shard_in(const float* local, const TensorShard& shard, float* full) {
+  for_each_run(shard, [&](int64_t at_full, int64_t at_local, int64_t n) { std::copy_n(local + at_local, n, full + at_full); });
 }
 
 }  // namespace opd
