@@ -28,7 +28,7 @@ const std::map<std::string, Subcommand>& subcommands() {
       {"sample", {opd::cli::sample, "completions with per-token student (and teacher) log-probs"}},
       {"inspect", {opd::cli::inspect, "a model file's or checkpoint's contents, every checksum verified", false}},
       {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
-      {"bench", {opd::cli::bench, "kernel and model throughput on this machine (bench ops, bench model)", false}},
+      {"bench", {opd::cli::bench, "kernel, model and step throughput (bench ops, bench model, bench step)", false}},
       {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)", false}},
       {"import", {opd::cli::import_model, "a Hugging Face Qwen3/Llama checkpoint directory -> an opd model file", false}},
       {"export", {opd::cli::export_model, "an opd model file -> a Hugging Face checkpoint directory", false}},
@@ -46,7 +46,9 @@ void print_usage(std::ostream& os) {
 
 int main(int argc, char** argv) {
   const auto found = argc < 2 ? subcommands().end() : subcommands().find(argv[1]);
-  const bool use_mpi = found != subcommands().end() && found->second.mpi;
+  // `opd bench step` trains in the job's rank layout, so it starts MPI where other benchmarks do not.
+  const bool use_mpi = found != subcommands().end() &&
+                       (found->second.mpi || (found->first == "bench" && argc > 2 && !std::strcmp(argv[2], "step")));
   // MPI's default handler aborts the job on a failing call, before any of ours could run.
   if (use_mpi) MPI_Init(&argc, &argv);
   int rank = 0, world = 1;

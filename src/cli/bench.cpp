@@ -119,12 +119,14 @@ int bench_model(const Args& args) {
 
 int bench(const Args& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::cout << "usage: opd bench model|ops [options]   (opd bench model --help, opd bench ops --help)\n";
+    std::cout << "usage: opd bench model|ops|step [options]   (opd bench model --help, opd bench ops --help,\n"
+                 "       mpirun -n N opd bench step --help)\n";
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "model") return bench_model(Args(args.begin() + 1, args.end()));
   if (args[0] == "ops") return bench::run_bench_ops(Args(args.begin() + 1, args.end()));
-  throw Error(str("opd bench: unknown benchmark '", args[0], "' (known: model, ops)"));
+  if (args[0] == "step") return bench_step(Args(args.begin() + 1, args.end()));
+  throw Error(str("opd bench: unknown benchmark '", args[0], "' (known: model, ops, step)"));
 }
 
 }  // namespace opd::cli

@@ -10,6 +10,7 @@ using Args = std::vector<std::string>;
 
 int score(const Args& args);
 int bench(const Args& args);
+int bench_step(const Args& args);  // opd bench step: the one benchmark that runs under MPI
 int data(const Args& args);
 int distill(const Args& args);
 int sft(const Args& args);

@@ -79,6 +79,7 @@ void save_checkpoint(const std::string& path, const Transformer& model, const st
     h5::File f = h5::File::create(tmp);
     describe(f);
     write_model_group(f, model);
+    crash_drill("OPD_FAULT_MID_SAVE", state.step);
     {
       h5::Handle opt = h5::open_group(f, "optimizer");
       h5::Handle m = h5::create_group(opt.id(), "m"), v = h5::create_group(opt.id(), "v");
@@ -90,8 +91,7 @@ void save_checkpoint(const std::string& path, const Transformer& model, const st
     f.flush();
     f.close();
   }
-  // Fault-injection drill for tests: die between writing and renaming the checkpoint of this step.
-  if (const char* at = std::getenv("OPD_FAULT_BEFORE_RENAME"); at && std::atoll(at) == state.step) std::_Exit(97);
+  crash_drill("OPD_FAULT_BEFORE_RENAME", state.step);
   publish_file(tmp, path);
 }
 

@@ -282,6 +282,7 @@ void save_sharded(const std::string& path, const Transformer& model, const std::
     // collective pass writes the tensors and TP rank 0 then adds the rest with the serial library.
     h5::File f = h5::File::create_parallel(tmp, mpi->handle());
     for (const ShardedGroup& sg : groups) {
+      if (&sg != &groups.front() && tp->rank() == 1) crash_drill("OPD_FAULT_MID_SAVE", step);  // mid-collective
       std::vector<h5::Handle> path_groups;
       hid_t at = f.id();
       std::stringstream names(sg.group);
@@ -309,8 +310,7 @@ void save_sharded(const std::string& path, const Transformer& model, const std::
   }
   tp->barrier();  // every rank's hyperslabs and rank 0's description are in the file
   if (tp->rank() == 0) {
-    // Fault-injection drill for tests: die between writing and renaming the checkpoint of a step.
-    if (const char* at = std::getenv("OPD_FAULT_BEFORE_RENAME"); at && step >= 0 && std::atoll(at) == step) std::_Exit(97);
+    crash_drill("OPD_FAULT_BEFORE_RENAME", step);
     publish_file(tmp, path);
   }
   tp->barrier();  // the file is in place for every rank when the call returns

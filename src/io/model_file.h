@@ -47,7 +47,7 @@ void write_model_group(h5::File& file, const Transformer& model);
 // model's shards), every rank writing its hyperslabs with parallel HDF5 (write_tensor_shard); then
 // TP rank 0 adds the /model description and whatever `describe` writes, and renames the file into
 // place (written to path.tmp first, like every save). `step`: a checkpoint's, for the
-// OPD_FAULT_BEFORE_RENAME drill (-1: none).
+// crash drills of core/durable.h (-1: none).
 struct ShardedGroup {
   std::string group;
   const std::vector<float>* data;

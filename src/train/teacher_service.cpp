@@ -38,8 +38,17 @@ TeacherScores score_request(ColocatedTeacher& scorer, Transformer& teacher, cons
   return s;
 }
 
+// Fault-injection drill for tests: a teacher rank dies by SIGKILL on its N-th request
+// (OPD_FAULT_TEACHER_KILL_AT_REQUEST; with OPD_FAULT_RANK, only that world rank).
+int64_t kill_at_request(int world_rank) {
+  const char* at = std::getenv("OPD_FAULT_TEACHER_KILL_AT_REQUEST");
+  const char* rank = std::getenv("OPD_FAULT_RANK");
+  return at && (!rank || std::atoi(rank) == world_rank) ? std::atoll(at) : -1;
+}
+
 // A teacher replica's rank other than its leader: scores what the leader forwards until told to stop.
-ServiceStats follow_leader(Communicator& replica, Transformer& teacher) {
+ServiceStats follow_leader(Communicator& replica, Transformer& teacher, int world_rank) {
+  const int64_t kill_at = kill_at_request(world_rank);
   ColocatedTeacher scorer(teacher);
   const int V = teacher.config().vocab, max_seq = teacher.config().max_seq;
   ServiceStats stats;
@@ -53,10 +62,10 @@ ServiceStats follow_leader(Communicator& replica, Transformer& teacher) {
     replica.irecv(buf.data(), buf.size(), 0, kTagReplicaWork)->wait();
     if (buf.empty()) return stats;
     const ScoreRequest q = decode_request(buf.data(), buf.size(), V, max_seq, "the replica's leader");
+    if (++stats.requests == kill_at) std::raise(SIGKILL);
     const auto t0 = Clock::now();
     double flops = 0;
     score_request(scorer, teacher, q, flops);
-    ++stats.requests;
     stats.busy_s += since(t0);
   }
 }
@@ -65,7 +74,7 @@ ServiceStats follow_leader(Communicator& replica, Transformer& teacher) {
 
 ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int clients, double timeout_s) {
   Communicator* replica = teacher.tp();
-  if (replica && replica->rank() != 0) return follow_leader(*replica, teacher);
+  if (replica && replica->rank() != 0) return follow_leader(*replica, teacher, world.rank());
   auto forward_to_replica = [&](const std::vector<char>& bytes) {
     if (!replica) return;
     std::vector<std::unique_ptr<Request>> sends;
@@ -74,9 +83,7 @@ ServiceStats serve_teacher(Communicator& world, Transformer& teacher, int client
   };
   ColocatedTeacher scorer(teacher);
   const int V = teacher.config().vocab, max_seq = teacher.config().max_seq;
-  // Fault-injection drill for tests: this teacher dies by SIGKILL on its N-th request.
-  const char* kill_env = std::getenv("OPD_FAULT_TEACHER_KILL_AT_REQUEST");
-  const int64_t kill_at = kill_env ? std::atoll(kill_env) : -1;
+  const int64_t kill_at = kill_at_request(world.rank());
   ServiceStats stats;
   struct Outgoing {
     std::vector<char> data;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "e2e/run.h"
@@ -225,22 +226,59 @@ TEST_F(Jobs, TensorParallelRunResumesBitIdentically) {
   EXPECT_NEAR(a["loss"].get<double>(), b["loss"].get<double>(), 1e-5 * std::abs(a["loss"].get<double>()));
 }
 
+// A TP rank dying inside the collective write of a checkpoint (or rank 0 before the rename)
+// leaves the previous checkpoint, and --resume auto completes the run to the uninterrupted result.
+TEST_F(Jobs, CrashInsideATensorParallelSaveLeavesThePreviousCheckpoint) {
+  const std::string whole = temp_dir("tpc_whole");
+  auto r = run_mpi(2, distill(whole, "--tp 2 --save-every 1"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const std::string drill : {"OPD_FAULT_MID_SAVE", "OPD_FAULT_BEFORE_RENAME"}) {
+    const std::string cut = temp_dir("tpc_" + drill);
+    r = run_mpi(2, distill(cut, "--tp 2 --save-every 1"), drill + "=2");
+    EXPECT_NE(r.code, 0) << drill << "\n" << r.output;
+    EXPECT_FALSE(std::filesystem::exists(cut + "/checkpoints/step_000002.h5")) << drill;
+    EXPECT_TRUE(std::filesystem::exists(cut + "/checkpoints/step_000001.h5")) << drill;
+    r = run_mpi(2, distill(cut, "--tp 2 --save-every 1 --resume auto"));
+    ASSERT_EQ(r.code, 0) << drill << "\n" << r.output;
+    EXPECT_NE(r.output.find("step_000001.h5 (step 1)"), std::string::npos) << r.output;
+    EXPECT_EQ(load_model(whole + "/final.h5")->params(), load_model(cut + "/final.h5")->params()) << drill;
+  }
+}
+
+// opd bench step runs the layout it is given and prints its table (figures are not checked: a
+// benchmark is not a test of speed).
+TEST_F(Jobs, BenchStepPrintsThePhaseTable) {
+  const auto r = run_mpi(2, "bench step --teacher-ranks 1 --steps 2 --prompts-per-step 16 --micro-batch 8 --threads 1 "
+                            "--out " + temp_dir("bench_step"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("bench step: 2 ranks (--teacher-ranks 1 --teacher-tp 1 --tp 1 --dp 0)"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find(" mean "), std::string::npos) << r.output;
+}
+
 // The fault drills: each must end the job non-zero, naming the failing rank. ctest's timeout on
 // this test bounds how long that may take; the output reports the time measured.
 TEST_F(Jobs, AFailingOrKilledRankEndsTheJob) {
   struct Drill {
+    int np;
+    const char* layout;
     const char* env;
     const char* expect;
   } drills[] = {
-      {"OPD_FAULT_TEACHER_KILL_AT_REQUEST=3", "process rank 2 with PID"},  // the teacher rank, SIGKILL
-      {"OPD_FAULT_KILL_AT_STEP=2 OPD_FAULT_RANK=1", "process rank 1 with PID"},  // a student, SIGKILL
-      {"OPD_FAULT_THROW_AT_STEP=2 OPD_FAULT_RANK=1", "opd: error on rank 1: step 2: fault-injection drill"},
+      {3, "--teacher-ranks 1", "OPD_FAULT_TEACHER_KILL_AT_REQUEST=3", "process rank 2 with PID"},  // the teacher, SIGKILL
+      {3, "--teacher-ranks 1", "OPD_FAULT_KILL_AT_STEP=2 OPD_FAULT_RANK=1", "process rank 1 with PID"},  // a student
+      {3, "--teacher-ranks 1", "OPD_FAULT_THROW_AT_STEP=2 OPD_FAULT_RANK=1",
+       "opd: error on rank 1: step 2: fault-injection drill"},
+      // Tensor parallelism: a TP student rank, and a teacher replica's second rank, killed mid-run.
+      {3, "--teacher-ranks 1 --tp 2", "OPD_FAULT_KILL_AT_STEP=2 OPD_FAULT_RANK=1", "process rank 1 with PID"},
+      {3, "--teacher-ranks 2 --teacher-tp 2", "OPD_FAULT_TEACHER_KILL_AT_REQUEST=3 OPD_FAULT_RANK=2",
+       "process rank 2 with PID"},
   };
   for (const auto& d : drills) {
     const auto t0 = std::chrono::steady_clock::now();
-    const auto r = run_mpi(3, distill(temp_dir("fault"), "--teacher-ranks 1"), d.env);
+    const auto r = run_mpi(d.np, distill(temp_dir("fault"), d.layout), d.env);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("[ drill ] %s: exit %d after %.1f s\n", d.env, r.code, s);
+    std::printf("[ drill ] %s %s: exit %d after %.1f s\n", d.layout, d.env, r.code, s);
     EXPECT_NE(r.code, 0) << d.env << "\n" << r.output;
     EXPECT_NE(r.output.find(d.expect), std::string::npos) << d.env << "\n" << r.output;
   }
