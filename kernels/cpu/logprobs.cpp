@@ -173,21 +173,6 @@ void check_shard(const char* op, int N, int Vl, int v0) {
 }  // namespace
 
 template <typename T>
-void softmax_dot_shard(T* out, const T* logits, const T* lse, int N, int Vl) {
-  check_shard("softmax_dot_shard", N, Vl, 0);
-#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
-  for (int n = 0; n < N; ++n) {
-    const T* x = logits + static_cast<size_t>(n) * Vl;
-    T acc = 0;
-    for (int v = 0; v < Vl; ++v) {
-      const T p = std::exp(x[v] - lse[n]);
-      if (p > 0) acc += p * x[v];  // a -inf logit has no mass: adds nothing, not 0 * -inf
-    }
-    out[n] = acc;
-  }
-}
-
-template <typename T>
 void entropy_shard(T* out, const T* logits, const T* lse, int N, int Vl) {
   check_shard("entropy_shard", N, Vl, 0);
 #pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
@@ -315,7 +300,6 @@ void topk_merge_shards(int* ids, T* logp, const int* cand_ids, const T* cand_log
 }
 
 #define OPD_INSTANTIATE_SHARD_OPS(T)                                                                         \
-  template void softmax_dot_shard<T>(T*, const T*, const T*, int, int);                                    \
   template void entropy_shard<T>(T*, const T*, const T*, int, int);                                        \
   template void logprobs_backward_shard<T>(T*, const T*, const T*, const T*, const int*, int, int, int);   \
   template void log_softmax_shard<T>(T*, const T*, const T*, int, int);                                    \

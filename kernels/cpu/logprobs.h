@@ -45,11 +45,6 @@ void combine_shard_stats(T* logp, T* lse, const T* mx, const T* sumexp, const T*
 // maxes or gathers across shards between the calls. logits: this shard's [N, Vl] slab of global
 // ids [v0, v0 + Vl).
 
-// Entropy without gathering the row: H = lse - sum_v p x, so each shard gives its share
-// out[n] = sum_shard p x (p = exp(x - lse[n]); a token without mass adds nothing).
-template <typename T>
-void softmax_dot_shard(T* out, const T* logits, const T* lse, int N, int Vl);
-
 // The same share without the cancellation: out[n] = -sum_shard p (x - lse[n]), entropy = the sum of
 // the shares. lse - sum p x loses the digits of lse: in float (V 4096, logits 100 + N(0, 10^2)) it
 // was off by 1.1e-3, most of a confident row's entropy of 1.5e-3, where this form was off by 9e-6
