@@ -8,9 +8,11 @@
 
 namespace opd::testing {
 
-inline std::unique_ptr<Transformer> tiny_model(bool tied = false, uint64_t seed = 3) {
+// vocab: 11 by default (pad, eos, 9 letters); 12 splits over 2 tensor-parallel ranks (tp, optional).
+inline std::unique_ptr<Transformer> tiny_model(bool tied = false, uint64_t seed = 3, int vocab = 11,
+                                               Communicator* tp = nullptr) {
   ModelConfig c;
-  c.vocab = 11;
+  c.vocab = vocab;
   c.d_model = 24;
   c.n_layers = 2;
   c.n_heads = 4;
@@ -20,8 +22,8 @@ inline std::unique_ptr<Transformer> tiny_model(bool tied = false, uint64_t seed 
   c.max_seq = 32;
   c.tie_embeddings = tied;
   std::vector<std::string> pieces = {"<pad>", "<eos>"};
-  for (char ch = 'a'; ch < 'a' + 9; ++ch) pieces.push_back(std::string(1, ch));
-  auto m = std::make_unique<Transformer>(c, std::make_shared<CharTokenizer>(pieces, 1, 0));
+  for (char ch = 'a'; ch < 'a' + vocab - 2; ++ch) pieces.push_back(std::string(1, ch));
+  auto m = std::make_unique<Transformer>(c, std::make_shared<CharTokenizer>(pieces, 1, 0), tp);
   m->init_random(seed);
   // Larger weights than the training init, so that attention and norms are far from trivial.
   for (auto& w : m->params()) w *= 20.0f;

@@ -14,6 +14,7 @@
 #include "io/model_file.h"
 #include "kernels/cpu/sample.h"
 #include "model/shards.h"
+#include "model/tiny_model.h"
 #include "model/vocab_parallel.h"
 #include "parallel/mpi_communicator.h"
 #include "train/objectives.h"
@@ -25,28 +26,10 @@ namespace {
 
 constexpr int kTp = 2;
 
-// A small model whose heads, kv heads, ffn and vocabulary split over 2 ranks.
+// The tiny test model with a vocabulary of 12, so that heads, kv heads, ffn and vocabulary split
+// over 2 ranks; the whole model when tp is null, else this rank's shards of the same model.
 std::unique_ptr<Transformer> model(Communicator* tp, bool tied, uint64_t seed) {
-  ModelConfig c;
-  c.vocab = 12;
-  c.d_model = 24;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.ffn_dim = 40;
-  c.max_seq = 32;
-  c.tie_embeddings = tied;
-  std::vector<std::string> pieces = {"<pad>", "<eos>"};
-  for (char ch = 'a'; ch < 'a' + 10; ++ch) pieces.push_back(std::string(1, ch));
-  auto m = std::make_unique<Transformer>(c, std::make_shared<CharTokenizer>(pieces, 1, 0), tp);
-  m->init_random(seed);
-  // Larger weights than the training init (as tests/model/tiny_model.h), and norms off 1.
-  for (auto& w : m->params()) w *= 20.0f;
-  for (const auto& s : m->specs())
-    if (s.shape.size() == 1)
-      for (size_t i = 0; i < s.size; ++i) m->param(s)[i] = 1.0f + 0.01f * static_cast<float>(i % 7);
-  return m;
+  return testing::tiny_model(tied, seed, 12, tp);
 }
 
 // The TP group of this rank (pairs of ranks), or null on a rank left over.
