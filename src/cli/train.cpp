@@ -1,6 +1,7 @@
 // opd distill / sft / rl: one trainer, three sources of advantage (ARCHITECTURE §1.1–1.2).
 #include <cmath>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "cli/commands.h"
@@ -52,14 +53,6 @@ ModelConfig parse_shape(const std::string& text) {
   c.vocab = static_cast<int>(arith_vocabulary().size());
   c.validate("option --init");
   return c;
-}
-
-// A whole model as read from a file, or under tensor parallelism (tp of size > 1) this rank's shards of it.
-std::unique_ptr<Transformer> shard(std::unique_ptr<Transformer> whole, Communicator* tp) {
-  if (!tp || tp->size() == 1 || whole->tp()) return whole;
-  auto mine = std::make_unique<Transformer>(whole->config(), whole->shared_tokenizer(), tp);
-  mine->load_shards(*whole);
-  return mine;
 }
 
 std::unique_ptr<Transformer> new_arith_model(const ModelConfig& c, uint64_t seed, Communicator* tp = nullptr) {
@@ -203,11 +196,10 @@ int run_training(Method method, const Args& args) {
   const LayoutOptions layout_opts = layout_options(vm);
   if (vm["dry-run"].as<bool>()) {
     // The models' shapes decide which tp fits; the host of every rank completes the table.
-    std::unique_ptr<Transformer> s, t;
-    if (vm.count("student")) s = load_model(vm["student"].as<std::string>());
-    if (vm.count("teacher")) t = load_model(vm["teacher"].as<std::string>());
-    const Layout layout =
-        make_layout(layout_opts, world->size(), s ? &s->config() : nullptr, t ? &t->config() : nullptr);
+    std::optional<ModelConfig> s, t;
+    if (vm.count("student")) s = read_model_config(vm["student"].as<std::string>());
+    if (vm.count("teacher")) t = read_model_config(vm["teacher"].as<std::string>());
+    const Layout layout = make_layout(layout_opts, world->size(), s ? &*s : nullptr, t ? &*t : nullptr);
     char host[256] = {};
     const std::string mine = processor_name().substr(0, sizeof(host) - 1);
     std::copy(mine.begin(), mine.end(), host);
@@ -232,8 +224,9 @@ int run_training(Method method, const Args& args) {
     // A teacher replica: load the teacher, serve every DP leader until each says it is done.
     OPD_REQUIRE(vm.count("teacher"), "opd distill: --teacher is required");
     const std::string teacher_path = vm["teacher"].as<std::string>();
-    auto teacher = shard(load_model(teacher_path), groups.replica.get());
-    make_layout(layout_opts, groups.layout.world, nullptr, &teacher->config());
+    const ModelConfig shape = read_model_config(teacher_path);
+    make_layout(layout_opts, groups.layout.world, nullptr, &shape);
+    auto teacher = load_model(teacher_path, groups.replica.get());  // this rank's shards under --teacher-tp
     share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), &teacher->tokenizer());
     const ServiceStats st = serve_teacher(*groups.world, *teacher, groups.layout.dp, teacher_timeout);
     std::cerr << "[" << name << "] teacher rank " << groups.world->rank() << ": served " << st.requests
@@ -291,18 +284,22 @@ int run_training(Method method, const Args& args) {
   } else {
     OPD_REQUIRE(!student_path.empty(), "opd ", name, ": --student is required",
                 method == Method::kSft ? " (or --init to start from scratch)" : "");
-    student = load_model(student_path);
   }
-  if (vm.count("teacher") && groups.layout.teacher_ranks == 0) {
-    const std::string teacher_path = vm["teacher"].as<std::string>();
-    teacher = load_model(teacher_path);
+  const bool colocated_teacher = vm.count("teacher") && groups.layout.teacher_ranks == 0;
+  const std::string teacher_path = colocated_teacher ? vm["teacher"].as<std::string>() : "";
+  {
+    // The shapes decide which tp fits (errors name the option) before anything large is read;
+    // then each rank reads only its shards, the colocated teacher sharded like the student.
+    const ModelConfig s = student ? student->config() : read_model_config(student_path);
+    std::optional<ModelConfig> t;
+    if (colocated_teacher) t = read_model_config(teacher_path);
+    make_layout(layout_opts, groups.layout.world, &s, t ? &*t : nullptr);
+  }
+  if (!student) student = load_model(student_path, groups.tp.get());
+  if (colocated_teacher) {
+    teacher = load_model(teacher_path, groups.tp.get());
     check_same_tokenizer(*student, student_path, *teacher, teacher_path);
   }
-  // The shapes decide which tp fits (errors name the option); then each rank keeps its shards, the
-  // colocated teacher sharded over the student's TP group like the student.
-  make_layout(layout_opts, groups.layout.world, &student->config(), teacher ? &teacher->config() : nullptr);
-  student = shard(std::move(student), groups.tp.get());
-  teacher = teacher ? shard(std::move(teacher), groups.tp.get()) : nullptr;
   std::unique_ptr<RemoteScoring> remote;
   std::unique_ptr<TensorParallelScoring> remote_tp;
   if (groups.layout.teacher_ranks > 0) {
@@ -334,9 +331,9 @@ int run_training(Method method, const Args& args) {
     OPD_REQUIRE(groups.layout.teacher_ranks == 0 || !vm.count("anchor-teacher"),
                 "--anchor-teacher needs --teacher-ranks 0 (colocated)");
     if (vm.count("anchor-teacher")) {
-      anchor = load_model(vm["anchor-teacher"].as<std::string>());
-      make_layout(layout_opts, groups.layout.world, nullptr, &anchor->config());  // shardable like the teacher
-      anchor = shard(std::move(anchor), groups.tp.get());
+      const ModelConfig shape = read_model_config(vm["anchor-teacher"].as<std::string>());
+      make_layout(layout_opts, groups.layout.world, nullptr, &shape);  // shardable like the teacher
+      anchor = load_model(vm["anchor-teacher"].as<std::string>(), groups.tp.get());
       check_same_tokenizer(*student, student_path, *anchor, vm["anchor-teacher"].as<std::string>());
     }
   }

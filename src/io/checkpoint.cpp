@@ -96,7 +96,7 @@ void save_checkpoint(const std::string& path, const Transformer& model, const st
 }
 
 namespace {
-Checkpoint read_checkpoint(const std::string& path) {
+Checkpoint read_checkpoint(const std::string& path, Communicator* tp) {
   h5::File f = h5::File::open_read(path);
   const std::string format = h5::read_attr_string(f.id(), "format", path);
   OPD_REQUIRE(format == "opd-checkpoint", path, ": format '", format, "' is not an opd checkpoint");
@@ -110,7 +110,7 @@ Checkpoint read_checkpoint(const std::string& path) {
   };
   constexpr int64_t kMaxInt = std::numeric_limits<int>::max(), kMaxInt64 = std::numeric_limits<int64_t>::max();
   Checkpoint c;
-  c.model = read_model_group(f);
+  c.model = read_model_group(f, tp);
   c.state.step = counter(f.id(), "step", path, kMaxInt - 1);
   c.state.tokens = counter(f.id(), "tokens_seen", path, kMaxInt64);
   c.config = h5::read_attr_string(f.id(), "config", path);
@@ -120,9 +120,14 @@ Checkpoint read_checkpoint(const std::string& path) {
   const size_t n = c.model->params().size();
   c.adam_m.assign(n, 0.0f);
   c.adam_v.assign(n, 0.0f);
-  for (const ParamSpec& s : c.model->specs()) {
-    read_tensor(m.id(), s.name, c.adam_m.data() + s.offset, s.shape, path + ":/optimizer/m");
-    read_tensor(v.id(), s.name, c.adam_v.data() + s.offset, s.shape, path + ":/optimizer/v");
+  if (c.model->tp()) {
+    read_tensor_blocks(m.id(), *c.model, c.adam_m.data(), path + ":/optimizer/m");
+    read_tensor_blocks(v.id(), *c.model, c.adam_v.data(), path + ":/optimizer/v");
+  } else {
+    for (const ParamSpec& s : c.model->specs()) {
+      read_tensor(m.id(), s.name, c.adam_m.data() + s.offset, s.shape, path + ":/optimizer/m");
+      read_tensor(v.id(), s.name, c.adam_v.data() + s.offset, s.shape, path + ":/optimizer/v");
+    }
   }
   h5::Handle st = h5::open_group(f, "state");
   c.state.samples = counter(st.id(), "samples", path + ":/state", kMaxInt64);
@@ -133,19 +138,19 @@ Checkpoint read_checkpoint(const std::string& path) {
 
 }  // namespace
 
-Checkpoint load_checkpoint(const std::string& path) {
+Checkpoint load_checkpoint(const std::string& path, Communicator* tp) {
   try {
-    return read_checkpoint(path);
+    return read_checkpoint(path, tp);
   } catch (const Error& e) {
     h5::rethrow_naming(path, e);
   }
 }
 
 std::optional<Checkpoint> newest_valid_checkpoint(const std::string& run_dir, std::vector<std::string>& skipped,
-                                                  std::string* path) {
+                                                  std::string* path, Communicator* tp) {
   for (const fs::path& p : checkpoints_newest_first(run_dir)) {
     try {
-      Checkpoint c = load_checkpoint(p.string());
+      Checkpoint c = load_checkpoint(p.string(), tp);
       if (path) *path = p.string();
       return c;
     } catch (const Error& e) {

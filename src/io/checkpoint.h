@@ -29,13 +29,14 @@ struct Checkpoint {
 void save_checkpoint(const std::string& path, const Transformer& model, const std::vector<float>& adam_m,
                      const std::vector<float>& adam_v, int adam_updates, const TrainState& state,
                      const std::string& config);
-// Verifies every checksum; an error names the file and the dataset at fault.
-Checkpoint load_checkpoint(const std::string& path);
+// Verifies every checksum; an error names the file and the dataset at fault. With tp (of size > 1):
+// collective over it, the model and moments read as this rank's shards (see load_model).
+Checkpoint load_checkpoint(const std::string& path, Communicator* tp = nullptr);
 
 // The newest checkpoints/step_*.h5 of a run directory that loads and verifies; newer ones that do
 // not are listed in `skipped` with the reason. nullopt when there is none.
 std::optional<Checkpoint> newest_valid_checkpoint(const std::string& run_dir, std::vector<std::string>& skipped,
-                                                  std::string* path = nullptr);
+                                                  std::string* path = nullptr, Communicator* tp = nullptr);
 
 // Deletes all but the newest `keep` checkpoints/step_*.h5 of a run directory.
 void prune_checkpoints(const std::string& run_dir, int keep);

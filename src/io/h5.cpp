@@ -318,6 +318,17 @@ void read_f32(hid_t loc, const std::string& name, float* data, size_t n, const s
   H5_CHECK(H5Dread(d.id(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 
+void read_f32_block(hid_t loc, const std::string& name, float* data, const std::vector<int64_t>& start,
+                    const std::vector<int64_t>& count, const std::string& where) {
+  Handle d = dataset(loc, name, where);
+  require_class(d.id(), H5T_FLOAT, 4, where, name, "float32");
+  Handle file_space(H5_CHECK(H5Dget_space(d.id())), H5Sclose);
+  std::vector<hsize_t> at(start.begin(), start.end()), n(count.begin(), count.end());
+  H5_CHECK(H5Sselect_hyperslab(file_space.id(), H5S_SELECT_SET, at.data(), nullptr, n.data(), nullptr));
+  Handle mem_space = simple_space(count);
+  H5_CHECK(H5Dread(d.id(), H5T_NATIVE_FLOAT, mem_space.id(), file_space.id(), H5P_DEFAULT, data));
+}
+
 std::vector<double> read_f64(hid_t loc, const std::string& name, const std::string& where) {
   Handle d = dataset(loc, name, where);
   Handle t(H5_CHECK(H5Dget_type(d.id())), H5Tclose);

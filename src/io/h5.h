@@ -80,6 +80,9 @@ void write_f32_collective(hid_t loc, const std::string& name, const std::vector<
 bool is_parallel(hid_t obj);
 std::vector<int64_t> dataset_shape(hid_t loc, const std::string& name, const std::string& where);
 void read_f32(hid_t loc, const std::string& name, float* data, size_t n, const std::string& where);
+// The block [start, start + count) of a float32 dataset (any driver; an independent read).
+void read_f32_block(hid_t loc, const std::string& name, float* data, const std::vector<int64_t>& start,
+                    const std::vector<int64_t>& count, const std::string& where);
 std::vector<double> read_f64(hid_t loc, const std::string& name, const std::string& where);
 std::vector<int32_t> read_i32(hid_t loc, const std::string& name, const std::string& where);
 std::vector<std::string> read_strings(hid_t loc, const std::string& name, const std::string& where);

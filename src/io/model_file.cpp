@@ -270,17 +270,52 @@ void write_model_group(h5::File& file, const Transformer& model) {
   for (const ParamSpec& s : model.specs()) write_tensor(g.id(), s.name, model.params().data() + s.offset, s.shape);
 }
 
+namespace {
+// The MPI communicator behind a tensor-parallel model's TP group (HDF5 and the checksum combine speak MPI).
+MPI_Comm tp_handle(const Transformer& model, const std::string& where) {
+  const auto* mpi = dynamic_cast<const MpiCommunicator*>(model.tp());
+  OPD_REQUIRE(mpi, where, ": collective HDF5 I/O needs an MPI communicator for the tensor-parallel group");
+  return mpi->handle();
+}
+}  // namespace
+
+void read_tensor_blocks(hid_t group, const Transformer& model, float* out, const std::string& where) {
+  Communicator& tp = *model.tp();
+  const MPI_Comm comm = tp_handle(model, where);
+  std::vector<std::vector<ParamSpec>> all;  // every rank's shards, to combine the checksums in order
+  for (int r = 0; r < tp.size(); ++r) all.push_back(param_specs(model.config(), tp.size(), r));
+  for (size_t i = 0; i < model.specs().size(); ++i) {
+    const ParamSpec& s = model.specs()[i];
+    require_shape(group, s.name, s.shard.full_shape, where);
+    std::vector<int64_t> start(s.shape.size(), 0);
+    if (!s.shard.replicated()) start[s.shard.split_dim] = s.shard.offset;
+    h5::read_f32_block(group, s.name, out + s.offset, start, s.shape, where);
+    const std::string dwhere = where + "/" + s.name;
+    h5::Handle d(H5_CHECK(H5Dopen2(group, s.name.c_str(), H5P_DEFAULT)), H5Dclose);
+    const int64_t stored = h5::read_attr_int(d.id(), "crc32", dwhere);
+    uint32_t actual = 0;
+    if (s.shard.replicated()) {
+      actual = crc32(out + s.offset, s.size * sizeof(float));
+    } else {
+      std::vector<TensorShard> shards;
+      for (const auto& specs : all) shards.push_back(specs[i].shard);
+      actual = combined_crc(out + s.offset, shards, tp.rank(), comm);  // the same verdict on every rank
+    }
+    OPD_REQUIRE(stored == static_cast<int64_t>(actual), dwhere, ": checksum mismatch (stored crc32 ", stored,
+                ", data gives ", actual, "): the file is corrupt");
+  }
+}
+
 void save_sharded(const std::string& path, const Transformer& model, const std::vector<ShardedGroup>& groups,
                   const std::function<void(h5::File&)>& describe, int64_t step) {
   Communicator* tp = model.tp();
   OPD_REQUIRE(tp, path, ": save_sharded needs a tensor-parallel model");
-  const auto* mpi = dynamic_cast<const MpiCommunicator*>(tp);
-  OPD_REQUIRE(mpi, path, ": collective HDF5 writes need an MPI communicator for the ", tp->name());
+  const MPI_Comm comm = tp_handle(model, path);
   const std::string tmp = path + ".tmp";
   {
     // Parallel HDF5 cannot write variable-length strings (the tokenizer, the config text), so the
     // collective pass writes the tensors and TP rank 0 then adds the rest with the serial library.
-    h5::File f = h5::File::create_parallel(tmp, mpi->handle());
+    h5::File f = h5::File::create_parallel(tmp, comm);
     for (const ShardedGroup& sg : groups) {
       if (&sg != &groups.front() && tp->rank() == 1) crash_drill("OPD_FAULT_MID_SAVE", step);  // mid-collective
       std::vector<h5::Handle> path_groups;
@@ -294,7 +329,7 @@ void save_sharded(const std::string& path, const Transformer& model, const std::
       }
       OPD_REQUIRE(sg.data->size() == model.params().size(), path, ": ", sg.group, " holds ", sg.data->size(),
                   " floats for a shard of ", model.params().size());
-      for (const ParamSpec& s : model.specs()) write_tensor_shard(at, s.name, sg.data->data() + s.offset, s.shard, mpi->handle());
+      for (const ParamSpec& s : model.specs()) write_tensor_shard(at, s.name, sg.data->data() + s.offset, s.shard, comm);
     }
     f.close();
   }
@@ -316,9 +351,8 @@ void save_sharded(const std::string& path, const Transformer& model, const std::
   tp->barrier();  // the file is in place for every rank when the call returns
 }
 
-std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
-  const std::string where = file.path() + ":/model";
-  h5::Handle g = h5::open_group(file, "model");
+namespace {
+ModelConfig read_config(const h5::File& file) {
   h5::Handle cg = h5::open_group(file, "model/config");
   const std::string cwhere = file.path() + ":/model/config";
   ModelConfig c;
@@ -349,7 +383,14 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
   c.qk_norm = h5::read_attr_int(cg.id(), "qk_norm", cwhere) != 0;
   c.tie_embeddings = h5::read_attr_int(cg.id(), "tie_embeddings", cwhere) != 0;
   c.validate(cwhere);
+  return c;
+}
+}  // namespace
 
+std::unique_ptr<Transformer> read_model_group(const h5::File& file, Communicator* tp) {
+  const std::string where = file.path() + ":/model";
+  h5::Handle g = h5::open_group(file, "model");
+  const ModelConfig c = read_config(file);
   std::shared_ptr<const Tokenizer> tok = read_tokenizer(file, c);
 
   // Every tensor is there with its shape before the model's memory is allocated, and the file is
@@ -369,8 +410,11 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file) {
   OPD_REQUIRE(!ec && file_bytes >= tensor_bytes, file.path(), ": the file has ", file_bytes, " bytes, fewer than the ",
               tensor_bytes, " its tensors need: it is truncated");
 
-  auto model = std::make_unique<Transformer>(c, std::move(tok));
-  for (const ParamSpec& s : model->specs()) read_tensor(g.id(), s.name, model->param(s), s.shape, where);
+  auto model = std::make_unique<Transformer>(c, std::move(tok), tp && tp->size() > 1 ? tp : nullptr);
+  if (model->tp())
+    read_tensor_blocks(g.id(), *model, model->params().data(), where);
+  else
+    for (const ParamSpec& s : model->specs()) read_tensor(g.id(), s.name, model->param(s), s.shape, where);
   return model;
 }
 
@@ -392,7 +436,15 @@ void save_model(const std::string& path, const Transformer& model) {
   publish_file(tmp, path);
 }
 
-std::unique_ptr<Transformer> load_model(const std::string& path) {
+ModelConfig read_model_config(const std::string& path) {
+  try {
+    return read_config(h5::File::open_read(path));
+  } catch (const Error& e) {
+    h5::rethrow_naming(path, e);
+  }
+}
+
+std::unique_ptr<Transformer> load_model(const std::string& path, Communicator* tp) {
   try {
     h5::File f = h5::File::open_read(path);
     const std::string format = h5::read_attr_string(f.id(), "format", path);
@@ -401,7 +453,7 @@ std::unique_ptr<Transformer> load_model(const std::string& path) {
     const int64_t version = h5::read_attr_int(f.id(), "format_version", path);
     OPD_REQUIRE(version == kModelFormatVersion, path, ": format_version ", version,
                 " is not supported (this opd reads ", kModelFormatVersion, ")");
-    return read_model_group(f);
+    return read_model_group(f, tp);
   } catch (const Error& e) {
     h5::rethrow_naming(path, e);
   }

@@ -19,7 +19,11 @@ inline constexpr int64_t kModelFormatVersion = 1;
 // Writes `path` atomically: into `path.tmp`, flushed and closed, then renamed over `path`. A
 // tensor-parallel model is written collectively by its TP group (save_sharded).
 void save_model(const std::string& path, const Transformer& model);
-std::unique_ptr<Transformer> load_model(const std::string& path);
+// With tp (of size > 1): collective over it, each rank reading only its blocks of the tensors, whatever
+// tp wrote the file; checksums are verified by combining the ranks' piece checksums.
+std::unique_ptr<Transformer> load_model(const std::string& path, Communicator* tp = nullptr);
+// The shape alone (to plan a rank layout before loading anything large).
+ModelConfig read_model_config(const std::string& path);
 
 // One float32 tensor with its crc32 attribute; reading checks shape and checksum, naming `where`.
 void write_tensor(hid_t group, const std::string& name, const float* data, const std::vector<int64_t>& shape);
@@ -54,6 +58,9 @@ struct ShardedGroup {
 };
 void save_sharded(const std::string& path, const Transformer& model, const std::vector<ShardedGroup>& groups,
                   const std::function<void(h5::File&)>& describe, int64_t step);
-std::unique_ptr<Transformer> read_model_group(const h5::File& file);
+std::unique_ptr<Transformer> read_model_group(const h5::File& file, Communicator* tp = nullptr);
+// This rank's blocks of the tensors of `group` into `out` (laid out like model.specs()), each
+// checked against its crc32: collective over the model's TP group.
+void read_tensor_blocks(hid_t group, const Transformer& model, float* out, const std::string& where);
 
 }  // namespace opd

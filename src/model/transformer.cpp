@@ -11,7 +11,6 @@
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/swiglu.h"
-#include "model/shards.h"
 
 namespace opd {
 
@@ -77,14 +76,6 @@ void Transformer::init_random(uint64_t seed) {
 }
 
 void Transformer::zero_grad() { zero(grads_); }
-
-void Transformer::load_shards(const Transformer& whole) {
-  OPD_REQUIRE(!whole.tp() && whole.specs().size() == specs_.size(), "model: load_shards needs a whole model");
-  for (size_t i = 0; i < specs_.size(); ++i)
-    OPD_REQUIRE(whole.specs()[i].shape == specs_[i].shard.full_shape, "model: load_shards: ", specs_[i].name,
-                " has another shape in the whole model");
-  params_ = take_shards(specs_, whole.params());
-}
 
 void Transformer::tp_sum(float* x, size_t n) {
   if (vocab_.split()) vocab_.tp->all_reduce(x, n, ReduceOp::kSum);

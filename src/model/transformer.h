@@ -56,8 +56,6 @@ class Transformer {
   const std::vector<ParamSpec>& specs() const { return specs_; }
   Communicator* tp() const { return vocab_.split() ? vocab_.tp : nullptr; }
   const VocabShard& vocab_shard() const { return vocab_; }
-  // Takes this rank's shards of a whole (unsharded) model of the same shape.
-  void load_shards(const Transformer& whole);
   std::vector<float>& params() { return params_; }
   const std::vector<float>& params() const { return params_; }
   std::vector<float>& grads() { return grads_; }

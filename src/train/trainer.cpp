@@ -13,7 +13,6 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/model_file.h"
-#include "model/shards.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
 #include "train/teacher.h"
@@ -213,20 +212,19 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     std::string from = c.resume;
     std::optional<Checkpoint> ck;
     if (c.resume == "auto") {
-      ck = newest_valid_checkpoint(run_path, skipped, &from);
+      ck = newest_valid_checkpoint(run_path, skipped, &from, tp);
       for (const auto& why : skipped)
         if (writer) std::fprintf(stderr, "[%s] skipping a checkpoint: %s\n", name.c_str(), why.c_str());
     } else {
-      ck = load_checkpoint(c.resume);
+      ck = load_checkpoint(c.resume, tp);
     }
     if (ck) {
-      OPD_REQUIRE(ck->model->params().size() == total_size(param_specs(student.config())) &&
+      // Files hold whole tensors; under TP each rank has read its shards, whatever tp wrote the file.
+      OPD_REQUIRE(ck->model->params().size() == student.params().size() &&
                       ck->model->tokenizer().same_as(student.tokenizer()),
                   from, ": the checkpoint's model does not match the student's shape or tokenizer");
-      // Files hold whole tensors: each TP rank takes its shards, whatever tp wrote the file.
-      student.load_shards(*ck->model);
-      opt.restore(take_shards(student.specs(), ck->adam_m), take_shards(student.specs(), ck->adam_v),
-                  ck->adam_updates);
+      student.params() = ck->model->params();
+      opt.restore(std::move(ck->adam_m), std::move(ck->adam_v), ck->adam_updates);
       prompts.seek(ck->state.data_cursor);
       samples = ck->state.samples;
       tokens = ck->state.tokens;

@@ -32,6 +32,19 @@ std::unique_ptr<Transformer> model(Communicator* tp, bool tied, uint64_t seed) {
   return testing::tiny_model(tied, seed, 12, tp);
 }
 
+// The whole flat buffer (param_specs(cfg) layout) from every TP rank's shards, on every rank.
+std::vector<float> gather_shards(Communicator& tp, const ModelConfig& cfg, const std::vector<float>& local) {
+  const std::vector<ParamSpec> whole_specs = param_specs(cfg);
+  std::vector<float> all(local.size() * tp.size()), whole(total_size(whole_specs));
+  tp.all_gather(local.data(), local.size() * sizeof(float), all.data());
+  for (int r = 0; r < tp.size(); ++r) {
+    const std::vector<ParamSpec> specs = param_specs(cfg, tp.size(), r);
+    for (size_t i = 0; i < specs.size(); ++i)
+      copy_shard_in(all.data() + r * local.size() + specs[i].offset, specs[i].shard, whole.data() + whole_specs[i].offset);
+  }
+  return whole;
+}
+
 // The TP group of this rank (pairs of ranks), or null on a rank left over.
 std::unique_ptr<Communicator> tp_group(Communicator& world) {
   const int pairs = world.size() / kTp;
@@ -80,9 +93,6 @@ TEST_F(TensorParallel, InitialisationIsTheSameModelAtAnyDegree) {
   auto whole = model(nullptr, false, 4);
   auto mine = model(tp_.get(), false, 4);
   EXPECT_EQ(gather_shards(*tp_, mine->config(), mine->params()), whole->params());
-  auto loaded = std::make_unique<Transformer>(whole->config(), whole->shared_tokenizer(), tp_.get());
-  loaded->load_shards(*whole);
-  EXPECT_EQ(loaded->params(), mine->params());
 }
 
 TEST_F(TensorParallel, ForwardAndBackwardMatchTheWholeModel) {
@@ -112,7 +122,8 @@ TEST_F(TensorParallel, ForwardAndBackwardMatchTheWholeModel) {
 
 // A model saved collectively by its TP ranks (parallel HDF5, one hyperslab each) is the whole
 // model, bit for bit: it loads in one process (resharding tp 2 -> 1) with identical logits, and
-// back at tp 2 with identical shards.
+// back at tp 2 (each rank reading its hyperslabs) with identical shards; a corrupted element of a
+// split tensor fails the combined checksum on every rank.
 TEST_F(TensorParallel, SavedShardsLoadAtAnotherDegree) {
   if (!tp_) return;
   auto whole = model(nullptr, true, 13);
@@ -133,9 +144,23 @@ TEST_F(TensorParallel, SavedShardsLoadAtAnotherDegree) {
   const std::vector<float> expect(a, a + 8 * 12);
   const float* b = loaded->forward(tokens.data(), 2, 4);
   EXPECT_EQ(std::vector<float>(b, b + 8 * 12), expect);
-  auto again = std::make_unique<Transformer>(loaded->config(), loaded->shared_tokenizer(), tp_.get());
-  again->load_shards(*loaded);
+  auto again = load_model(path, tp_.get());
+  ASSERT_TRUE(again->tp());
   EXPECT_EQ(again->params(), mine->params());
+  tp_->barrier();
+  if (tp_->rank() == 0) {  // one element of rank 1's half of a row-parallel (column-split) tensor
+    h5::File f = h5::File::open_rw(path);
+    h5::Handle d(H5Dopen2(f.id(), "model/model.layers.1.mlp.down_proj.weight", H5P_DEFAULT), H5Dclose);
+    h5::Handle space(H5Dget_space(d.id()), H5Sclose);
+    const hsize_t at[2] = {3, 39}, one[2] = {1, 1};
+    H5Sselect_hyperslab(space.id(), H5S_SELECT_SET, at, nullptr, one, nullptr);
+    h5::Handle mem(H5Screate_simple(2, one, nullptr), H5Sclose);
+    const float bad = 12345.0f;
+    ASSERT_GE(H5Dwrite(d.id(), H5T_NATIVE_FLOAT, mem.id(), space.id(), H5P_DEFAULT, &bad), 0);
+  }
+  tp_->barrier();
+  testing::expect_error([&] { load_model(path, tp_.get()); },
+                        {"model.layers.1.mlp.down_proj.weight: checksum mismatch"});
   tp_->barrier();
   if (tp_->rank() == 0) std::filesystem::remove_all(dir);
 }
