@@ -65,11 +65,13 @@ std::unique_ptr<Transformer> new_arith_model(const ModelConfig& c, uint64_t seed
 void add_common(po::options_description& d, Method method) {
   po::options_description model("Models");
   model.add_options()("student", po::value<std::string>(), "the student's starting model file (HDF5)");
-  if (method == Method::kSft)
-    model.add_options()("init", po::value<std::string>(),
-                        "train a new model from scratch instead of --student: "
-                        "\"d_model=64,n_layers=2,n_heads=4,n_kv_heads=2,head_dim=16,ffn_dim=192,max_seq=64\" "
-                        "(arith vocabulary)");
+  model.add_options()("init", po::value<std::string>(),
+                      method == Method::kSft
+                          ? "instead of --student: a model or checkpoint FILE to start from its weights only, or a "
+                            "new model's shape \"d_model=64,n_layers=2,n_heads=4,n_kv_heads=2,head_dim=16,"
+                            "ffn_dim=192,max_seq=64\" (arith vocabulary) trained from scratch"
+                          : "instead of --student: a model or checkpoint FILE to start from its weights only (no "
+                            "optimizer state, step or data position; --resume continues a run)");
   if (method != Method::kRl) model.add_options()("teacher", po::value<std::string>(), "the teacher's model file");
   if (method == Method::kDistill)
     model.add_options()("anchor-teacher", po::value<std::string>(),
@@ -152,7 +154,8 @@ void add_common(po::options_description& d, Method method) {
       "stop-at-target", po::bool_switch(), "stop once --target-accuracy is reached");
 
   po::options_description runo("Run");
-  runo.add_options()("out", po::value<std::string>()->required(), "run directory")(
+  runo.add_options()("out", po::value<std::string>(), "run directory (required; --run-dir is the same)")(
+      "run-dir", po::value<std::string>(), "run directory, another name of --out")(
       "overwrite", po::bool_switch(), "reuse a run directory that already holds a run")(
       "label", po::value<std::string>()->default_value(""), "name of the run in plots and tables")(
       "seed", po::value<uint64_t>()->default_value(1), "seed of prompts order, sampling and initialisation")(
@@ -192,6 +195,10 @@ int run_training(Method method, const Args& args) {
   add_common(opts, method);
   po::variables_map vm;
   if (!parse_options(cmd, args, opts, vm)) return 0;
+  OPD_REQUIRE(vm.count("out") || vm.count("run-dir"), "opd ", name, ": the option --out (or --run-dir) is required");
+  OPD_REQUIRE(!vm.count("out") || !vm.count("run-dir") || vm["out"].as<std::string>() == vm["run-dir"].as<std::string>(),
+              "options --out and --run-dir name different run directories");
+  const std::string run_dir = vm.count("out") ? vm["out"].as<std::string>() : vm["run-dir"].as<std::string>();
   auto world = MpiCommunicator::world();
   const LayoutOptions layout_opts = layout_options(vm);
   if (vm["dry-run"].as<bool>()) {
@@ -275,9 +282,12 @@ int run_training(Method method, const Args& args) {
   // Models.
   std::unique_ptr<Transformer> student, teacher, anchor;
   std::string student_path = vm.count("student") ? vm["student"].as<std::string>() : "";
-  if (method == Method::kSft && vm.count("init")) {
-    OPD_REQUIRE(student_path.empty(), "give either --student or --init, not both");
-    const ModelConfig shape = parse_shape(vm["init"].as<std::string>());
+  const std::string init = vm.count("init") ? vm["init"].as<std::string>() : "";
+  OPD_REQUIRE(init.empty() || student_path.empty(), "give either --student or --init, not both");
+  // --init FILE: weights only, which is what loading a model or a checkpoint as the student does.
+  if (!init.empty() && (method != Method::kSft || init.find('=') == std::string::npos)) student_path = init;
+  if (method == Method::kSft && student_path.empty() && !init.empty()) {
+    const ModelConfig shape = parse_shape(init);
     make_layout(layout_opts, groups.layout.world, &shape);
     student = new_arith_model(shape, c.seed, groups.tp.get());
     student_path = "(new model: " + vm["init"].as<std::string>() + ")";
@@ -370,14 +380,14 @@ int run_training(Method method, const Args& args) {
   for (const auto& set : eval_sets) check_vocabulary(*student, set.examples);
 
   std::unique_ptr<RunDir> run;
-  if (writer) run = std::make_unique<RunDir>(vm["out"].as<std::string>(), c.config_ini, vm["overwrite"].as<bool>(),
+  if (writer) run = std::make_unique<RunDir>(run_dir, c.config_ini, vm["overwrite"].as<bool>(),
                                              !c.resume.empty());
   TrainContext ctx;
   ctx.dp = groups.dp.get();
   ctx.tp = groups.tp.get();
   ctx.remote_teacher = remote_tp ? static_cast<ScoringClient*>(remote_tp.get()) : remote.get();
   ctx.writer = writer;
-  ctx.run_path = vm["out"].as<std::string>();
+  ctx.run_path = run_dir;
   ctx.world_rank = groups.world->rank();
   if (writer) {
     std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()

@@ -101,6 +101,28 @@ TEST_F(Checkpoints, CrashInsideASaveLeavesThePreviousOne) {
   }
 }
 
+// --init FILE starts from a checkpoint's weights only: the new run's step-0 evaluation is the
+// checkpoint's, while the step count starts afresh; --run-dir is another name of --out.
+TEST_F(Checkpoints, InitFromACheckpointTakesItsWeightsOnly) {
+  const std::string a = dir_ + "/init_a", b = dir_ + "/init_b";
+  ASSERT_EQ(run_opd(args(2) + " --save-every 2 --out " + a).code, 0);
+  const std::string student = "--student models/student-base.h5";
+  std::string init_args = args(1);
+  init_args.replace(init_args.find(student), student.size(), "--init " + a + "/checkpoints/step_000002.h5");
+  auto r = run_opd(init_args + " --run-dir " + b);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto ma = metrics(a), mb = metrics(b);
+  ASSERT_EQ(mb.size(), 2u) << "steps 0 and 1";
+  EXPECT_EQ(mb.front()["eval_accuracy"], ma.back()["eval_accuracy"]);
+  EXPECT_EQ(mb.front()["eval_kl"], ma.back()["eval_kl"]);
+  r = run_opd(init_args + " " + student + " --run-dir " + b + " --overwrite");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("give either --student or --init, not both"), std::string::npos) << r.output;
+  r = run_opd(args(1) + " --out " + a + " --run-dir " + b);
+  EXPECT_NE(r.output.find("options --out and --run-dir name different run directories"), std::string::npos)
+      << r.output;
+}
+
 TEST_F(Checkpoints, InspectVerifiesAndNamesTheBadDataset) {
   const std::string run = dir_ + "/inspect";
   ASSERT_EQ(run_opd(args(2) + " --save-every 2 --out " + run).code, 0);
