@@ -33,7 +33,7 @@ double AdamW::lr_at(int step) const {
   return floor + (o_.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-double AdamW::step(int step) {
+double AdamW::step(int step, double grad_scale) {
   std::vector<float>& g = model_.grads();
   double sumsq = 0;
   if (Communicator* tp = model_.tp()) {
@@ -44,10 +44,10 @@ double AdamW::step(int step) {
   } else {
     sumsq = cpu::grad_sumsq(g.data(), g.size());
   }
-  const double norm = std::sqrt(sumsq);
+  const double norm = std::sqrt(sumsq) * grad_scale;
   OPD_REQUIRE(std::isfinite(norm), "step ", step, ": the gradient norm is ", norm,
               " (NaN or Inf); stopping before the update so the last saved model stays good");
-  const double scale = (o_.grad_clip > 0 && norm > o_.grad_clip) ? o_.grad_clip / norm : 1.0;
+  const double scale = grad_scale * ((o_.grad_clip > 0 && norm > o_.grad_clip) ? o_.grad_clip / norm : 1.0);
   ++t_;
   cpu::adamw_update(model_.params().data(), g.data(), m_.data(), v_.data(), decay_mask_.data(), g.size(),
                     static_cast<float>(lr_at(step)), static_cast<float>(o_.beta1), static_cast<float>(o_.beta2),

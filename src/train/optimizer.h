@@ -22,8 +22,9 @@ struct OptimizerOptions {
 class AdamW {
  public:
   AdamW(Transformer& model, const OptimizerOptions& options);
-  // Applies model.grads() at training step `step` (1-based); returns the gradient norm before clipping.
-  double step(int step);
+  // Applies model.grads() * grad_scale at training step `step` (1-based); returns the norm of the
+  // scaled gradient before clipping. (The trainer sums per-token gradients and scales by 1 / tokens.)
+  double step(int step, double grad_scale = 1.0);
   double lr_at(int step) const;
 
   // The moments and update count, for checkpoints; restore() checks the sizes.

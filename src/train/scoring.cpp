@@ -39,6 +39,12 @@ int TensorParallelScoring::submit(const SequenceBatch& batch, const KlSpec& kl) 
   return ticket;
 }
 
+bool TensorParallelScoring::ready(int ticket) {
+  int flag = leader_ ? int(leader_->ready(ticket)) : 0;
+  tp_.broadcast(&flag, sizeof(flag), 0);
+  return flag != 0;
+}
+
 TeacherScores TensorParallelScoring::collect(int ticket) {
   TeacherScores s;
   if (leader_) {

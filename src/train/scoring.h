@@ -15,6 +15,8 @@ class ScoringClient {
   virtual int submit(const SequenceBatch& batch, const KlSpec& kl) = 0;
   // The scores of a submitted micro-batch, waiting for them when they are not back yet.
   virtual TeacherScores collect(int ticket) = 0;
+  // Whether collect(ticket) would return without waiting (non-blocking).
+  virtual bool ready(int ticket) { return ticket >= 0; }
 
   // Since the last take: seconds the teacher spent scoring, seconds this rank was blocked on it,
   // and the teacher's forward FLOPs.
@@ -56,6 +58,7 @@ class TensorParallelScoring : public ScoringClient {
       : leader_(leader), tp_(tp), vocab_(vocab) {}
   int submit(const SequenceBatch& batch, const KlSpec& kl) override;
   TeacherScores collect(int ticket) override;
+  bool ready(int ticket) override;  // the leader's answer, the same on every TP rank
 
  private:
   ScoringClient* leader_;

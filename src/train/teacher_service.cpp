@@ -225,6 +225,13 @@ int RemoteScoring::submit(const SequenceBatch& batch, const KlSpec& kl) {
   return ticket;
 }
 
+bool RemoteScoring::ready(int ticket) {
+  auto it = pending_.find(ticket);
+  OPD_REQUIRE(it != pending_.end(), "remote scoring: ticket ", ticket, " was never submitted or is already collected");
+  progress();
+  return it->second.recv->test();
+}
+
 TeacherScores RemoteScoring::collect(int ticket) {
   auto it = pending_.find(ticket);
   OPD_REQUIRE(it != pending_.end(), "remote scoring: ticket ", ticket, " was never submitted or is already collected");

@@ -38,6 +38,7 @@ class RemoteScoring : public ScoringClient {
                 bool shared_prefix = false);
   int submit(const SequenceBatch& batch, const KlSpec& kl) override;
   TeacherScores collect(int ticket) override;
+  bool ready(int ticket) override;
   // Tells every replica this client is done (after the last collect).
   void shutdown();
 

@@ -299,71 +299,22 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     std::vector<int> tickets;  // scoring requests sent while sampling (dedicated teacher ranks)
     Flops step_flops;
     if (scorer) scorer->take_usage();
-    auto t = Clock::now();
-    if (rollouts || c.sft_from_teacher) {
-      Transformer& sampler = rollouts ? student : *teacher;
-      Rollout r;
-      if (remote) {
-        // Micro-batch by micro-batch: each goes to a teacher replica as soon as it is sampled,
-        // and the teacher scores it while the next one is sampled.
-        const int n = static_cast<int>(mine.size()) * c.samples_per_prompt;
-        for (int first = 0; first < n; first += c.micro_batch) {
-          Rollout part = sample_rollouts(sampler, mine, c.samples_per_prompt, gen, c.gen_batch, first,
-                                         std::min(n, first + c.micro_batch), p0);
-          tickets.push_back(remote->submit(make_batch(part.seqs, pad), c.distill.kl));
-          append_rollout(r, std::move(part));
-        }
-      } else {
-        r = sample_rollouts(sampler, mine, c.samples_per_prompt, gen, c.gen_batch, 0, -1, p0);
-      }
-      (rollouts ? step_flops.sample : step_flops.teacher_gen) += r.flops;
-      double roll_sums[4] = {double(r.truncated), double(r.completion_tokens), double(r.seqs.size()),
-                             std::accumulate(r.rewards.begin(), r.rewards.end(), 0.0)};
-      sum_dp(roll_sums, 4);
-      line["truncated"] = int64_t(roll_sums[0]);
-      line["completion_length"] = roll_sums[1] / std::max(1.0, roll_sums[2]);
-      seqs = std::move(r.seqs);
-      rewards = std::move(r.rewards);
-      decode_logp = std::move(r.logp);
-      texts = std::move(r.completions);
-      line["reward"] = roll_sums[3] / std::max(1.0, roll_sums[2]);
-    } else {
-      for (size_t i = p0; i < size_t(p1); ++i) {
-        const Example& e = examples[i];
-        OPD_REQUIRE(!e.completion.empty(), "sft: example with prompt '", e.prompt,
-                    "' has no completion (use --from-teacher to sample one)");
-        Sequence s{encode_prompt(student, e.prompt), student.tokenizer().encode(e.completion, "completion"),
-                   static_cast<int>(i), true};
-        if (student.tokenizer().eos_id() >= 0) s.completion.push_back(student.tokenizer().eos_id());
-        seqs.push_back(std::move(s));
-        texts.push_back(e.completion);
-      }
-    }
-    line["time"]["rollout"] = since(t);
 
-    // 2-4. Score, advantage, gradient: micro-batch by micro-batch, one optimizer step.
+    // 2-4. Score, advantage, gradient: micro-batch by micro-batch, one optimizer step. Every token
+    // weighs 1 here; the update scales the summed gradient by 1 / (trained tokens of the whole
+    // step, all DP ranks), a count known only once every rank has sampled, so that a micro-batch
+    // can be trained as soon as its scores are back.
     std::vector<float> seq_adv;
-    if (c.method == Method::kRl || (c.method == Method::kDistill && c.distill.reward_coef != 0)) {
-      std::vector<int> groups;
-      for (const auto& s : seqs) groups.push_back(s.group);
-      seq_adv = group_advantages(rewards, groups, c.method == Method::kRl && c.grpo_std);
-    }
-    // The weight of every token is 1 / (trained tokens of the whole step, all DP ranks).
-    double step_counts[3] = {0, real_tokens(seqs), double(seqs.size())};  // trained tokens, tokens, sequences
-    for (const auto& s : seqs)
-      step_counts[0] += c.all_tokens ? s.prompt.size() + s.completion.size() - 1 : s.completion.size();
-    sum_dp(step_counts, 3);
-    const double trained = step_counts[0];
-    OPD_REQUIRE(trained > 0, "step ", step, ": no tokens to train on");
-    const float weight = 1.0f / static_cast<float>(trained);
     student.zero_grad();
     TokenSums sums;
-    double anchor_time = 0;
+    double anchor_time = 0, rollout_time = 0, train_time = 0;
     std::vector<std::vector<float>> teacher_logp_logged;
-    t = Clock::now();
-    for (size_t first = 0, micro_index = 0; first < seqs.size(); first += c.micro_batch, ++micro_index) {
-      const size_t last = std::min(seqs.size(), first + size_t(c.micro_batch));
-      std::vector<Sequence> micro(seqs.begin() + first, seqs.begin() + last);
+    size_t trained_micro = 0;  // micro-batches trained so far, in order
+    auto train_micro = [&](const std::vector<Sequence>& all) {
+      const auto t0 = Clock::now();
+      const size_t micro_index = trained_micro++;
+      const size_t first = micro_index * size_t(c.micro_batch), last = std::min(all.size(), first + c.micro_batch);
+      std::vector<Sequence> micro(all.begin() + first, all.begin() + last);
       const SequenceBatch b = make_batch(micro, pad, c.all_tokens);
       std::vector<float> micro_adv;
       if (!seq_adv.empty()) micro_adv.assign(seq_adv.begin() + first, seq_adv.begin() + last);
@@ -390,18 +341,84 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
           teacher_logp_logged.push_back(row);
         }
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = distill_objective(dlogits.data(), logits, b, vocab, scores, c.distill, micro_adv, weight);
+        s = distill_objective(dlogits.data(), logits, b, vocab, scores, c.distill, micro_adv, 1.0f);
       } else if (c.method == Method::kRl) {
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = policy_gradient_objective(dlogits.data(), logits, b, vocab, micro_adv, weight);
+        s = policy_gradient_objective(dlogits.data(), logits, b, vocab, micro_adv, 1.0f);
       } else {
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = sft_objective(dlogits.data(), logits, b, vocab, weight);
+        s = sft_objective(dlogits.data(), logits, b, vocab, 1.0f);
       }
       student.backward(dlogits.data());
       step_flops.train += 3 * student.forward_flops(real_tokens(micro), b.T / 2.0);
       sums += s;
+      train_time += since(t0);
+    };
+    // Group-relative advantages need every reward of the step before the first micro-batch.
+    const bool needs_all_rewards =
+        c.method == Method::kRl || (c.method == Method::kDistill && c.distill.reward_coef != 0);
+
+    if (rollouts || c.sft_from_teacher) {
+      Transformer& sampler = rollouts ? student : *teacher;
+      Rollout r;
+      if (remote) {
+        // Micro-batch by micro-batch: each goes to a teacher replica as soon as it is sampled, the
+        // teacher scores it while the next one is sampled, and a micro-batch whose scores are
+        // back is trained on before sampling goes on.
+        const int n = static_cast<int>(mine.size()) * c.samples_per_prompt;
+        for (int first = 0; first < n; first += c.micro_batch) {
+          const auto t0 = Clock::now();
+          Rollout part = sample_rollouts(sampler, mine, c.samples_per_prompt, gen, c.gen_batch, first,
+                                         std::min(n, first + c.micro_batch), p0);
+          tickets.push_back(remote->submit(make_batch(part.seqs, pad), c.distill.kl));
+          append_rollout(r, std::move(part));
+          rollout_time += since(t0);
+          while (!needs_all_rewards && trained_micro < tickets.size() && remote->ready(tickets[trained_micro]))
+            train_micro(r.seqs);
+        }
+      } else {
+        const auto t0 = Clock::now();
+        r = sample_rollouts(sampler, mine, c.samples_per_prompt, gen, c.gen_batch, 0, -1, p0);
+        rollout_time += since(t0);
+      }
+      (rollouts ? step_flops.sample : step_flops.teacher_gen) += r.flops;
+      double roll_sums[4] = {double(r.truncated), double(r.completion_tokens), double(r.seqs.size()),
+                             std::accumulate(r.rewards.begin(), r.rewards.end(), 0.0)};
+      sum_dp(roll_sums, 4);
+      line["truncated"] = int64_t(roll_sums[0]);
+      line["completion_length"] = roll_sums[1] / std::max(1.0, roll_sums[2]);
+      seqs = std::move(r.seqs);
+      rewards = std::move(r.rewards);
+      decode_logp = std::move(r.logp);
+      texts = std::move(r.completions);
+      line["reward"] = roll_sums[3] / std::max(1.0, roll_sums[2]);
+    } else {
+      for (size_t i = p0; i < size_t(p1); ++i) {
+        const Example& e = examples[i];
+        OPD_REQUIRE(!e.completion.empty(), "sft: example with prompt '", e.prompt,
+                    "' has no completion (use --from-teacher to sample one)");
+        Sequence s{encode_prompt(student, e.prompt), student.tokenizer().encode(e.completion, "completion"),
+                   static_cast<int>(i), true};
+        if (student.tokenizer().eos_id() >= 0) s.completion.push_back(student.tokenizer().eos_id());
+        seqs.push_back(std::move(s));
+        texts.push_back(e.completion);
+      }
     }
+    line["time"]["rollout"] = rollout_time;
+
+    if (needs_all_rewards) {
+      std::vector<int> groups;
+      for (const auto& sq : seqs) groups.push_back(sq.group);
+      seq_adv = group_advantages(rewards, groups, c.method == Method::kRl && c.grpo_std);
+    }
+    double step_counts[3] = {0, real_tokens(seqs), double(seqs.size())};  // trained tokens, tokens, sequences
+    for (const auto& sq : seqs)
+      step_counts[0] += c.all_tokens ? sq.prompt.size() + sq.completion.size() - 1 : sq.completion.size();
+    sum_dp(step_counts, 3);
+    const double trained = step_counts[0];
+    OPD_REQUIRE(trained > 0, "step ", step, ": no tokens to train on");
+    while (trained_micro * size_t(c.micro_batch) < seqs.size()) train_micro(seqs);
+    const auto tail_start = Clock::now();
     // Fault-injection drills for tests: a NaN loss, or SIGKILL in the middle of a step.
     if (fault_at("OPD_FAULT_NAN_AT_STEP", step, ctx.world_rank)) sums.loss = std::nan("");
     if (fault_at("OPD_FAULT_KILL_AT_STEP", step, ctx.world_rank)) std::raise(SIGKILL);
@@ -419,7 +436,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
                           step_flops.teacher_gen, usage.busy + anchor_time, usage.wait + anchor_time};
     sum_dp(reduced, 13);
     const double comm_time = since(comm_start);  // the data-parallel exchange (includes waiting for the slowest rank)
-    sums = TokenSums{reduced[0], reduced[1], reduced[2], reduced[3], reduced[4], reduced[5], int64_t(reduced[6])};
+    sums = TokenSums{reduced[0] / trained, reduced[1], reduced[2], reduced[3], reduced[4], reduced[5], int64_t(reduced[6])};
     flops.sample += reduced[7];
     flops.score += reduced[8];
     flops.train += reduced[9];
@@ -427,8 +444,8 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     const double teacher_busy = reduced[11] / dp_size, teacher_wait = reduced[12] / dp_size;
     OPD_REQUIRE(std::isfinite(sums.loss), "step ", step, ": the loss is ", sums.loss,
                 " (NaN or Inf); stopping before the update so the last saved model stays good");
-    const double grad_norm = opt.step(step);
-    const double update_time = since(t) - usage.wait - anchor_time;
+    const double grad_norm = opt.step(step, 1.0 / trained);
+    const double update_time = train_time + since(tail_start) - usage.wait - anchor_time;
 
     samples += static_cast<int64_t>(step_counts[2]);
     tokens += static_cast<int64_t>(step_counts[1]);
