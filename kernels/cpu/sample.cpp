@@ -251,6 +251,31 @@ void sample_shard_candidates(float* prob, int* ids, int* count, const float* log
   }
 }
 
+void candidate_prefix_mass(double* prefix, const float* prob, const int* count, int N, int Vl) {
+  OPD_REQUIRE(N >= 0 && Vl > 0, "candidate_prefix_mass: need N >= 0 and Vl > 0, got N=", N, " Vl=", Vl);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * Vl >= kParallelMin)
+  for (int n = 0; n < N; ++n) {
+    const float* pr = prob + static_cast<size_t>(n) * Vl;
+    double* out = prefix + static_cast<size_t>(n) * Vl;
+    double sum = 0;
+    for (int i = 0; i < count[n]; ++i) out[i] = sum += pr[i];
+  }
+}
+
+void candidate_mass_above(double* mass, int* above, const float* prob, const double* prefix, const int* count,
+                          const double* threshold, int N, int Vl) {
+  OPD_REQUIRE(N >= 0 && Vl > 0, "candidate_mass_above: need N >= 0 and Vl > 0, got N=", N, " Vl=", Vl);
+  for (int n = 0; n < N; ++n) {
+    OPD_REQUIRE(count[n] >= 0 && count[n] <= Vl, "candidate_mass_above: row ", n, " has ", count[n],
+                " candidates of ", Vl);
+    const float* pr = prob + static_cast<size_t>(n) * Vl;
+    // Sorted most likely first: the candidates at or above the threshold are a prefix.
+    const int k = static_cast<int>(std::partition_point(pr, pr + count[n], [&](float x) { return x >= threshold[n]; }) - pr);
+    above[n] = k;
+    mass[n] = k > 0 ? prefix[static_cast<size_t>(n) * Vl + k - 1] : 0.0;
+  }
+}
+
 void sample_from_candidates(int* tokens, const float* prob, const int* ids, const int* count, int M,
                             const double* mass_all, const float* u, int N, int V, const SampleParams& p) {
   OPD_REQUIRE(N >= 0 && M > 0 && V > 0, "sample_from_candidates: need N >= 0, M > 0 and V > 0, got N=", N, " M=", M,

@@ -61,6 +61,15 @@ void sample_shard_pick(int* token, int* last, const float* logits, const float* 
 void sample_shard_candidates(float* prob, int* ids, int* count, const float* logits, const float* mx,
                              const double* total, int N, int Vl, int v0, const SampleParams& p);
 
+// Top-p alone: a shard that cannot see the others' mass may keep all of its tokens (above). These
+// two let the caller bisect, one all-reduce of [N] masses a round, for a probability threshold
+// whose tokens (on all shards) still hold the nucleus, and cut each shard's count to them.
+// prefix[n, i] = sum (double) of prob[n, 0..i] over the first count[n] (sorted) candidates.
+void candidate_prefix_mass(double* prefix, const float* prob, const int* count, int N, int Vl);
+// above[n] = how many of those candidates have prob >= threshold[n]; mass[n] = their summed prob.
+void candidate_mass_above(double* mass, int* above, const float* prob, const double* prefix, const int* count,
+                          const double* threshold, int N, int Vl);
+
 // Truncated sampling, step 2 on the gathered candidates (prob, ids: [N, M], count[n] valid entries
 // per row, any order, ids global in [0, V)): sorted and cut exactly as sample_tokens does, the
 // top-k mass summed over the candidates when 0 < top_k < V, else mass_all[n] (the global mass, what

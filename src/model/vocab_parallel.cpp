@@ -35,6 +35,27 @@ void row_lse(const VocabShard& vs, float* lse, float* logp, const float* logits,
   cpu::combine_shard_stats(logp ? logp : lp.data(), lse, amx.data(), ase.data(), atl.data(), targets, tp.size(), N);
 }
 
+// Top-p alone: bisects per row for a probability threshold t such that the tokens with prob >= t,
+// over all shards, still hold top_p of the mass (with a margin for the order of the additions), and
+// cuts each shard's candidates to those. Every token of the nucleus has prob >= t, so the merge
+// finds the same nucleus from O(nucleus) candidates instead of, on a flat row, whole shards.
+void cut_to_nucleus(Communicator& tp, std::vector<int>& count, const std::vector<float>& prob,
+                    const std::vector<double>& total, int N, int Vl, float top_p) {
+  std::vector<double> prefix(size_t(N) * Vl), need(N), lo(N, 0.0), hi(N, 1.0), mid(N), mass(N);
+  std::vector<int> above(N);
+  cpu::candidate_prefix_mass(prefix.data(), prob.data(), count.data(), N, Vl);
+  for (int n = 0; n < N; ++n) need[n] = double(top_p) * total[n] * (1.0 + 1e-9);
+  for (int round = 0; round < 48; ++round) {  // probabilities lie in (0, 1]: 48 halvings reach 4e-15
+    for (int n = 0; n < N; ++n) mid[n] = 0.5 * (lo[n] + hi[n]);
+    cpu::candidate_mass_above(mass.data(), above.data(), prob.data(), prefix.data(), count.data(), mid.data(), N, Vl);
+    tp.all_reduce(mass.data(), N, ReduceOp::kSum);
+    for (int n = 0; n < N; ++n) (mass[n] >= need[n] ? lo[n] : hi[n]) = mid[n];
+  }
+  cpu::candidate_mass_above(mass.data(), above.data(), prob.data(), prefix.data(), count.data(), lo.data(), N, Vl);
+  for (int n = 0; n < N; ++n)
+    if (need[n] <= total[n]) count[n] = above[n];  // else (top_p within 1e-9 of 1) keep every candidate
+}
+
 }  // namespace
 
 void logprobs(const VocabShard& vs, float* logp, float* entropy, float* lse, const float* logits, const int* targets,
@@ -180,6 +201,7 @@ void sample(const VocabShard& vs, int* tokens, const float* logits, const uint32
   std::vector<int> ids(size_t(N) * vs.size), count(N);
   cpu::sample_shard_candidates(prob.data(), ids.data(), count.data(), logits, mx.data(), total.data(), N, vs.size,
                                vs.begin, p);
+  if (p.top_k <= 0 || p.top_k >= vs.vocab) cut_to_nucleus(tp, count, prob, total, N, vs.size, p.top_p);
   const int M = all_reduce_value(tp, int64_t(*std::max_element(count.begin(), count.end())), ReduceOp::kMax);
   std::vector<float> packed_prob(size_t(N) * M, 0.0f);
   std::vector<int> packed_ids(size_t(N) * M, -1);

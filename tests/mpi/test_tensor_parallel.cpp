@@ -200,13 +200,17 @@ TEST_F(TensorParallel, SampledTokensAreTheWholeRowsTokens) {
     seq[n] = n / 4;
     pos[n] = 3 + n % 4;
   }
-  for (uint32_t seed : {1u, 2u, 3u}) {
-    const auto logits = testing::random_vector<float>(size_t(N) * V, seed, -3.0, 3.0);
+  for (uint32_t seed : {1u, 2u, 3u, 4u}) {
+    auto logits = testing::random_vector<float>(size_t(N) * V, seed, -3.0, 3.0);
+    if (seed == 4)  // flat rows and rows of ties: the nucleus spans both shards, cut at a tie
+      for (int n = 0; n < N; ++n)
+        for (int v = 0; v < V; ++v) logits[size_t(n) * V + v] = n % 2 ? 0.0f : float((v * 7 + n) % 3);
     const auto local = slab(logits.data(), N, vs);
     struct Case {
       float temperature, top_p;
       int top_k;
-    } cases[] = {{1.0f, 1.0f, 0}, {0.7f, 1.0f, 0}, {1.0f, 1.0f, 5}, {1.0f, 0.9f, 0}, {0.8f, 0.8f, 5}, {0.0f, 1.0f, 0}};
+    } cases[] = {{1.0f, 1.0f, 0}, {0.7f, 1.0f, 0}, {1.0f, 1.0f, 5}, {1.0f, 0.9f, 0},
+                 {1.0f, 0.5f, 0}, {0.8f, 0.8f, 5}, {0.0f, 1.0f, 0}};
     for (const auto& c : cases) {
       cpu::SampleParams p;
       p.temperature = c.temperature;

@@ -607,3 +607,24 @@ TEST(VocabShardSample, RejectsInconsistentInputs) {
 }
 
 }  // namespace
+
+// The threshold cut of top-p candidates: ties at the threshold are all in, the mass is the prefix's.
+TEST(VocabShardSample, CandidateMassAboveAThreshold) {
+  const int N = 1, Vl = 5;
+  const std::vector<float> prob = {0.5f, 0.3f, 0.3f, 0.1f, 0.9f};  // the last is past count: ignored
+  const std::vector<int> count = {4};
+  std::vector<double> prefix(Vl);
+  opd::cpu::candidate_prefix_mass(prefix.data(), prob.data(), count.data(), N, Vl);
+  struct Case {
+    double threshold;
+    int above;
+    double mass;
+  } cases[] = {{0.0, 4, 1.2}, {0.3, 3, 1.1}, {0.31, 1, 0.5}, {0.6, 0, 0.0}};
+  for (const auto& c : cases) {
+    double mass = -1;
+    int above = -1;
+    opd::cpu::candidate_mass_above(&mass, &above, prob.data(), prefix.data(), count.data(), &c.threshold, N, Vl);
+    EXPECT_EQ(above, c.above) << c.threshold;
+    EXPECT_NEAR(mass, c.mass, 1e-6) << c.threshold;
+  }
+}
