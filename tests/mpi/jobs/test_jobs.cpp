@@ -179,6 +179,14 @@ TEST_F(Jobs, SharedPrefixScoringOnATeacherRank) {
   r = run_mpi(2, distill(two, "--kl full --shared-prefix --teacher-ranks 1"));
   ASSERT_EQ(r.code, 0) << r.output;
   expect_same_run(one, two, "shared prefix: teacher rank vs colocated");
+  // The same with the teacher sharded: a TP-2 replica, and colocated on a TP-2 student.
+  const std::string three = temp_dir("sp_ttp2"), four = temp_dir("sp_tp2");
+  r = run_mpi(3, distill(three, "--kl full --shared-prefix --teacher-ranks 2 --teacher-tp 2"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_same_run(one, three, "shared prefix: a teacher replica over 2 ranks vs colocated");
+  r = run_mpi(2, distill(four, "--kl full --shared-prefix --tp 2"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_same_run(one, four, "shared prefix: tp 2 vs one process");
   const auto a = metrics(full), b = metrics(one);
   EXPECT_NEAR(a[1]["loss"].get<double>(), b[1]["loss"].get<double>(), 1e-4 * std::abs(a[1]["loss"].get<double>()));
   EXPECT_LT(b[1]["flops"]["score"].get<double>(), a[1]["flops"]["score"].get<double>());
