@@ -280,58 +280,7 @@ const float* Transformer::prefill(KVCache& cache, const int* tokens, int B, int 
 }
 
 const float* Transformer::decode(KVCache& cache, const int* tokens, const int* pos) {
-  const int B = cache.batch, S = cache.capacity, C = cfg_.d_model, F = ld_.F, V = ld_.V, H = ld_.H,
-            HK = ld_.HK, D = cfg_.head_dim, QD = ld_.QD, KD = ld_.KD;
-  const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);
-  check_tokens(tokens, B);
-  for (int b = 0; b < B; ++b)
-    OPD_REQUIRE(pos[b] >= 0 && pos[b] < S, "model: decode position ", pos[b], " of sequence ", b,
-                " is outside the KV cache of ", S, " positions");
-  resize(dec_x_, size_t(B) * C);
-  resize(dec_ln_, size_t(B) * C);
-  resize(dec_rstd_, B);
-  resize(dec_q_, size_t(B) * QD);
-  resize(dec_k_, size_t(B) * KD);
-  resize(dec_v_, size_t(B) * KD);
-  resize(dec_qn_, size_t(B) * QD);
-  resize(dec_kn_, size_t(B) * KD);
-  resize(dec_q_rstd_, size_t(B) * H);
-  resize(dec_k_rstd_, size_t(B) * HK);
-  resize(dec_att_, size_t(B) * QD);
-  resize(dec_gate_, size_t(B) * F);
-  resize(dec_up_, size_t(B) * F);
-  resize(dec_h_, size_t(B) * F);
-  resize(dec_logits_, size_t(B) * V);
-  const float* W = params_.data();
-
-  embed(dec_x_.data(), tokens, B);
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    const LayerOffsets& o = off_.layers[l];
-    ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.input_norm, B, C, eps);
-    ops::matmul_forward(dec_q_.data(), dec_ln_.data(), W + o.q, B, C, QD);
-    ops::matmul_forward(dec_k_.data(), dec_ln_.data(), W + o.k, B, C, KD);
-    ops::matmul_forward(dec_v_.data(), dec_ln_.data(), W + o.v, B, C, KD);
-    if (cfg_.qk_norm) {
-      ops::rmsnorm_forward(dec_qn_.data(), dec_q_rstd_.data(), dec_q_.data(), W + o.q_norm, B * H, D, eps);
-      ops::rmsnorm_forward(dec_kn_.data(), dec_k_rstd_.data(), dec_k_.data(), W + o.k_norm, B * HK, D, eps);
-    } else {
-      dec_qn_ = dec_q_;
-      dec_kn_ = dec_k_;
-    }
-    ops::rope_forward(dec_qn_.data(), pos, B, H, D, theta, cfg_.rope_scaling);
-    ops::rope_forward(dec_kn_.data(), pos, B, HK, D, theta, cfg_.rope_scaling);
-    ops::attention_decode(dec_att_.data(), dec_qn_.data(), dec_kn_.data(), dec_v_.data(), cache.k[l].data(),
-                          cache.v[l].data(), pos, B, S, H, HK, D);
-    row_parallel_add(dec_x_.data(), dec_x_.data(), dec_att_.data(), W + o.o, B, QD, C);
-    ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.post_norm, B, C, eps);
-    ops::matmul_forward(dec_gate_.data(), dec_ln_.data(), W + o.gate, B, C, F);
-    ops::matmul_forward(dec_up_.data(), dec_ln_.data(), W + o.up, B, C, F);
-    ops::swiglu_forward(dec_h_.data(), dec_gate_.data(), dec_up_.data(), size_t(B) * F);
-    row_parallel_add(dec_x_.data(), dec_x_.data(), dec_h_.data(), W + o.down, B, F, C);
-  }
-  ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + off_.final_norm, B, C, eps);
-  ops::matmul_forward(dec_logits_.data(), dec_ln_.data(), W + off_.lm_head, B, C, V);
-  return dec_logits_.data();
+  return extend(cache, tokens, 1, pos);  // one new token per sequence, at pos[b]
 }
 
 const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const int* start) {
@@ -363,7 +312,13 @@ const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const
   resize(dec_up_, size_t(N) * F);
   resize(dec_h_, size_t(N) * F);
   resize(dec_logits_, size_t(N) * V);
-  std::vector<float> q_t(size_t(B) * QD), k_t(size_t(B) * KD), v_t(size_t(B) * KD), out_t(size_t(B) * QD);
+  std::vector<float> q_t, k_t, v_t, out_t;
+  if (T > 1) {
+    q_t.resize(size_t(B) * QD);
+    k_t.resize(size_t(B) * KD);
+    v_t.resize(size_t(B) * KD);
+    out_t.resize(size_t(B) * QD);
+  }
   std::vector<int> pos_t(B);
   const float* W = params_.data();
 
@@ -384,19 +339,24 @@ const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const
     ops::rope_forward(dec_qn_.data(), pos.data(), N, H, D, theta, cfg_.rope_scaling);
     ops::rope_forward(dec_kn_.data(), pos.data(), N, HK, D, theta, cfg_.rope_scaling);
     // Causal over the new tokens: token t of every sequence is one decode-attention step that
-    // sees the cache up to its own position.
-    for (int t = 0; t < T; ++t) {
-      for (int b = 0; b < B; ++b) {
-        const size_t row = size_t(b) * T + t;
-        std::copy_n(dec_qn_.data() + row * QD, QD, q_t.data() + size_t(b) * QD);
-        std::copy_n(dec_kn_.data() + row * KD, KD, k_t.data() + size_t(b) * KD);
-        std::copy_n(dec_v_.data() + row * KD, KD, v_t.data() + size_t(b) * KD);
-        pos_t[b] = start[b] + t;
+    // sees the cache up to its own position (one token each, as in decode: the rows as they are).
+    if (T == 1) {
+      ops::attention_decode(dec_att_.data(), dec_qn_.data(), dec_kn_.data(), dec_v_.data(), cache.k[l].data(),
+                            cache.v[l].data(), pos.data(), B, S, H, HK, D);
+    } else {
+      for (int t = 0; t < T; ++t) {
+        for (int b = 0; b < B; ++b) {
+          const size_t row = size_t(b) * T + t;
+          std::copy_n(dec_qn_.data() + row * QD, QD, q_t.data() + size_t(b) * QD);
+          std::copy_n(dec_kn_.data() + row * KD, KD, k_t.data() + size_t(b) * KD);
+          std::copy_n(dec_v_.data() + row * KD, KD, v_t.data() + size_t(b) * KD);
+          pos_t[b] = start[b] + t;
+        }
+        ops::attention_decode(out_t.data(), q_t.data(), k_t.data(), v_t.data(), cache.k[l].data(), cache.v[l].data(),
+                              pos_t.data(), B, S, H, HK, D);
+        for (int b = 0; b < B; ++b)
+          std::copy_n(out_t.data() + size_t(b) * QD, QD, dec_att_.data() + (size_t(b) * T + t) * QD);
       }
-      ops::attention_decode(out_t.data(), q_t.data(), k_t.data(), v_t.data(), cache.k[l].data(), cache.v[l].data(),
-                            pos_t.data(), B, S, H, HK, D);
-      for (int b = 0; b < B; ++b)
-        std::copy_n(out_t.data() + size_t(b) * QD, QD, dec_att_.data() + (size_t(b) * T + t) * QD);
     }
     row_parallel_add(dec_x_.data(), dec_x_.data(), dec_att_.data(), W + o.o, N, QD, C);
     ops::rmsnorm_forward(dec_ln_.data(), dec_rstd_.data(), dec_x_.data(), W + o.post_norm, N, C, eps);
