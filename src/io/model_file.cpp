@@ -230,15 +230,6 @@ void write_tensor_shard(hid_t group, const std::string& name, const float* local
   write_crc(group, name, crc);
 }
 
-void read_tensor_shard(hid_t group, const std::string& name, float* local, const TensorShard& shard,
-                       const std::string& where) {
-  shard.validate(where + "/" + name);
-  require_shape(group, name, shard.full_shape, where);  // before allocating the whole tensor
-  std::vector<float> full(static_cast<size_t>(shard.full_size()));
-  read_tensor(group, name, full.data(), shard.full_shape, where);
-  copy_shard_out(full.data(), shard, local);
-}
-
 namespace {
 // /model/config and /model/tokenizer: everything of the /model group but the tensors.
 void write_model_description(hid_t g, const Transformer& model) {

@@ -38,10 +38,6 @@ void read_tensor(hid_t group, const std::string& name, float* data, const std::v
 // on every rank.
 void write_tensor_shard(hid_t group, const std::string& name, const float* local, const TensorShard& shard,
                         MPI_Comm comm);
-// One rank's shard of a tensor written by write_tensor or write_tensor_shard, under any split:
-// reads and verifies the whole tensor as read_tensor does, then copies out the block.
-void read_tensor_shard(hid_t group, const std::string& name, float* local, const TensorShard& shard,
-                       const std::string& where);
 
 // The /model group alone, for files that hold more (checkpoints, fixtures); a whole model.
 void write_model_group(h5::File& file, const Transformer& model);

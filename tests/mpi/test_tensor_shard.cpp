@@ -65,6 +65,17 @@ std::vector<float> block_of(const std::vector<float>& full, const std::vector<in
   return out;
 }
 
+// One rank's block of a tensor under any split, read independently of the writers' split: the
+// whole tensor read and verified as read_tensor does, then the block copied out. (opd itself reads
+// a TP model's blocks collectively, read_tensor_blocks; this checks the file at other splits.)
+void read_tensor_shard(hid_t group, const std::string& name, float* local, const TensorShard& shard,
+                       const std::string& where) {
+  shard.validate(where + "/" + name);
+  std::vector<float> full(static_cast<size_t>(shard.full_size()));
+  read_tensor(group, name, full.data(), shard.full_shape, where);
+  copy_shard_out(full.data(), shard, local);
+}
+
 struct Case {
   std::string name;
   std::vector<int64_t> shape;
