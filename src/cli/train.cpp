@@ -8,6 +8,7 @@
 #include "cli/runtime.h"
 #include "io/model_file.h"
 #include "model/chat_template.h"
+#include "parallel/gpu_binding.h"
 #include "parallel/groups.h"
 #include "parallel/mpi_communicator.h"
 #include "tasks/arith.h"
@@ -171,6 +172,7 @@ void add_common(po::options_description& d, Method method) {
       "log-format", po::value<std::string>()->default_value("text"), "progress on stderr: text or jsonl");
   add_runtime_options(runo);
   po::options_description par("Ranks (mpirun / srun)");
+  add_device_option(par);
   add_layout_options(par);
   if (method == Method::kDistill)
     par.add_options()("teacher-timeout",
@@ -207,21 +209,29 @@ int run_training(Method method, const Args& args) {
     if (vm.count("student")) s = read_model_config(vm["student"].as<std::string>());
     if (vm.count("teacher")) t = read_model_config(vm["teacher"].as<std::string>());
     const Layout layout = make_layout(layout_opts, world->size(), s ? &*s : nullptr, t ? &*t : nullptr);
-    char host[256] = {};
-    const std::string mine = processor_name().substr(0, sizeof(host) - 1);
-    std::copy(mine.begin(), mine.end(), host);
-    std::vector<char> all(sizeof(host) * world->size());
-    world->all_gather(host, sizeof(host), all.data());
-    std::vector<std::string> hosts;
-    for (int r = 0; r < world->size(); ++r) hosts.emplace_back(all.data() + r * sizeof(host));
-    const int local = node_local_rank();
-    std::vector<int> locals(world->size());
-    world->all_gather(&local, sizeof(int), locals.data());
-    if (world->rank() == 0)
-      std::cout << "# opd " << name << " resolved configuration\n" << resolved_ini(vm) << layout.table(hosts, locals);
+    std::string source;
+    const std::vector<RankSite> sites = gather_rank_sites(*world, device_option(vm), &source);
+    if (world->rank() == 0) {
+      std::cout << "# opd " << name << " resolved configuration\n" << resolved_ini(vm) << layout.table(sites)
+                << "# node-local ranks from " << source << "\n";
+      std::vector<int> blind;
+      for (int r = 0; r < world->size(); ++r)
+        if (sites[r].device == "cuda:none") blind.push_back(r);
+      if (!blind.empty())
+        std::cout << "# --device cuda: " << blind.size() << " of " << world->size()
+                  << " ranks see no CUDA device; the run would stop there (first: rank " << blind[0] << " on host "
+                  << sites[blind[0]].host << ")\n";
+    }
     return 0;
   }
   apply_runtime_options(vm);
+  if (device_option(vm) == DeviceKind::kCuda) {
+    // Bound first, so a rank that sees no GPU says so before anything else is said.
+    const int gpu = bind_gpu(this_node_rank(), world->rank(), processor_name());
+    throw Error(str("opd ", name, " --device cuda (rank ", world->rank(), ", GPU ", gpu,
+                    "): the GPU training path is not wired into the trainer yet; the CUDA kernels run under `opd "
+                    "bench ops --device cuda`. Train with --device cpu"));
+  }
   const Layout layout0 = make_layout(layout_opts, world->size());
   OPD_REQUIRE(layout0.teacher_ranks == 0 || method == Method::kDistill, "--teacher-ranks ", layout0.teacher_ranks,
               ": dedicated teacher ranks serve opd distill only");

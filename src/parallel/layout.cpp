@@ -35,22 +35,24 @@ Place Layout::place(int rank) const {
   return p;
 }
 
-std::string Layout::table(const std::vector<std::string>& hosts, const std::vector<int>& local_ranks) const {
+std::string Layout::table(const std::vector<RankSite>& sites) const {
   std::string out = str("# rank layout: world ", world, " = ", student_ranks(), " student ranks (tp ", tp, " x dp ", dp,
                         ") + ", teacher_ranks, " teacher ranks");
   if (teacher_ranks > 0)
     out += str(" (", teacher_replicas, " replicas x teacher-tp ", teacher_tp, ")");
   else
     out += " (teacher colocated on the student ranks)";
-  out += "\nrank  role     coordinates          local  host\n";
-  char line[256];
+  out += "\nrank  role     coordinates          local  device     host\n";
+  char line[512];
+  const RankSite unknown;
   for (int r = 0; r < world; ++r) {
     const Place p = place(r);
     const std::string coord = p.role == Role::kStudent ? str("tp ", p.tp_rank, " dp ", p.dp_rank)
                                                        : str("replica ", p.replica, " tp ", p.teacher_tp_rank);
-    const std::string local = r < static_cast<int>(local_ranks.size()) ? std::to_string(local_ranks[r]) : "?";
-    std::snprintf(line, sizeof(line), "%4d  %-7s  %-19s  %5s  %s\n", r, p.role == Role::kStudent ? "student" : "teacher",
-                  coord.c_str(), local.c_str(), r < static_cast<int>(hosts.size()) ? hosts[r].c_str() : "?");
+    const RankSite& s = r < static_cast<int>(sites.size()) ? sites[r] : unknown;
+    std::snprintf(line, sizeof(line), "%4d  %-7s  %-19s  %5s  %-9s  %s\n", r,
+                  p.role == Role::kStudent ? "student" : "teacher", coord.c_str(), s.local.c_str(), s.device.c_str(),
+                  s.host.c_str());
     out += line;
   }
   return out;

@@ -26,6 +26,12 @@ struct Place {
   int replica = 0, teacher_tp_rank = 0;  // teachers
 };
 
+// Where a rank runs: its host, its rank among the ranks on that host (and which launcher variable
+// said so), and its device ("cpu", "cuda:N").
+struct RankSite {
+  std::string host = "?", local = "?", device = "?";
+};
+
 struct Layout {
   int world = 1;
   int teacher_ranks = 0, teacher_tp = 1, teacher_replicas = 0;
@@ -38,9 +44,9 @@ struct Layout {
   int teacher_rank(int replica, int teacher_tp_rank = 0) const {
     return student_ranks() + replica * teacher_tp + teacher_tp_rank;
   }
-  // The table --dry-run prints: one line per rank with its role, coordinates, host and rank on
-  // that host (local_ranks may be empty).
-  std::string table(const std::vector<std::string>& hosts, const std::vector<int>& local_ranks = {}) const;
+  // The table --dry-run prints: one line per rank with its role, coordinates, and where it runs
+  // (sites[r]; missing entries print as "?").
+  std::string table(const std::vector<RankSite>& sites = {}) const;
 };
 
 // Validates the options against the world size and, where given, the models' shapes (tp must

@@ -117,13 +117,14 @@ std::string processor_name() {
   return std::string(buf, len);
 }
 
-int node_local_rank() {
+NodeShare node_share() {
   MPI_Comm node = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int rank = 0;
-  MPI_CHECK(MPI_Comm_rank(node, &rank));
+  NodeShare nr;
+  MPI_CHECK(MPI_Comm_rank(node, &nr.rank));
+  MPI_CHECK(MPI_Comm_size(node, &nr.size));
   MPI_CHECK(MPI_Comm_free(&node));
-  return rank;
+  return nr;
 }
 
 }  // namespace opd

@@ -39,8 +39,11 @@ class MpiCommunicator : public Communicator {
 
 // The host name of this process (MPI_Get_processor_name), for the layout table.
 std::string processor_name();
-// This rank's index among the ranks on its node (MPI's shared-memory split, so it holds under
-// mpirun and srun alike): the GPU a rank drives is chosen from it.
-int node_local_rank();
+// This rank's index among the ranks on its node, and their number (MPI's shared-memory split, so
+// it holds under mpirun and srun alike). Collective over MPI_COMM_WORLD.
+struct NodeShare {
+  int rank = 0, size = 1;
+};
+NodeShare node_share();
 
 }  // namespace opd

@@ -21,10 +21,24 @@ run_job() {
   done
 }
 
+# --dry-run under srun: every rank's host, node-local rank (the launcher's numbering) and the GPU
+# it would drive; this node has none, which the table and its footer say.
+sbatch --wait --ntasks=2 --ntasks-per-node=2 --gpus-per-node=0 "${local_node[@]}" --output="$work/dry.log" \
+  --wrap "srun --mpi=pmix $OPD distill --student models/student-base.h5 --teacher models/teacher.h5 \
+          --teacher-ranks 1 --device cuda --out $work/dry --dry-run" || { cat "$work/dry.log" >&2; fail "dry run failed"; }
+host=$(hostname)
+for want in "   0  student  tp 0 dp 0                0  cuda:none  $host" \
+            "   1  teacher  replica 0 tp 0           1  cuda:none  $host" \
+            "2 of 2 ranks see no CUDA device"; do
+  grep -qF "$want" "$work/dry.log" || { cat "$work/dry.log" >&2; fail "dry run: no '$want'"; }
+done
+grep -qE "^# node-local ranks from (OMPI_COMM_WORLD_LOCAL_RANK|SLURM_LOCALID)$" "$work/dry.log" ||
+  { cat "$work/dry.log" >&2; fail "dry run: the node-local rank did not come from the launcher"; }
+
 run_job run "2 rank(s): 1 teacher (tp 1), student tp 1 x dp 1" TEACHER_RANKS=1
 grep -q "teacher rank 1: served [1-9][0-9]* scoring requests" "$work/run.log" || { cat "$work/run.log" >&2; fail "the teacher rank served nothing"; }
 
 run_job run_tp "2 rank(s): 0 teacher (tp 1), student tp 2 x dp 1" TEACHER_RANKS=0 TP=2
 grep -q "tensor parallel over 2 ranks" "$work/run_tp.log" || { cat "$work/run_tp.log" >&2; fail "the run was not tensor-parallel"; }
 "$OPD" inspect "$work/run_tp/checkpoints/step_000003.h5" | grep -q "verified: all" || fail "the TP checkpoint does not verify"
-echo "PASS: distill.sbatch ran as 2-rank jobs under srun (teacher rank + student; a TP-2 student)"
+echo "PASS: --dry-run under srun printed hosts, local ranks ($(grep -o 'from [A-Z_]*' "$work/dry.log")) and GPUs; distill.sbatch ran as 2-rank jobs under srun (teacher rank + student; a TP-2 student)"

@@ -56,12 +56,16 @@ TEST(Layout, StudentsFirstTpFastestThenTeacherReplicas) {
   EXPECT_EQ(p9.teacher_tp_rank, 1);
   EXPECT_EQ(l.teacher_rank(1, 1), 9);
   EXPECT_EQ(l.teacher_rank(0), 6);
-  const std::string t = l.table({"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}, {0, 1, 2, 3, 4, 5, 6, 7, 0, 1});
+  std::vector<opd::RankSite> sites;
+  for (int r = 0; r < 10; ++r)
+    sites.push_back({std::string(1, static_cast<char>('a' + r)), std::to_string(r % 8), r < 6 ? "cuda:" + std::to_string(r % 8) : "cpu"});
+  const std::string t = l.table(sites);
   EXPECT_NE(t.find("world 10 = 6 student ranks (tp 2 x dp 3) + 4 teacher ranks (2 replicas x teacher-tp 2)"),
             std::string::npos)
       << t;
-  EXPECT_NE(t.find("   3  student  tp 1 dp 1                3  d"), std::string::npos) << t;
-  EXPECT_NE(t.find("   9  teacher  replica 1 tp 1           1  j"), std::string::npos) << t;
+  EXPECT_NE(t.find("   3  student  tp 1 dp 1                3  cuda:3     d\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("   9  teacher  replica 1 tp 1           1  cpu        j\n"), std::string::npos) << t;
+  EXPECT_NE(l.table().find("   9  teacher  replica 1 tp 1           ?  ?          ?\n"), std::string::npos) << l.table();
 }
 
 TEST(Layout, ErrorsNameTheNumbers) {

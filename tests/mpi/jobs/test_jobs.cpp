@@ -11,6 +11,7 @@
 
 #include "e2e/run.h"
 #include "io/model_file.h"
+#include "parallel/gpu_binding.h"
 
 namespace opd {
 namespace {
@@ -101,7 +102,22 @@ TEST_F(Jobs, DryRunPrintsTheLayoutTable) {
                           "teacher-tp 1)"),
             std::string::npos) << r.output;
   EXPECT_NE(r.output.find("   1  student  tp 0 dp 1 "), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("   2  teacher  replica 0 tp 0 "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("   2  teacher  replica 0 tp 0           2  cpu        "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("# node-local ranks from OMPI_COMM_WORLD_LOCAL_RANK\n"), std::string::npos) << r.output;
+}
+
+TEST_F(Jobs, DeviceCudaWithoutAGpuStopsEveryRankNamingIt) {
+  if (opd::visible_gpu_count() > 0) GTEST_SKIP() << "a GPU is visible";
+  auto r = run_mpi(2, distill(dir_ + "/dry", "--device cuda --dry-run"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("   1  student  tp 0 dp 1                1  cuda:none  "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("# --device cuda: 2 of 2 ranks see no CUDA device"), std::string::npos) << r.output;
+  r = run_mpi(2, distill(dir_ + "/nogpu", "--device cuda"));
+  EXPECT_NE(r.code, 0);
+  for (int rank = 0; rank < 2; ++rank)
+    EXPECT_NE(r.output.find("--device cuda: rank " + std::to_string(rank) + " on host "), std::string::npos)
+        << r.output;
+  EXPECT_NE(r.output.find("sees no CUDA device"), std::string::npos) << r.output;
 }
 
 TEST_F(Jobs, LayoutErrorsNameTheNumbers) {
