@@ -1,0 +1,118 @@
+// Device memory planned up front: sizes per kind follow the model's shape and the batch, options
+// that should shrink a kind do, and a plan that does not fit is refused naming what to lower.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "core/error.h"
+#include "model/memory_plan.h"
+
+using opd::MemoryKind;
+using opd::MemoryPlanOptions;
+
+namespace {
+
+// Qwen3-0.6B's shape.
+opd::ModelConfig qwen3_06b() {
+  opd::ModelConfig c;
+  c.vocab = 151936;
+  c.d_model = 1024;
+  c.n_layers = 28;
+  c.n_heads = 16;
+  c.n_kv_heads = 8;
+  c.head_dim = 128;
+  c.ffn_dim = 3072;
+  c.tie_embeddings = true;
+  c.max_seq = 4096;
+  return c;
+}
+
+}  // namespace
+
+TEST(MemoryPlan, WeightsAndOptimizerStateFollowTheParameterCount) {
+  const opd::ModelConfig c = qwen3_06b();
+  const size_t P = size_t(c.num_parameters());
+  MemoryPlanOptions o;
+  o.train = true;
+  o.batch = 4;
+  o.seq = 2048;
+  const opd::MemoryPlan plan = opd::plan_model_memory(c, o, {1 << 20, 32 << 20});
+  const auto near = [](size_t got, size_t want) { return got >= want && got < want + 4096; };
+  EXPECT_TRUE(near(plan.bytes(MemoryKind::kWeights), 2 * P)) << plan.bytes(MemoryKind::kWeights);
+  EXPECT_TRUE(near(plan.bytes(MemoryKind::kMaster), 4 * P));
+  EXPECT_TRUE(near(plan.bytes(MemoryKind::kGrads), 4 * P));
+  EXPECT_TRUE(near(plan.bytes(MemoryKind::kOptimizer), 8 * P));
+  // fp32 logits over 8192 tokens and the bf16 copy of their gradient.
+  EXPECT_EQ(plan.bytes(MemoryKind::kLogits), size_t(8192) * 151936 * 6);
+  EXPECT_EQ(plan.total(), plan.arena_bytes() + (32 << 20));  // cuBLASLt's workspace is counted, not carved
+  for (const opd::MemoryBlock& b : plan.blocks()) EXPECT_EQ(b.offset % opd::MemoryPlan::kAlign, 0u) << b.name;
+  EXPECT_TRUE(plan.has("L27.h"));
+  EXPECT_EQ(plan.at("L3.q").bytes, size_t(8192) * 16 * 128 * 2);
+  EXPECT_THROW(plan.at("L28.h"), opd::Error);
+  const std::string r = plan.report("student");
+  EXPECT_NE(r.find("optimizer state"), std::string::npos) << r;
+  EXPECT_NE(r.find("total"), std::string::npos) << r;
+}
+
+TEST(MemoryPlan, RecomputeAndTensorParallelismShrinkWhatTheyShould) {
+  const opd::ModelConfig c = qwen3_06b();
+  MemoryPlanOptions o;
+  o.train = true;
+  o.batch = 4;
+  o.seq = 2048;
+  const opd::MemoryPlan full = opd::plan_model_memory(c, o, {});
+  o.recompute = true;
+  const opd::MemoryPlan rec = opd::plan_model_memory(c, o, {});
+  EXPECT_LT(rec.bytes(MemoryKind::kActivations) * 5, full.bytes(MemoryKind::kActivations));
+  EXPECT_FALSE(rec.has("L3.q"));
+  EXPECT_TRUE(rec.has("layer.q") && rec.has("L3.resid"));
+  EXPECT_EQ(rec.bytes(MemoryKind::kOptimizer), full.bytes(MemoryKind::kOptimizer));
+  o.tp = 2;
+  const opd::MemoryPlan tp2 = opd::plan_model_memory(c, o, {});
+  EXPECT_EQ(tp2.bytes(MemoryKind::kLogits) * 2, rec.bytes(MemoryKind::kLogits));
+  EXPECT_LT(tp2.bytes(MemoryKind::kOptimizer), rec.bytes(MemoryKind::kOptimizer));
+  o.tp = 3;
+  EXPECT_THROW(opd::plan_model_memory(c, o, {}), opd::Error);
+}
+
+TEST(MemoryPlan, ForwardOnlyAndGenerationNeedNoTrainingState) {
+  const opd::ModelConfig c = qwen3_06b();
+  MemoryPlanOptions o;  // a teacher: forward only
+  o.batch = 8;
+  o.seq = 2048;
+  const opd::MemoryPlan teacher = opd::plan_model_memory(c, o, {});
+  EXPECT_EQ(teacher.bytes(MemoryKind::kMaster) + teacher.bytes(MemoryKind::kOptimizer) +
+                teacher.bytes(MemoryKind::kGrads),
+            0u);
+  EXPECT_TRUE(teacher.has("stream.resid"));
+  EXPECT_FALSE(teacher.has("L0.resid"));
+  o.batch = 0;
+  o.seq = 0;
+  o.kv_batch = 64;
+  o.kv_capacity = 2048;
+  const opd::MemoryPlan sampler = opd::plan_model_memory(c, o, {});
+  // 28 layers x (k, v) x 64 sequences x 2048 positions x 8 kv heads x 128 x bf16.
+  EXPECT_EQ(sampler.bytes(MemoryKind::kKVCache), size_t(28) * 2 * 64 * 2048 * 1024 * 2);
+  o.train = true;
+  EXPECT_THROW(opd::plan_model_memory(c, o, {}), opd::Error);  // training needs a forward batch
+}
+
+TEST(MemoryPlan, ARunThatDoesNotFitNamesWhatToLower) {
+  const opd::ModelConfig c = qwen3_06b();
+  MemoryPlanOptions o;
+  o.train = true;
+  o.batch = 64;
+  o.seq = 4096;
+  const opd::MemoryPlan plan = opd::plan_model_memory(c, o, {});
+  EXPECT_NO_THROW(plan.check_fits(plan.total(), "rank 0"));
+  try {
+    plan.check_fits(size_t(80) << 30, "rank 3 (student) on GPU 1");
+    ADD_FAILURE() << "a plan of " << plan.total() << " bytes fit in 80 GiB";
+  } catch (const opd::Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("rank 3 (student) on GPU 1: the planned device memory is "), std::string::npos) << m;
+    EXPECT_NE(m.find("but only 80.00 GiB is free"), std::string::npos) << m;
+    EXPECT_NE(m.find("--recompute"), std::string::npos) << m;
+    EXPECT_NE(m.find("--micro-batch"), std::string::npos) << m;
+  }
+}
