@@ -6,9 +6,11 @@
 #include <filesystem>
 #include <iostream>
 
+#include "bench/step_gpu.h"
 #include "cli/commands.h"
 #include "cli/runtime.h"
 #include "core/jsonl.h"
+#include "parallel/gpu_binding.h"
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
 #include "tasks/arith.h"
@@ -60,22 +62,64 @@ int bench_step(const Args& args) {
                     "Times distillation steps on the shipped models in this job's rank layout: rollout, teacher "
                     "scoring, waiting for the teacher, update and data-parallel exchange per step, tokens/s and the "
                     "overlap efficiency.",
-                    "mpirun -n 3 opd bench step --teacher-ranks 1 [--steps 6] [--tp 2] [--dp 2]"};
+                    "mpirun -n 3 opd bench step --teacher-ranks 1 [--steps 6] [--tp 2] [--dp 2]\n"
+                    "       opd bench step --device cuda [--student-preset qwen3-0.6b --teacher-preset qwen3-1.7b]"};
   po::options_description opts("Benchmark");
   opts.add_options()("student", po::value<std::string>()->default_value("models/student-base.h5"), "student model")(
       "teacher", po::value<std::string>()->default_value("models/teacher.h5"), "teacher model")(
       "steps", po::value<int>()->default_value(6)->notifier(in_range("steps", 1, 100000)), "distillation steps")(
-      "prompts-per-step", po::value<int>()->default_value(128)->notifier(in_range("prompts-per-step", 1, 1 << 20)),
-      "prompts per step (one sample each)")(
-      "micro-batch", po::value<int>()->default_value(32)->notifier(in_range("micro-batch", 1, 1 << 20)),
-      "sequences per micro-batch (the unit sent to a teacher rank)")(
+      "prompts-per-step", po::value<int>()->default_value(0)->notifier(in_range("prompts-per-step", 0, 1 << 20)),
+      "prompts per step, one sample each (0: 128 on cpu, 64 with --device cuda)")(
+      "micro-batch", po::value<int>()->default_value(0)->notifier(in_range("micro-batch", 0, 1 << 20)),
+      "sequences per micro-batch, the unit sent to a teacher rank and of each forward / backward (0: 32 on cpu, 4 "
+      "with --device cuda, whose KV cache holds the whole step)")(
       "kl", po::value<std::string>()->default_value("full"), "sampled | full | topk:K")(
       "out", po::value<std::string>()->default_value("build/bench-step"),
       "scratch directory for the prompts and the run (shared by every rank)");
   add_layout_options(opts);
   add_runtime_options(opts);
+  po::options_description gpu("One GPU (--device cuda): Qwen3-shaped models with random weights");
+  const bench::GpuStepOptions d;
+  gpu.add_options()("device", po::value<std::string>()->default_value("cpu"),
+                    "cpu: the shipped models in this job's rank layout; cuda: one GPU, the shapes below")(
+      "student-preset", po::value<std::string>()->default_value(d.student), "qwen3-0.6b | qwen3-1.7b | qwen3-4b | qwen3-8b")(
+      "teacher-preset", po::value<std::string>()->default_value(d.teacher), "the teacher's shape")(
+
+      "prompt", po::value<int>()->default_value(d.prompt)->notifier(in_range("prompt", 1, 1 << 20)), "prompt tokens")(
+      "new-tokens", po::value<int>()->default_value(d.new_tokens)->notifier(in_range("new-tokens", 1, 1 << 20)),
+      "sampled tokens per sequence")(
+      "warmup", po::value<int>()->default_value(d.warmup)->notifier(in_range("warmup", 0, 1000)), "untimed steps first")(
+      "recompute", po::bool_switch(), "keep only each layer's input for backward")(
+      "peak-tflops", po::value<double>()->default_value(d.peak_tflops)->notifier(in_range("peak-tflops", 1.0, 1e6)),
+      "the GPU's dense bf16 peak, the MFU's denominator (989: H100 / H200 SXM)");
+  opts.add(gpu);
   po::variables_map vm;
   if (!parse_options(cmd, args, opts, vm)) return 0;
+  const bool cuda = parse_device(vm["device"].as<std::string>()) == DeviceKind::kCuda;
+  for (const char* key : {"student-preset", "teacher-preset", "prompt", "new-tokens", "warmup", "recompute",
+                          "peak-tflops"})
+    OPD_REQUIRE(cuda || vm[key].defaulted(), "opd bench step: --", key, " applies to --device cuda only");
+  for (const char* key : {"student", "teacher", "teacher-ranks", "teacher-tp", "tp", "dp"})
+    OPD_REQUIRE(!cuda || vm[key].defaulted(), "opd bench step --device cuda: --", key,
+                " applies to the CPU run only (one GPU, Qwen3 shapes: see --student-preset)");
+  OPD_REQUIRE(!cuda || vm["kl"].as<std::string>() == "full", "opd bench step --device cuda: times --kl full only");
+  if (cuda) {
+    bench::GpuStepOptions o;
+    o.student = vm["student-preset"].as<std::string>();
+    o.teacher = vm["teacher-preset"].as<std::string>();
+    const auto given = [&](const char* key, int fallback) { return vm[key].as<int>() ? vm[key].as<int>() : fallback; };
+    o.batch = given("prompts-per-step", d.batch);
+    o.micro_batch = given("micro-batch", d.micro_batch);
+    o.prompt = vm["prompt"].as<int>();
+    o.new_tokens = vm["new-tokens"].as<int>();
+    o.steps = vm["steps"].as<int>();
+    o.warmup = vm["warmup"].as<int>();
+    o.recompute = vm["recompute"].as<bool>();
+    o.peak_tflops = vm["peak-tflops"].as<double>();
+    return bench::run_bench_step_gpu(o);
+  }
+  const int prompts_per_step = vm["prompts-per-step"].as<int>() ? vm["prompts-per-step"].as<int>() : 128;
+  const int micro_batch = vm["micro-batch"].as<int>() ? vm["micro-batch"].as<int>() : 32;
   auto world = MpiCommunicator::world();
   const std::string out = vm["out"].as<std::string>();
   const std::string prompts = out + "/prompts.jsonl";
@@ -95,8 +139,8 @@ int bench_step(const Args& args) {
   Args run = {"--student", vm["student"].as<std::string>(), "--teacher", vm["teacher"].as<std::string>(),
               "--prompts", prompts, "--kl", vm["kl"].as<std::string>(), "--steps",
               std::to_string(vm["steps"].as<int>()), "--prompts-per-step",
-              std::to_string(vm["prompts-per-step"].as<int>()), "--samples-per-prompt", "1", "--micro-batch",
-              std::to_string(vm["micro-batch"].as<int>()), "--lr", "2e-3", "--eval-every", "0", "--samples-to-log",
+              std::to_string(prompts_per_step), "--samples-per-prompt", "1", "--micro-batch",
+              std::to_string(micro_batch), "--lr", "2e-3", "--eval-every", "0", "--samples-to-log",
               "0", "--overwrite", "--out", out + "/run", "--threads", std::to_string(vm["threads"].as<int>())};
   for (const char* k : {"teacher-ranks", "teacher-tp", "tp", "dp"}) {
     run.push_back(std::string("--") + k);
@@ -108,7 +152,7 @@ int bench_step(const Args& args) {
               "prompts per step\n",
               world->size(), vm["teacher-ranks"].as<int>(), vm["teacher-tp"].as<int>(), vm["tp"].as<int>(),
               vm["dp"].as<int>(), vm["student"].as<std::string>().c_str(), vm["teacher"].as<std::string>().c_str(),
-              vm["kl"].as<std::string>().c_str(), vm["prompts-per-step"].as<int>());
+              vm["kl"].as<std::string>().c_str(), prompts_per_step);
   print_table(out + "/run/metrics.jsonl");
   return 0;
 }

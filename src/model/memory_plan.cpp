@@ -118,6 +118,7 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
     plan.add("grads", MemoryKind::kGrads, P * kF32);
     plan.add("adam.m", MemoryKind::kOptimizer, P * kF32);
     plan.add("adam.v", MemoryKind::kOptimizer, P * kF32);
+    plan.add("adam.decay_mask", MemoryKind::kOptimizer, P);
   }
   // One layer's activations for n rows: name, bytes.
   const auto layer_set = [&](size_t n) {
@@ -163,9 +164,12 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
     for (const auto& [name, bytes] : layer_set(n)) plan.add(str("dec.", name), MemoryKind::kActivations, bytes);
     plan.add("dec.logits", MemoryKind::kLogits, n * V * kF32);
     plan.add("dec.pos", MemoryKind::kActivations, n * sizeof(int));
+    plan.add("dec.tokens", MemoryKind::kActivations, n * sizeof(int));
   }
-  plan.add("tokens", MemoryKind::kActivations, std::max<size_t>(N, o.kv_batch) * sizeof(int));
-  plan.add("positions", MemoryKind::kActivations, std::max<size_t>(N, o.kv_batch) * sizeof(int));
+  if (N > 0) {
+    plan.add("tokens", MemoryKind::kActivations, N * sizeof(int));
+    plan.add("positions", MemoryKind::kActivations, N * sizeof(int));
+  }
   if (ws.kernels) plan.add("workspace.kernels", MemoryKind::kWorkspace, ws.kernels);
   if (ws.cublaslt) plan.add("workspace.cublaslt", MemoryKind::kWorkspace, ws.cublaslt, /*in_arena=*/false);
   return plan;

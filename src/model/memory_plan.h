@@ -62,7 +62,7 @@ struct WorkspaceSizes {
 };
 
 // The blocks of a model on one GPU, named as GpuTransformer looks them up:
-//   "weights.bf16", "weights.master", "grads", "adam.m", "adam.v";
+//   "weights.bf16", "weights.master", "grads", "adam.m", "adam.v", "adam.decay_mask";
 //   the activations of layer l as "L<l>.<name>" (training without --recompute), or "L<l>.resid"
 //   per layer and one "layer.<name>" set (with --recompute), or "stream.resid" and "layer.<name>"
 //   (forward only), names: ln1 rstd1 q k v qr kr q_rstd k_rstd att lse mid ln2 rstd2 gate up h;

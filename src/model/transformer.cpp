@@ -64,6 +64,8 @@ void Transformer::init_random(uint64_t seed) {
     // The whole tensor is drawn and this rank keeps its block: the same model at any TP degree.
     const size_t full = size_t(s.shard.full_size());
     std::vector<float> whole(full);
+    // Each pair is keyed by its index alone, so the threads' split does not change a value.
+#pragma omp parallel for schedule(static)
     for (size_t i = 0; i < full; i += 2) {  // Box-Muller, two normals per Philox draw
       Philox4 r = philox_draw(seed, static_cast<uint32_t>(si), i / 2);
       const float u1 = 1.0f - uniform01(r.v[0]), u2 = uniform01(r.v[1]);

@@ -10,8 +10,7 @@ namespace opd {
 AdamW::AdamW(Transformer& model, const OptimizerOptions& options)
     : model_(model), o_(options), m_(model.params().size(), 0.0f), v_(model.params().size(), 0.0f),
       decay_mask_(model.params().size(), 0) {
-  OPD_REQUIRE(o_.schedule == "constant" || o_.schedule == "cosine", "option --lr-schedule = '", o_.schedule,
-              "' is not one of constant, cosine");
+  check_schedule(o_);
   for (const ParamSpec& s : model.specs())
     std::fill(decay_mask_.begin() + s.offset, decay_mask_.begin() + s.offset + s.size, s.decay ? 1 : 0);
 }
@@ -24,14 +23,21 @@ void AdamW::restore(std::vector<float> m, std::vector<float> v, int updates) {
   t_ = updates;
 }
 
-double AdamW::lr_at(int step) const {
-  if (o_.warmup_steps > 0 && step <= o_.warmup_steps) return o_.lr * step / o_.warmup_steps;
-  if (o_.schedule == "constant") return o_.lr;
-  const double span = std::max(1, o_.total_steps - o_.warmup_steps);
-  const double progress = std::min(1.0, (step - o_.warmup_steps) / span);
-  const double floor = o_.lr * o_.min_lr_ratio;
-  return floor + (o_.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+void check_schedule(const OptimizerOptions& o) {
+  OPD_REQUIRE(o.schedule == "constant" || o.schedule == "cosine", "option --lr-schedule = '", o.schedule,
+              "' is not one of constant, cosine");
 }
+
+double scheduled_lr(const OptimizerOptions& o, int step) {
+  if (o.warmup_steps > 0 && step <= o.warmup_steps) return o.lr * step / o.warmup_steps;
+  if (o.schedule == "constant") return o.lr;
+  const double span = std::max(1, o.total_steps - o.warmup_steps);
+  const double progress = std::min(1.0, (step - o.warmup_steps) / span);
+  const double floor = o.lr * o.min_lr_ratio;
+  return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+double AdamW::lr_at(int step) const { return scheduled_lr(o_, step); }
 
 double AdamW::step(int step, double grad_scale) {
   std::vector<float>& g = model_.grads();

@@ -19,6 +19,11 @@ struct OptimizerOptions {
   double grad_clip = 1.0;        // max global gradient norm; 0 disables clipping
 };
 
+// The learning rate at training step `step` (1-based): linear warm-up, then constant or cosine.
+// Validates the schedule's name.
+double scheduled_lr(const OptimizerOptions& options, int step);
+void check_schedule(const OptimizerOptions& options);
+
 class AdamW {
  public:
   AdamW(Transformer& model, const OptimizerOptions& options);

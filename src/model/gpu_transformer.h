@@ -1,0 +1,95 @@
+// The Qwen3-family decoder on one GPU (ARCHITECTURE §2, precision): bf16 weights and activations,
+// fp32 master weights, gradients, AdamW state and every statistic (norms, softmax, logits). The
+// same layer sequence as the CPU Transformer, forward and backward side by side, built from the
+// CUDA ops; every buffer comes from one arena laid out by plan_model_memory before anything runs.
+// Only in a build with CUDA (OPD_WITH_CUDA); one GPU, no tensor parallelism yet.
+#pragma once
+#ifdef OPD_WITH_CUDA
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/memory_plan.h"
+#include "model/transformer.h"
+
+namespace opd {
+namespace cuda {
+class Matmul;
+}
+
+class GpuTransformer {
+ public:
+  using bf16 = __nv_bfloat16;
+
+  // Plans the memory for `options` (train: master weights, gradients, AdamW state, saved
+  // activations; batch x seq: the largest forward; kv_batch x kv_capacity: the generation cache),
+  // refuses a plan that does not fit the device's free memory (naming `who` and what to lower),
+  // then allocates it and uploads `host`'s parameters. The current CUDA device is used.
+  GpuTransformer(const Transformer& host, const MemoryPlanOptions& options, const std::string& who = "this rank");
+  ~GpuTransformer();
+  GpuTransformer(const GpuTransformer&) = delete;
+  GpuTransformer& operator=(const GpuTransformer&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  const MemoryPlan& plan() const { return plan_; }
+  cudaStream_t stream() const { return stream_; }
+
+  // Training forward over right-padded host token ids [B, T] (B*T within the plan). Returns
+  // device fp32 logits [B*T, V], valid until the next forward. With fill_cache >= 0 (prefill) the
+  // layers' keys and values also go to rows [0, T) of the cache's sequences [fill_cache,
+  // fill_cache + B): a batch of kv_batch sequences can be prefilled a micro-batch at a time.
+  float* forward(const int* tokens, int B, int T, int fill_cache = -1);
+  // Backward of the last forward from device fp32 dL/dlogits [B*T, V] (the logits buffer itself
+  // when a fused loss kernel wrote the gradient in place); accumulates into the fp32 gradients.
+  void backward(const float* dlogits);
+  void zero_grad();
+  size_t num_params() const { return n_params_; }
+  // The flat parameter buffers, in the host model's layout (training plans only, but weights()):
+  // what the GPU optimizer (train/gpu_optimizer.h) updates.
+  bf16* weights() { return w_; }
+  float* master() { return master_; }
+  float* grads() { return grads_; }
+  // A planned block by name (e.g. "adam.m"), typed; an error if the plan lacks it.
+  template <typename T>
+  T* block(const std::string& name) const;
+
+  // Generation: prefill fills the cache of sequences [first, first + B) (see forward); decode
+  // appends one token to each of the planned kv_batch sequences (host tokens [kv_batch] at host
+  // positions pos[b]) and returns device fp32 logits [kv_batch, V].
+  float* prefill(const int* tokens, int B, int T, int first = 0) { return forward(tokens, B, T, first); }
+  float* decode(const int* tokens, const int* pos);
+
+  // The fp32 master weights back into `host` (same shape), for checkpoints and the CPU side.
+  void download(Transformer& host) const;
+
+ private:
+  struct Layer;  // device pointers to one layer's activations
+  Layer layer(int l) const;
+  void check_tokens(const int* tokens, size_t n) const;
+  void upload_tokens(int* dst, const int* tokens, size_t n);
+  // One layer's forward from a.resid; writes `next` = the layer's output unless null (recompute).
+  void layer_forward(int l, const Layer& a, bf16* next, int B, int T, int fill_cache);
+  void layer_backward(int l, const Layer& a, int B, int T);
+  float* workspace(size_t bytes) const;
+
+  ModelConfig cfg_;
+  MemoryPlanOptions opt_;
+  MemoryPlan plan_;
+  ModelOffsets off_;
+  std::vector<ParamSpec> specs_;
+  size_t n_params_ = 0;
+  int QD_ = 0, KD_ = 0;
+  char* arena_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::Matmul> mm_;
+  bf16* w_ = nullptr;       // bf16 weights, the host's flat layout
+  float* master_ = nullptr;  // fp32 master weights (training)
+  float* grads_ = nullptr;
+  int B_ = 0, T_ = 0;       // the last forward's shape
+};
+
+}  // namespace opd
+#endif  // OPD_WITH_CUDA

@@ -1,0 +1,253 @@
+// The GPU model against the CPU model (the reference) on one random model with the GPU attention's
+// head size: logits, every parameter's gradient, recompute giving the same gradients, KV-cache
+// decode, and a few distillation steps (full-vocabulary reverse KL against a teacher on the same
+// GPU, AdamW with fp32 master weights) whose losses follow the CPU run's. The CPU model gets the
+// weights rounded to bf16, so what differs is the GPU's bf16 activations alone.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+
+#ifdef OPD_WITH_CUDA
+#include "gpu/device_buffer.h"
+#include "kernels/cpu/logprobs.h"
+#include "kernels/cpu/reverse_kl.h"
+#include "kernels/cuda/device.cuh"
+#include "kernels/cuda/logprobs.cuh"
+#include "kernels/cuda/reverse_kl.cuh"
+#include "model/gpu_transformer.h"
+#include "train/gpu_optimizer.h"
+#include "train/optimizer.h"
+
+using namespace opd;
+using opd::testing::bf16_rounded;
+
+namespace {
+
+ModelConfig small_config(bool tied) {
+  ModelConfig c;
+  c.vocab = 256;
+  c.d_model = 256;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 64;
+  c.ffn_dim = 512;
+  c.max_seq = 128;
+  c.tie_embeddings = tied;
+  return c;
+}
+
+std::shared_ptr<const Tokenizer> tokenizer(int n) {
+  std::vector<std::string> pieces;
+  for (int i = 0; i < n; ++i) pieces.push_back("<" + std::to_string(i) + ">");
+  return std::make_shared<CharTokenizer>(pieces, 1, 0);
+}
+
+// A random model whose weights are exactly representable in bf16, with larger-than-default
+// weights so that logits and gradients are well above rounding noise.
+std::unique_ptr<Transformer> bf16_model(bool tied, uint64_t seed) {
+  auto m = std::make_unique<Transformer>(small_config(tied), tokenizer(256));
+  m->init_random(seed);
+  for (float& w : m->params()) w *= 4.0f;
+  m->params() = bf16_rounded(m->params());
+  return m;
+}
+
+std::vector<int> random_tokens(size_t n, uint32_t seed) {
+  std::vector<int> t(n);
+  uint32_t x = seed;
+  for (int& v : t) {
+    x = x * 1664525u + 1013904223u;
+    v = static_cast<int>((x >> 8) % 256);
+  }
+  return t;
+}
+
+std::vector<float> to_host(const float* device, size_t n) {
+  std::vector<float> h(n);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemcpy(h.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// ||a - b|| / ||b||: the error measure for whole tensors computed through bf16 activations.
+double rel_l2(const float* a, const float* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    num += double(a[i] - b[i]) * (a[i] - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+class GpuModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda::device_available()) GTEST_SKIP() << "no usable CUDA device (no driver or no GPU)";
+  }
+};
+
+MemoryPlanOptions training(int B, int T, bool recompute = false) {
+  MemoryPlanOptions o;
+  o.train = true;
+  o.recompute = recompute;
+  o.batch = B;
+  o.seq = T;
+  return o;
+}
+
+TEST_F(GpuModel, LogitsAndGradientsFollowTheCpuModel) {
+  for (bool tied : {false, true}) {
+    SCOPED_TRACE(tied ? "tied LM head" : "untied LM head");
+    auto cpu = bf16_model(tied, 7);
+    const int B = 3, T = 40, N = B * T, V = cpu->config().vocab;
+    const std::vector<int> tokens = random_tokens(N, 11);
+    GpuTransformer gpu(*cpu, training(B, T));
+    const std::vector<float> logits = to_host(gpu.forward(tokens.data(), B, T), size_t(N) * V);
+    const float* ref = cpu->forward(tokens.data(), B, T);
+    EXPECT_LT(rel_l2(logits.data(), ref, logits.size()), 2e-2);
+
+    // The same dL/dlogits into both; every tensor's gradient compared on its own.
+    std::vector<float> dlogits(size_t(N) * V);
+    for (size_t i = 0; i < dlogits.size(); ++i) dlogits[i] = float(std::sin(0.37 * double(i))) / N;
+    cpu->zero_grad();
+    cpu->backward(dlogits.data());
+    opd::testing::DeviceBuffer<float> d(dlogits);
+    gpu.forward(tokens.data(), B, T);
+    gpu.backward(d.get());
+    const std::vector<float> g = to_host(gpu.grads(), gpu.num_params());
+    for (const ParamSpec& s : cpu->specs())
+      EXPECT_LT(rel_l2(g.data() + s.offset, cpu->grads().data() + s.offset, s.size), 5e-2) << s.name;
+  }
+}
+
+TEST_F(GpuModel, RecomputeGivesTheSameGradientsBitForBit) {
+  auto cpu = bf16_model(false, 3);
+  const int B = 2, T = 64, N = B * T, V = cpu->config().vocab;
+  const std::vector<int> tokens = random_tokens(N, 5);
+  std::vector<float> dlogits(size_t(N) * V);
+  for (size_t i = 0; i < dlogits.size(); ++i) dlogits[i] = float(std::cos(0.11 * double(i))) / N;
+  opd::testing::DeviceBuffer<float> d(dlogits);
+  std::vector<float> grads[2];
+  size_t activations[2];
+  for (int recompute = 0; recompute < 2; ++recompute) {
+    GpuTransformer gpu(*cpu, training(B, T, recompute));
+    gpu.forward(tokens.data(), B, T);
+    gpu.backward(d.get());
+    grads[recompute] = to_host(gpu.grads(), gpu.num_params());
+    activations[recompute] = gpu.plan().bytes(MemoryKind::kActivations);
+  }
+  EXPECT_EQ(grads[0], grads[1]);
+  EXPECT_LT(activations[1], activations[0]);
+}
+
+TEST_F(GpuModel, DecodeFollowsTheCpuCache) {
+  auto cpu = bf16_model(false, 9);
+  const int B = 4, P = 12, steps = 6, V = cpu->config().vocab;
+  MemoryPlanOptions o;
+  o.batch = B;
+  o.seq = P;
+  o.kv_batch = B;
+  o.kv_capacity = P + steps;
+  GpuTransformer gpu(*cpu, o);
+  KVCache cache;
+  cpu->reset_cache(cache, B, P + steps);
+  const std::vector<int> prompt = random_tokens(size_t(B) * P, 21);
+  const std::vector<float> first = to_host(gpu.prefill(prompt.data(), B, P), size_t(B) * P * V);
+  EXPECT_LT(rel_l2(first.data(), cpu->prefill(cache, prompt.data(), B, P), first.size()), 2e-2);
+  for (int s = 0; s < steps; ++s) {
+    const std::vector<int> next = random_tokens(B, 100 + s);
+    std::vector<int> pos(B, P + s);
+    const std::vector<float> got = to_host(gpu.decode(next.data(), pos.data()), size_t(B) * V);
+    EXPECT_LT(rel_l2(got.data(), cpu->decode(cache, next.data(), pos.data()), got.size()), 3e-2) << "step " << s;
+  }
+}
+
+TEST_F(GpuModel, DistillationStepsFollowTheCpuLossCurve) {
+  // Student and teacher on one GPU: the teacher forward-only, the student trained on the full
+  // reverse KL of fixed sequences for a few AdamW steps, on both devices from the same weights.
+  auto student = bf16_model(false, 1), teacher = bf16_model(false, 2);
+  const int B = 4, T = 32, N = B * T, V = student->config().vocab, steps = 6;
+  const std::vector<int> tokens = random_tokens(N, 42);
+  OptimizerOptions oo;
+  oo.lr = 3e-3;
+  oo.grad_clip = 1.0;
+
+  std::vector<float> cpu_loss, gpu_loss;
+  {
+    Transformer s = *student;
+    AdamW opt(s, oo);
+    std::vector<float> lt(size_t(N) * V), kl(N), scale(N, 1.0f / N);
+    cpu::log_softmax_forward(lt.data(), teacher->forward(tokens.data(), B, T), N, V);
+    for (int step = 1; step <= steps; ++step) {
+      s.zero_grad();
+      std::vector<float> dlogits(size_t(N) * V);
+      cpu::reverse_kl_full(kl.data(), dlogits.data(), s.forward(tokens.data(), B, T), lt.data(), scale.data(), N, V);
+      s.backward(dlogits.data());
+      opt.step(step);
+      double sum = 0;
+      for (float k : kl) sum += k;
+      cpu_loss.push_back(float(sum / N));
+    }
+  }
+  {
+    MemoryPlanOptions to;
+    to.batch = B;
+    to.seq = T;
+    GpuTransformer t(*teacher, to);
+    GpuTransformer s(*student, training(B, T));
+    GpuAdamW opt(s, oo);
+    opd::testing::DeviceBuffer<float> lt(std::vector<float>(size_t(N) * V)), kl(std::vector<float>(N)),
+        scale(std::vector<float>(N, 1.0f / N));
+    const float* tl = t.forward(tokens.data(), B, T);
+    CUDA_CHECK(cudaStreamSynchronize(t.stream()));
+    cuda::log_softmax_forward(lt.get(), tl, N, V);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    for (int step = 1; step <= steps; ++step) {
+      s.zero_grad();
+      float* logits = s.forward(tokens.data(), B, T);
+      CUDA_CHECK(cudaStreamSynchronize(s.stream()));
+      cuda::reverse_kl_full(kl.get(), logits, logits, lt.get(), scale.get(), N, V);  // dlogits in place
+      CUDA_CHECK(cudaDeviceSynchronize());
+      s.backward(logits);
+      opt.step(step);
+      double sum = 0;
+      for (float k : kl.host()) sum += k;
+      gpu_loss.push_back(float(sum / N));
+    }
+    Transformer back = *student;
+    s.download(back);
+    EXPECT_NE(back.params(), student->params()) << "the GPU updates never reached the master weights";
+  }
+  for (int i = 0; i < steps; ++i) EXPECT_NEAR(gpu_loss[i], cpu_loss[i], 0.03 * cpu_loss[i] + 1e-3) << "step " << i + 1;
+  EXPECT_LT(gpu_loss.back(), gpu_loss.front()) << "the GPU run did not learn";
+}
+
+TEST_F(GpuModel, ShapesTheKernelsCannotRunAreRefusedByName) {
+  ModelConfig c = small_config(false);
+  c.head_dim = 32;
+  c.d_model = 128;
+  Transformer m(c, tokenizer(256));
+  try {
+    GpuTransformer g(m, training(1, 8));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim = 32"), std::string::npos) << e.what();
+  }
+  // 2^17 sequences of 128 tokens: hundreds of GiB of activations and logits.
+  auto ok = bf16_model(false, 1);
+  try {
+    GpuTransformer g(*ok, training(1 << 17, 128));
+    ADD_FAILURE() << "a plan beyond the device's memory was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lower with"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+#endif  // OPD_WITH_CUDA
