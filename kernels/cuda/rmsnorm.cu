@@ -2,11 +2,15 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/packed.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 
 namespace opd::cuda {
 
 namespace {
+
+using packed::aligned16;
+using packed::kPack;
 
 constexpr int kThreads = 256;
 // Blocks of the backward kernel; fixed rather than derived from the device's SM count so that the
@@ -14,30 +18,32 @@ constexpr int kThreads = 256;
 constexpr int kMaxBackwardBlocks = 1024;
 constexpr int kReduceRows = 8;
 
-// W consecutive floats: a float4 when rows are 16-byte aligned, else one float.
-template <int W>
-struct Pack {
-  float v[W];
-};
-
-template <int W>
-__device__ __forceinline__ Pack<W> load(const float* p, int i) {
-  Pack<W> r;
-  if constexpr (W == 4) {
-    const float4 t = reinterpret_cast<const float4*>(p)[i];
-    r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
+// W consecutive elements of T widened to float: whole 16-byte packs (W a multiple of kPack<T>)
+// when rows are aligned, else one element. Element i of a row is chunk i / W, lane i % W.
+template <int W, typename T>
+__device__ __forceinline__ void load(float (&v)[W], const T* p, int chunk) {
+  if constexpr (W == 1) {
+    v[0] = packed::to_float(p[chunk]);
   } else {
-    r.v[0] = p[i];
+    constexpr int P = kPack<T>;
+    static_assert(W % P == 0, "a chunk is whole packs");
+#pragma unroll
+    for (int j = 0; j < W / P; ++j)
+      packed::load_pack(*reinterpret_cast<float(*)[P]>(v + j * P), p, size_t(chunk) * (W / P) + j);
   }
-  return r;
 }
 
-template <int W>
-__device__ __forceinline__ void store(float* p, int i, const Pack<W>& r) {
-  if constexpr (W == 4)
-    reinterpret_cast<float4*>(p)[i] = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-  else
-    p[i] = r.v[0];
+template <int W, typename T>
+__device__ __forceinline__ void store(T* p, int chunk, const float (&v)[W]) {
+  if constexpr (W == 1) {
+    p[chunk] = packed::from_float<T>(v[0]);
+  } else {
+    constexpr int P = kPack<T>;
+    static_assert(W % P == 0, "a chunk is whole packs");
+#pragma unroll
+    for (int j = 0; j < W / P; ++j)
+      packed::store_pack(p, size_t(chunk) * (W / P) + j, *reinterpret_cast<const float(*)[P]>(v + j * P));
+  }
 }
 
 // The xor butterfly adds the same pairs on every lane, so all lanes end with the same bits.
@@ -64,69 +70,85 @@ __device__ __forceinline__ float team_sum(float v, float* red) {
 }
 
 // One team per row: a warp for narrow rows (qk-norm's head_dim), the block for wide ones, so
-// that short rows do not leave most of a block idle.
-template <int kTeam, int W>
+// that short rows do not leave most of a block idle. W: elements per chunk (see load).
+template <typename T, int kTeam, int W>
 __global__ void __launch_bounds__(kThreads)
-    rmsnorm_forward_kernel(float* __restrict__ out, float* __restrict__ rstd, const float* __restrict__ x,
-                           const float* __restrict__ w, int N, int C, float eps) {
+    rmsnorm_forward_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ x,
+                           const T* __restrict__ w, int N, int C, float eps) {
   __shared__ float red[kThreads / 32];
   const int t = threadIdx.x % kTeam;
   const int row = blockIdx.x * (kThreads / kTeam) + threadIdx.x / kTeam;
   if (row >= N) return;  // only whole spare warps of the last block, which share no barrier
-  const float* xr = x + (size_t)row * C;
-  float* yr = out + (size_t)row * C;
+  const T* xr = x + (size_t)row * C;
+  T* yr = out + (size_t)row * C;
   const int chunks = C / W;
 
   float ss = 0.0f;
   for (int i = t; i < chunks; i += kTeam) {
-    const Pack<W> a = load<W>(xr, i);
-    for (int k = 0; k < W; ++k) ss += a.v[k] * a.v[k];
+    float a[W];
+    load<W>(a, xr, i);
+#pragma unroll
+    for (int k = 0; k < W; ++k) ss += a[k] * a[k];
   }
   ss = team_sum<kTeam>(ss, red);
   const float r = rsqrtf(ss / C + eps);
 
   for (int i = t; i < chunks; i += kTeam) {
-    const Pack<W> a = load<W>(xr, i), g = load<W>(w, i);
-    Pack<W> y;
-    for (int k = 0; k < W; ++k) y.v[k] = g.v[k] * (a.v[k] * r);
+    float a[W], g[W], y[W];
+    load<W>(a, xr, i);
+    load<W>(g, w, i);
+#pragma unroll
+    for (int k = 0; k < W; ++k) y[k] = g[k] * (a[k] * r);
     store<W>(yr, i, y);
   }
   if (t == 0) rstd[row] = r;
 }
 
 // dx for each row, as in the CPU op, plus this block's share of dw: every team accumulates its
-// rows into its own slice of shared memory (each thread only ever touches its own entries), and
-// the block adds its teams in a fixed order into dw_part[blockIdx.x]. No atomics anywhere.
-template <int kTeam, int W>
+// rows into its own fp32 slice of shared memory (each thread only ever touches its own entries),
+// and the block adds its teams in a fixed order into dw_part[blockIdx.x]. No atomics anywhere.
+template <typename T, int kTeam, int W>
 __global__ void __launch_bounds__(kThreads)
-    rmsnorm_backward_kernel(float* __restrict__ dx, float* __restrict__ dw_part, const float* __restrict__ dout,
-                            const float* __restrict__ x, const float* __restrict__ w,
-                            const float* __restrict__ rstd, int N, int C) {
+    rmsnorm_backward_kernel(T* __restrict__ dx, float* __restrict__ dw_part, const T* __restrict__ dout,
+                            const T* __restrict__ x, const T* __restrict__ w, const float* __restrict__ rstd, int N,
+                            int C) {
   constexpr int kTeams = kThreads / kTeam;
   extern __shared__ __align__(16) float dw_s[];  // [kTeams, C]
   __shared__ float red[kThreads / 32];
   const int t = threadIdx.x % kTeam, team = threadIdx.x / kTeam;
-  float* my_dw = dw_s + (size_t)team * C;
+  float* my_dw = dw_s + (size_t)team * C;  // 16-byte aligned: C is a multiple of W when W > 1
   const int chunks = C / W;
-  for (int i = t; i < chunks; i += kTeam) store<W>(my_dw, i, Pack<W>{});
+  for (int i = t; i < chunks; i += kTeam) {
+    const float zero[W] = {};
+    store<W>(my_dw, i, zero);
+  }
 
   for (int row = blockIdx.x * kTeams + team; row < N; row += gridDim.x * kTeams) {
     const size_t off = (size_t)row * C;
     const float r = rstd[row];
     float dot = 0.0f;
     for (int i = t; i < chunks; i += kTeam) {
-      const Pack<W> g = load<W>(w, i), dy = load<W>(dout + off, i), a = load<W>(x + off, i);
-      for (int k = 0; k < W; ++k) dot += g.v[k] * dy.v[k] * a.v[k];
+      float g[W], dy[W], a[W];
+      load<W>(g, w, i);
+      load<W>(dy, dout + off, i);
+      load<W>(a, x + off, i);
+#pragma unroll
+      for (int k = 0; k < W; ++k) dot += g[k] * dy[k] * a[k];
     }
     dot = team_sum<kTeam>(dot, red);
     const float coef = dot * r * r / C;
     // The row was just read by this team, so this second pass comes from cache.
     for (int i = t; i < chunks; i += kTeam) {
-      const Pack<W> g = load<W>(w, i), dy = load<W>(dout + off, i), a = load<W>(x + off, i);
-      Pack<W> d = load<W>(dx + off, i), s = load<W>(my_dw, i);
+      float g[W], dy[W], a[W], d[W], s[W];
+      load<W>(g, w, i);
+      load<W>(dy, dout + off, i);
+      load<W>(a, x + off, i);
+      load<W>(d, dx + off, i);
+      load<W>(s, my_dw, i);
+#pragma unroll
       for (int k = 0; k < W; ++k) {
-        d.v[k] += r * (g.v[k] * dy.v[k] - a.v[k] * coef);
-        s.v[k] += dy.v[k] * a.v[k] * r;
+        d[k] += r * (g[k] * dy[k] - a[k] * coef);
+        s[k] += dy[k] * a[k] * r;
       }
       store<W>(dx + off, i, d);
       store<W>(my_dw, i, s);
@@ -159,27 +181,33 @@ __global__ void __launch_bounds__(32 * kReduceRows)
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-
 // Narrow rows get a warp each; the cut-off keeps the backward's [8, C] shared buffer at 32 KiB.
+// It depends on C alone, so the team size, the backward's grid and its workspace do too.
 bool narrow(int C) { return C <= 1024; }
 
 int cdiv(int a, int b) { return (a + b - 1) / b; }
 
-template <int kTeam, int W>
-void launch_forward(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+template <int kTeam>
+int backward_blocks(int N) {
+  return std::min(cdiv(N, kThreads / kTeam), kMaxBackwardBlocks);
+}
+
+int backward_blocks(int N, int C) { return narrow(C) ? backward_blocks<32>(N) : backward_blocks<kThreads>(N); }
+
+template <typename T, int kTeam, int W>
+void launch_forward(T* out, float* rstd, const T* x, const T* w, int N, int C, float eps, cudaStream_t stream) {
   const int blocks = cdiv(N, kThreads / kTeam);
-  rmsnorm_forward_kernel<kTeam, W><<<blocks, kThreads>>>(out, rstd, x, w, N, C, eps);
+  rmsnorm_forward_kernel<T, kTeam, W><<<blocks, kThreads, 0, stream>>>(out, rstd, x, w, N, C, eps);
   CUDA_CHECK_LAUNCH();
 }
 
-template <int kTeam, int W>
-void launch_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
-                     int N, int C) {
+template <typename T, int kTeam, int W>
+void launch_backward(T* dx, float* dw, const T* dout, const T* x, const T* w, const float* rstd, int N, int C,
+                     cudaStream_t stream, float* workspace) {
   constexpr int kTeams = kThreads / kTeam;
-  const int blocks = std::min(cdiv(N, kTeams), kMaxBackwardBlocks);
+  const int blocks = backward_blocks<kTeam>(N);
   const size_t smem = sizeof(float) * kTeams * C;
-  auto kernel = rmsnorm_backward_kernel<kTeam, W>;
+  auto kernel = rmsnorm_backward_kernel<T, kTeam, W>;
   if (smem > 48 * 1024) {
     int device = 0, limit = 0;
     CUDA_CHECK(cudaGetDevice(&device));
@@ -188,44 +216,64 @@ void launch_backward(float* dx, float* dw, const float* dout, const float* x, co
                 " bytes of shared memory per block; this device allows ", limit);
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   }
-  float* dw_part = nullptr;
-  CUDA_CHECK(cudaMallocAsync(&dw_part, sizeof(float) * blocks * C, 0));
-  kernel<<<blocks, kThreads, smem>>>(dx, dw_part, dout, x, w, rstd, N, C);
+  float* dw_part = workspace;
+  if (!workspace) CUDA_CHECK(cudaMallocAsync(&dw_part, sizeof(float) * blocks * C, stream));
+  kernel<<<blocks, kThreads, smem, stream>>>(dx, dw_part, dout, x, w, rstd, N, C);
   CUDA_CHECK_LAUNCH();
-  rmsnorm_dw_reduce_kernel<<<cdiv(C, 32), dim3(32, kReduceRows)>>>(dw, dw_part, blocks, C);
+  rmsnorm_dw_reduce_kernel<<<cdiv(C, 32), dim3(32, kReduceRows), 0, stream>>>(dw, dw_part, blocks, C);
   CUDA_CHECK_LAUNCH();
-  CUDA_CHECK(cudaFreeAsync(dw_part, 0));
+  if (!workspace) CUDA_CHECK(cudaFreeAsync(dw_part, stream));
 }
 
 }  // namespace
 
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
-  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::rmsnorm_forward: negative shape N=", N, " C=", C);
-  if (N == 0 || C == 0) return;
-  const bool vec = C % 4 == 0 && aligned16(out) && aligned16(x) && aligned16(w);
-  if (narrow(C) && vec)
-    launch_forward<32, 4>(out, rstd, x, w, N, C, eps);
-  else if (narrow(C))
-    launch_forward<32, 1>(out, rstd, x, w, N, C, eps);
-  else if (vec)
-    launch_forward<kThreads, 4>(out, rstd, x, w, N, C, eps);
-  else
-    launch_forward<kThreads, 1>(out, rstd, x, w, N, C, eps);
+size_t rmsnorm_backward_workspace_bytes(int N, int C) {
+  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::rmsnorm_backward_workspace_bytes: negative shape N=", N, " C=", C);
+  if (N == 0 || C == 0) return 0;
+  return sizeof(float) * size_t(backward_blocks(N, C)) * size_t(C);
 }
 
-void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
-                      int N, int C) {
-  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::rmsnorm_backward: negative shape N=", N, " C=", C);
+template <typename T>
+void rmsnorm_forward(T* out, float* rstd, const T* x, const T* w, int N, int C, float eps, cudaStream_t stream) {
+  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::rmsnorm_forward: negative shape N=", N, " C=", C);
   if (N == 0 || C == 0) return;
-  const bool vec = C % 4 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w);
+  constexpr int P = kPack<T>;
+  const bool vec = C % P == 0 && aligned16(out) && aligned16(x) && aligned16(w);
   if (narrow(C) && vec)
-    launch_backward<32, 4>(dx, dw, dout, x, w, rstd, N, C);
+    launch_forward<T, 32, P>(out, rstd, x, w, N, C, eps, stream);
   else if (narrow(C))
-    launch_backward<32, 1>(dx, dw, dout, x, w, rstd, N, C);
+    launch_forward<T, 32, 1>(out, rstd, x, w, N, C, eps, stream);
   else if (vec)
-    launch_backward<kThreads, 4>(dx, dw, dout, x, w, rstd, N, C);
+    launch_forward<T, kThreads, P>(out, rstd, x, w, N, C, eps, stream);
   else
-    launch_backward<kThreads, 1>(dx, dw, dout, x, w, rstd, N, C);
+    launch_forward<T, kThreads, 1>(out, rstd, x, w, N, C, eps, stream);
 }
+
+template <typename T>
+void rmsnorm_backward(T* dx, float* dw, const T* dout, const T* x, const T* w, const float* rstd, int N, int C,
+                      cudaStream_t stream, float* workspace) {
+  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::rmsnorm_backward: negative shape N=", N, " C=", C);
+  OPD_REQUIRE(reinterpret_cast<uintptr_t>(workspace) % alignof(float) == 0,
+              "cuda::rmsnorm_backward: workspace is not 4-byte aligned");
+  if (N == 0 || C == 0) return;
+  constexpr int P = kPack<T>;
+  const bool vec = C % P == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w);
+  if (narrow(C) && vec)
+    launch_backward<T, 32, P>(dx, dw, dout, x, w, rstd, N, C, stream, workspace);
+  else if (narrow(C))
+    launch_backward<T, 32, 1>(dx, dw, dout, x, w, rstd, N, C, stream, workspace);
+  else if (vec)
+    launch_backward<T, kThreads, P>(dx, dw, dout, x, w, rstd, N, C, stream, workspace);
+  else
+    launch_backward<T, kThreads, 1>(dx, dw, dout, x, w, rstd, N, C, stream, workspace);
+}
+
+template void rmsnorm_forward<float>(float*, float*, const float*, const float*, int, int, float, cudaStream_t);
+template void rmsnorm_forward<__nv_bfloat16>(__nv_bfloat16*, float*, const __nv_bfloat16*, const __nv_bfloat16*, int,
+                                             int, float, cudaStream_t);
+template void rmsnorm_backward<float>(float*, float*, const float*, const float*, const float*, const float*, int, int,
+                                      cudaStream_t, float*);
+template void rmsnorm_backward<__nv_bfloat16>(__nv_bfloat16*, float*, const __nv_bfloat16*, const __nv_bfloat16*,
+                                              const __nv_bfloat16*, const float*, int, int, cudaStream_t, float*);
 
 }  // namespace opd::cuda

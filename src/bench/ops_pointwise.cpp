@@ -1,19 +1,22 @@
 // opd bench ops --op pointwise: the bandwidth-bound ops of the model (embedding, rmsnorm, rope,
-// swiglu, residual add, AdamW and its gradient norm) and its three GEMM shapes through cuBLASLt.
+// swiglu, residual add, fp32 <-> bf16 conversion, AdamW and its gradient norm) and its three GEMM shapes through cuBLASLt.
 // CUDA: each op is first checked against its CPU op at a small shape, then timed at Qwen3-0.6B-
 // like sizes (16k tokens, d 1024, ffn 3072, vocab 151936). CPU: the CPU ops timed at small
 // shapes, unvalidated (they are the reference).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bench/device_array.h"
 #include "bench/op_bench.h"
 #include "core/error.h"
 #include "kernels/cpu/adamw.h"
+#include "kernels/cpu/convert.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/residual.h"
@@ -26,6 +29,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/adamw.cuh"
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/matmul.cuh"
@@ -178,8 +182,8 @@ void check(OpResult& r, double err, double tol, const char* kind = "abs") {
 }
 
 // ---- validation at small shapes ------------------------------------------------------------------
-// Each returns the worst error of the GPU op (bf16 storage, as the model runs it, except rmsnorm,
-// which exists in float only) against the CPU op on the same rounded inputs.
+// Each returns the worst error of the GPU op (bf16 storage, as the model runs it; rmsnorm also in
+// float) against the CPU op on the same rounded inputs.
 constexpr int vN = 257, vC = 320, vF = 960, vV = 1000, vH = 4, vD = 128;
 
 double validate_embedding(bool backward) {
@@ -206,19 +210,27 @@ double validate_embedding(bool backward) {
   return max_abs_error(d_dtable.download(), want);
 }
 
+// float: absolute errors; bf16 (activations and weights; rstd and dw stay fp32): relative ones.
+template <typename T>
 std::pair<double, double> validate_rmsnorm() {  // forward, backward (dx)
-  const auto x = random_floats(size_t(vN) * vC, 31), w = random_floats(vC, 32, 0.5f, 1.5f),
-             dout = random_floats(size_t(vN) * vC, 33);
+  constexpr bool kBf16 = std::is_same_v<T, bf16>;
+  auto in = [&](std::vector<float> v) { return kBf16 ? bf16_round(v) : v; };
+  const auto x = in(random_floats(size_t(vN) * vC, 31)), w = in(random_floats(vC, 32, 0.5f, 1.5f)),
+             dout = in(random_floats(size_t(vN) * vC, 33));
   std::vector<float> out(x.size()), rstd(vN), dx(x.size(), 0.0f), dw(vC, 0.0f);
   cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), vN, vC, kEps);
   cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), vN, vC);
-  DeviceArray<float> d_x(x.size()), d_w(vC), d_dout(x.size()), d_out(x.size()), d_rstd(vN), d_dx(x.size()), d_dw(vC);
-  d_x.upload(x), d_w.upload(w), d_dout.upload(dout);
-  CUDA_CHECK(cudaMemset(d_dx.p, 0, sizeof(float) * x.size()));
+  DeviceArray<T> d_x(x.size()), d_w(vC), d_dout(x.size()), d_out(x.size()), d_dx(x.size());
+  DeviceArray<float> d_rstd(vN), d_dw(vC);
+  d_x.upload(convert<T>(x)), d_w.upload(convert<T>(w)), d_dout.upload(convert<T>(dout));
+  CUDA_CHECK(cudaMemset(d_dx.p, 0, sizeof(T) * x.size()));
   CUDA_CHECK(cudaMemset(d_dw.p, 0, sizeof(float) * vC));
   cuda::rmsnorm_forward(d_out.p, d_rstd.p, d_x.p, d_w.p, vN, vC, kEps);
   cuda::rmsnorm_backward(d_dx.p, d_dw.p, d_dout.p, d_x.p, d_w.p, d_rstd.p, vN, vC);
-  return {max_abs_error(d_out.download(), out), max_abs_error(d_dx.download(), dx)};
+  if constexpr (kBf16)
+    return {max_rel_error(widen(d_out.download()), out, 1e-1), max_rel_error(widen(d_dx.download()), dx, 1e-1)};
+  else
+    return {max_abs_error(d_out.download(), out), max_abs_error(d_dx.download(), dx)};
 }
 
 double validate_rope(bool backward) {
@@ -264,6 +276,31 @@ double validate_residual() {
   d_x.upload(convert<bf16>(x)), d_y.upload(convert<bf16>(y));
   cuda::residual_forward(d_x.p, d_x.p, d_y.p, n);
   return max_rel_error(widen(d_x.download()), want, 1e-1);
+}
+
+// The number of elements whose bits differ from the CPU reference's (an odd size: a tail).
+size_t validate_convert(bool narrowing) {
+  const size_t n = size_t(vN) * vC + 3;
+  const auto x = random_floats(n, 65, -1e3f, 1e3f);
+  std::vector<uint16_t> half(n);
+  cpu::convert(half.data(), x.data(), n);
+  std::vector<float> wide(n);
+  cpu::convert(wide.data(), half.data(), n);
+  DeviceArray<float> d_f(n);
+  DeviceArray<bf16> d_h(n);
+  size_t differ = 0;
+  if (narrowing) {
+    d_f.upload(x);
+    cuda::convert(d_h.p, d_f.p, n);
+    const auto got = d_h.download();
+    for (size_t i = 0; i < n; ++i) differ += std::memcmp(&got[i], &half[i], 2) != 0;
+  } else {
+    CUDA_CHECK(cudaMemcpy(d_h.p, half.data(), 2 * n, cudaMemcpyHostToDevice));
+    cuda::convert(d_f.p, d_h.p, n);
+    const auto got = d_f.download();
+    for (size_t i = 0; i < n; ++i) differ += std::memcmp(&got[i], &wide[i], 4) != 0;
+  }
+  return differ;
 }
 
 std::pair<double, double> validate_adamw() {  // relative error of the sum of squares, abs of the params
@@ -333,12 +370,12 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     b.note = "deterministic: stable radix sort of token ids, one thread per column of each distinct token";
     rows.push_back(b);
   }
-  {  // rmsnorm (float: the CUDA op has no bf16 variant yet)
+  {  // rmsnorm in float
     DeviceArray<float> d_x(NC), d_w(s.d), d_out(NC), d_rstd(s.tokens), d_dx(NC), d_dw(s.d);
     fill(d_x, 4), fill(d_w, 5), fill(d_out, 6);
     CUDA_CHECK(cudaMemset(d_dx.p, 0, sizeof(float) * NC));
     CUDA_CHECK(cudaMemset(d_dw.p, 0, sizeof(float) * s.d));
-    const auto [ef, eb] = validate_rmsnorm();
+    const auto [ef, eb] = validate_rmsnorm<float>();
     OpResult f = row("rmsnorm_forward", nc, "f32", ctx.time_ms([&] {
                        cuda::rmsnorm_forward(d_out.p, d_rstd.p, d_x.p, d_w.p, s.tokens, s.d, kEps);
                      }),
@@ -351,6 +388,29 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
                      }),
                      16.0 * NC);
     check(b, eb, 1e-4);
+    rows.push_back(b);
+  }
+  {  // rmsnorm as the GPU model runs it: bf16 activations and weights, fp32 rstd and dw
+    DeviceArray<bf16> d_x(NC), d_w(s.d), d_out(NC), d_dx(NC);
+    DeviceArray<float> d_rstd(s.tokens), d_dw(s.d);
+    DeviceArray<float> d_ws(std::max<size_t>(cuda::rmsnorm_backward_workspace_bytes(s.tokens, s.d) / sizeof(float), 1));
+    fill(d_x, 4), fill(d_w, 5), fill(d_out, 6);
+    CUDA_CHECK(cudaMemset(d_dx.p, 0, sizeof(bf16) * NC));
+    CUDA_CHECK(cudaMemset(d_dw.p, 0, sizeof(float) * s.d));
+    const auto [ef, eb] = validate_rmsnorm<bf16>();
+    OpResult f = row("rmsnorm_forward", nc, "bf16", ctx.time_ms([&] {
+                       cuda::rmsnorm_forward(d_out.p, d_rstd.p, d_x.p, d_w.p, s.tokens, s.d, kEps);
+                     }),
+                     4.0 * NC);
+    check(f, ef, bf16_tol, "rel");
+    rows.push_back(f);
+    OpResult b = row("rmsnorm_backward", nc, "bf16>f32", ctx.time_ms([&] {
+                       cuda::rmsnorm_backward(d_dx.p, d_dw.p, d_out.p, d_x.p, d_w.p, d_rstd.p, s.tokens, s.d, 0,
+                                              d_ws.p);
+                     }),
+                     8.0 * NC);
+    check(b, eb, bf16_tol, "rel");
+    b.note = "dx (bf16, +=) and dw (fp32, +=); dw partial sums in a workspace planned by the caller";
     rows.push_back(b);
   }
   {  // rope on the queries
@@ -397,6 +457,19 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
                      ctx.time_ms([&] { cuda::residual_forward(d_x.p, d_x.p, d_y.p, NC); }), 6.0 * NC);
     check(r, validate_residual(), bf16_tol, "rel");
     rows.push_back(r);
+  }
+  {  // the precision boundary: fp32 <-> bf16, as for the master weights' bf16 copy
+    DeviceArray<float> d_f(NC);
+    DeviceArray<bf16> d_h(NC);
+    fill(d_f, 20);
+    OpResult n = row("convert", nc, "f32>bf16", ctx.time_ms([&] { cuda::convert(d_h.p, d_f.p, NC); }), 6.0 * NC);
+    check(n, double(validate_convert(true)), 0.0, "bits");
+    n.note = "max_err: elements whose bits differ from the CPU reference";
+    rows.push_back(n);
+    OpResult w = row("convert", nc, "bf16>f32", ctx.time_ms([&] { cuda::convert(d_f.p, d_h.p, NC); }), 6.0 * NC);
+    check(w, double(validate_convert(false)), 0.0, "bits");
+    w.note = n.note;
+    rows.push_back(w);
   }
   {  // AdamW over the whole model, fp32 grads, writing the bf16 copy for the forward
     const size_t P = s.params;

@@ -10,6 +10,7 @@
 
 #include "core/durable.h"
 #include "core/error.h"
+#include "kernels/cpu/convert.h"
 
 namespace opd {
 
@@ -196,7 +197,7 @@ void SafetensorsFile::read(const StTensor& t, float* out) const {
     in.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(m * 2));
     OPD_REQUIRE(in, path_, ": tensor '", t.name, "': read error (file changed or truncated?)");
     if (t.dtype == StDtype::kBF16)
-      for (size_t j = 0; j < m; ++j) out[i + j] = bf16_to_float(buf[j]);
+      cpu::convert(out + i, buf.data(), m);
     else
       for (size_t j = 0; j < m; ++j) out[i + j] = f16_to_float(buf[j]);
   }
@@ -304,7 +305,7 @@ void write_safetensors(const std::string& path, const std::vector<StWriteTensor>
         out.write(reinterpret_cast<const char*>(t.data), static_cast<std::streamsize>(n * 4));
       } else {
         buf.resize(n);
-        for (size_t i = 0; i < n; ++i) buf[i] = float_to_bf16(t.data[i]);
+        cpu::convert(buf.data(), t.data, n);
         out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(n * 2));
       }
     }
@@ -312,13 +313,6 @@ void write_safetensors(const std::string& path, const std::vector<StWriteTensor>
     OPD_REQUIRE(out, tmp, ": write failed (disk full?)");
   }
   publish_file(tmp, path);
-}
-
-float bf16_to_float(uint16_t h) {
-  const uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
 }
 
 float f16_to_float(uint16_t h) {
@@ -341,14 +335,6 @@ float f16_to_float(uint16_t h) {
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
-}
-
-uint16_t float_to_bf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x7FFFFFu)) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7FFFu + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
 }
 
 }  // namespace opd

@@ -79,9 +79,7 @@ struct StWriteTensor {
 void write_safetensors(const std::string& path, const std::vector<StWriteTensor>& tensors, StDtype dtype,
                        const std::map<std::string, std::string>& metadata);
 
-// Conversions, exact for bf16/f16 -> float; float -> bf16 rounds to nearest even, NaN stays NaN.
-float bf16_to_float(uint16_t h);
+// Exact, subnormals included. (bf16 <-> float: kernels/cpu/convert.h.)
 float f16_to_float(uint16_t h);
-uint16_t float_to_bf16(float f);
 
 }  // namespace opd

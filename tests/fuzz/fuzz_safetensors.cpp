@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "kernels/cpu/convert.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
@@ -24,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         } else {
           uint16_t v;
           std::memcpy(&v, p + 2 * i, 2);
-          sink += t.dtype == opd::StDtype::kBF16 ? opd::bf16_to_float(v) : opd::f16_to_float(v);
+          sink += t.dtype == opd::StDtype::kBF16 ? opd::cpu::float_from_bf16(v) : opd::f16_to_float(v);
         }
       }
     }

@@ -19,6 +19,7 @@
 #include "io/hf_model.h"
 #include "io/model_file.h"
 #include "io/safetensors.h"
+#include "kernels/cpu/convert.h"
 #include "model/bpe_tokenizer.h"
 #include "model/generate.h"
 #include "train/rollout.h"
@@ -116,7 +117,7 @@ TEST_P(HfImport, ExportThenImportIsIdentical) {
   export_hf(*loaded, out, StDtype::kBF16);
   auto b = import_hf(out);
   for (size_t i = 0; i < model->params().size(); ++i)
-    ASSERT_EQ(b->params()[i], bf16_to_float(float_to_bf16(model->params()[i]))) << i;
+    ASSERT_EQ(b->params()[i], cpu::float_from_bf16(cpu::bf16_from_float(model->params()[i]))) << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfImport,
