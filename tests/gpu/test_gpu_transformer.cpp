@@ -202,8 +202,8 @@ TEST_F(GpuModel, DistillationStepsFollowTheCpuLossCurve) {
     GpuTransformer t(*teacher, to);
     GpuTransformer s(*student, training(B, T));
     GpuAdamW opt(s, oo);
-    opd::testing::DeviceBuffer<float> lt(std::vector<float>(size_t(N) * V)), kl(std::vector<float>(N)),
-        scale(std::vector<float>(N, 1.0f / N));
+    opd::testing::DeviceBuffer<float> lt{std::vector<float>(size_t(N) * V)}, kl{std::vector<float>(N)},
+        scale{std::vector<float>(N, 1.0f / N)};
     const float* tl = t.forward(tokens.data(), B, T);
     CUDA_CHECK(cudaStreamSynchronize(t.stream()));
     cuda::log_softmax_forward(lt.get(), tl, N, V);
