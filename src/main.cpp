@@ -46,9 +46,15 @@ void print_usage(std::ostream& os) {
 
 int main(int argc, char** argv) {
   const auto found = argc < 2 ? subcommands().end() : subcommands().find(argv[1]);
-  // `opd bench step` trains in the job's rank layout, so it starts MPI where other benchmarks do not.
-  const bool use_mpi = found != subcommands().end() &&
-                       (found->second.mpi || (found->first == "bench" && argc > 2 && !std::strcmp(argv[2], "step")));
+  // `opd bench step` trains in the job's rank layout, so it starts MPI where other benchmarks do not;
+  // on one GPU (--device cuda) it is one process again.
+  bool one_gpu = false;
+  for (int i = 3; i < argc; ++i)
+    one_gpu |= !std::strcmp(argv[i], "--device=cuda") || (!std::strcmp(argv[i], "--device") && i + 1 < argc &&
+                                                          !std::strcmp(argv[i + 1], "cuda"));
+  const bool use_mpi =
+      found != subcommands().end() &&
+      (found->second.mpi || (found->first == "bench" && argc > 2 && !std::strcmp(argv[2], "step") && !one_gpu));
   // MPI's default handler aborts the job on a failing call, before any of ours could run.
   if (use_mpi) MPI_Init(&argc, &argv);
   int rank = 0, world = 1;

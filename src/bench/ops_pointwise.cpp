@@ -48,7 +48,7 @@ struct Sizes {
   int tokens, d, ffn, vocab, heads, head_dim;
   size_t params;
 };
-Sizes full_sizes() { return {16384, 1024, 3072, 151936, 16, 128, size_t(600) << 20}; }
+[[maybe_unused]] Sizes full_sizes() { return {16384, 1024, 3072, 151936, 16, 128, size_t(600) << 20}; }
 Sizes quick_sizes() { return {256, 128, 384, 4096, 4, 64, size_t(1) << 20}; }
 Sizes cpu_sizes() { return {1024, 512, 1536, 8192, 8, 64, size_t(16) << 20}; }
 

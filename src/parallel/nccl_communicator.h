@@ -5,7 +5,7 @@
 //
 // Built from the MPI communicator of the same ranks (its "host" communicator): rank 0 makes the
 // NCCL unique id and broadcasts it there, and every rank joins with ncclCommInitRank on its
-// current CUDA device (select it with cudaSetDevice first, e.g. from node_local_rank()). One GPU
+// current CUDA device (select it with cudaSetDevice first, see bind_gpu in parallel/gpu_binding.h). One GPU
 // per rank: NCCL refuses two ranks of one communicator on the same device.
 //
 // The contract, where it differs from the MPI communicator's:

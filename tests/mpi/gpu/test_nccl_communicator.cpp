@@ -30,7 +30,7 @@ bool every_rank_has_a_gpu(Communicator& world) {
     cudaGetLastError();
     count = 0;
   }
-  int64_t missing = node_local_rank() < count ? 0 : 1;
+  int64_t missing = node_share().rank < count ? 0 : 1;
   world.all_reduce(&missing, 1, ReduceOp::kSum);
   return missing == 0;
 }
@@ -40,7 +40,7 @@ class Nccl : public ::testing::Test {
   void SetUp() override {
     world_ = MpiCommunicator::world();
     if (!every_rank_has_a_gpu(*world_)) GTEST_SKIP() << "needs one CUDA device per rank (fewer are visible)";
-    CUDA_CHECK(cudaSetDevice(node_local_rank()));
+    CUDA_CHECK(cudaSetDevice(node_share().rank));
     nccl_ = std::make_unique<NcclCommunicator>(*world_, "world");
     r_ = nccl_->rank();
     n_ = nccl_->size();
