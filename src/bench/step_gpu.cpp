@@ -150,7 +150,7 @@ int run_bench_step_gpu(const GpuStepOptions& o) {
       for (int b = 0; b < B; ++b) tokens[size_t(b) * T + P + g] = next[b];
       if (g + 1 == G) break;
       for (int b = 0; b < B; ++b) pos[b] = P + g, hp[b] = uint32_t(P + g + 1);
-      const float* dl = student->decode(next.data(), pos.data());
+      const float* dl = student->decode(next.data(), pos.data(), B);
       CUDA_CHECK(cudaMemcpyAsync(positions, hp.data(), sizeof(uint32_t) * B, cudaMemcpyHostToDevice, ss));
       cuda::sample_tokens(sampled, dl, seq_ids, positions, B, V, sp, ss);
       CUDA_CHECK(cudaMemcpyAsync(next.data(), sampled, sizeof(int) * B, cudaMemcpyDeviceToHost, ss));

@@ -8,6 +8,7 @@
 #include "cli/runtime.h"
 #include "io/model_file.h"
 #include "model/chat_template.h"
+#include "model/memory_plan.h"
 #include "parallel/gpu_binding.h"
 #include "parallel/groups.h"
 #include "parallel/mpi_communicator.h"
@@ -173,6 +174,8 @@ void add_common(po::options_description& d, Method method) {
   add_runtime_options(runo);
   po::options_description par("Ranks (mpirun / srun)");
   add_device_option(par);
+  par.add_options()("recompute", po::bool_switch(),
+                    "--device cuda: keep only each layer's input for backward and recompute the rest (less memory)");
   add_layout_options(par);
   if (method == Method::kDistill)
     par.add_options()("teacher-timeout",
@@ -225,13 +228,9 @@ int run_training(Method method, const Args& args) {
     return 0;
   }
   apply_runtime_options(vm);
-  if (device_option(vm) == DeviceKind::kCuda) {
-    // Bound first, so a rank that sees no GPU says so before anything else is said.
-    const int gpu = bind_gpu(this_node_rank(), world->rank(), processor_name());
-    throw Error(str("opd ", name, " --device cuda (rank ", world->rank(), ", GPU ", gpu,
-                    "): the GPU training path is not wired into the trainer yet; the CUDA kernels run under `opd "
-                    "bench ops --device cuda`. Train with --device cpu"));
-  }
+  const bool gpu = device_option(vm) == DeviceKind::kCuda;
+  // Bound first, so a rank that sees no GPU says so before anything else is said.
+  const int gpu_index = gpu ? bind_gpu(this_node_rank(), world->rank(), processor_name()) : -1;
   const Layout layout0 = make_layout(layout_opts, world->size());
   OPD_REQUIRE(layout0.teacher_ranks == 0 || method == Method::kDistill, "--teacher-ranks ", layout0.teacher_ranks,
               ": dedicated teacher ranks serve opd distill only");
@@ -244,6 +243,12 @@ int run_training(Method method, const Args& args) {
     const ModelConfig shape = read_model_config(teacher_path);
     make_layout(layout_opts, groups.layout.world, nullptr, &shape);
     auto teacher = load_model(teacher_path, groups.replica.get());  // this rank's shards under --teacher-tp
+    if (gpu) {
+      MemoryPlanOptions plan;  // forward only, a micro-batch of max_seq tokens per request
+      plan.batch = vm["micro-batch"].as<int>();
+      plan.seq = shape.max_seq;
+      teacher->use_gpu(plan, str("rank ", groups.world->rank(), " (teacher) on GPU ", gpu_index));
+    }
     share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), &teacher->tokenizer());
     const ServiceStats st = serve_teacher(*groups.world, *teacher, groups.layout.dp, teacher_timeout);
     std::cerr << "[" << name << "] teacher rank " << groups.world->rank() << ": served " << st.requests
@@ -259,6 +264,9 @@ int run_training(Method method, const Args& args) {
   c.prompts_per_step = vm["prompts-per-step"].as<int>();
   c.samples_per_prompt = vm["samples-per-prompt"].as<int>();
   c.micro_batch = vm["micro-batch"].as<int>();
+  c.gpu = gpu;
+  c.recompute = vm["recompute"].as<bool>();
+  OPD_REQUIRE(gpu || !c.recompute, "--recompute applies to --device cuda only (the CPU path keeps every activation)");
   c.gen_batch = vm["gen-batch"].as<int>();
   c.seed = vm["seed"].as<uint64_t>();
   c.gen.max_new_tokens = vm["max-new-tokens"].as<int>();
@@ -346,6 +354,7 @@ int run_training(Method method, const Args& args) {
     c.distill.kl_discount = vm["kl-discount"].as<double>();
     c.distill.reward_coef = vm["reward-coef"].as<double>();
     c.shared_prefix = vm["shared-prefix"].as<bool>();
+    OPD_REQUIRE(!gpu || !c.shared_prefix, "--shared-prefix is not on the GPU path yet (extending a KV cache)");
     OPD_REQUIRE(vm.count("anchor-teacher") == vm.count("anchor-prompts"),
                 "opd distill: --anchor-teacher and --anchor-prompts go together");
     OPD_REQUIRE(groups.layout.teacher_ranks == 0 || !vm.count("anchor-teacher"),

@@ -1,7 +1,6 @@
 #include "model/generate.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/error.h"
 #include "model/vocab_parallel.h"
@@ -11,9 +10,8 @@ namespace opd {
 std::vector<Generation> generate(Transformer& model, const std::vector<std::vector<int>>& prompts,
                                  const std::vector<uint32_t>& seq_ids, const GenerateOptions& options) {
   const ModelConfig& cfg = model.config();
-  // Under tensor parallelism V is this rank's share of each logits row.
   const VocabShard& vs = model.vocab_shard();
-  const int B = static_cast<int>(prompts.size()), V = vs.size;
+  const int B = static_cast<int>(prompts.size());
   OPD_REQUIRE(B > 0, "generate: no prompts");
   OPD_REQUIRE(seq_ids.size() == prompts.size(), "generate: ", seq_ids.size(), " sequence ids for ", B, " prompts");
   OPD_REQUIRE(options.max_new_tokens > 0, "generate: max_new_tokens must be positive, got ", options.max_new_tokens);
@@ -35,10 +33,8 @@ std::vector<Generation> generate(Transformer& model, const std::vector<std::vect
   }
   KVCache cache;
   model.reset_cache(cache, B, capacity);
-  const float* prefill_logits = model.prefill(cache, batch.data(), B, longest);
-  std::vector<float> logits(size_t(B) * V);
-  for (int b = 0; b < B; ++b)
-    std::memcpy(&logits[size_t(b) * V], prefill_logits + (size_t(b) * longest + len[b] - 1) * V, V * sizeof(float));
+  // Each step's logits rows [B, V], where the model keeps them (device memory on the GPU path).
+  const float* logits = model.prefill_last(cache, batch.data(), B, longest, len.data());
 
   std::vector<Generation> out(B);
   std::vector<int> next(B), pos(B);
@@ -48,8 +44,8 @@ std::vector<Generation> generate(Transformer& model, const std::vector<std::vect
   const Tokenizer& tok = model.tokenizer();  // any of the model's EOS tokens ends a sequence
   for (int s = 0;; ++s) {
     for (int b = 0; b < B; ++b) sample_pos[b] = static_cast<uint32_t>(len[b] + s);
-    vocab_parallel::sample(vs, next.data(), logits.data(), seq.data(), sample_pos.data(), B, options.sampling);
-    vocab_parallel::logprobs(vs, logp.data(), nullptr, nullptr, logits.data(), next.data(), B);
+    vocab_parallel::sample(vs, next.data(), logits, seq.data(), sample_pos.data(), B, options.sampling);
+    vocab_parallel::logprobs(vs, logp.data(), nullptr, nullptr, logits, next.data(), B);
     bool all_done = true;
     for (int b = 0; b < B; ++b) {
       if (done[b]) continue;
@@ -66,7 +62,7 @@ std::vector<Generation> generate(Transformer& model, const std::vector<std::vect
     if (all_done) break;
     // Finished sequences still step (their rows are ignored) so the batch keeps its shape.
     for (int b = 0; b < B; ++b) pos[b] = std::min(len[b] + s, capacity - 1);
-    std::memcpy(logits.data(), model.decode(cache, next.data(), pos.data()), logits.size() * sizeof(float));
+    logits = model.decode(cache, next.data(), pos.data());
   }
   return out;
 }

@@ -295,10 +295,42 @@ void GpuTransformer::backward(const float* dlogits) {
   ops::embedding_backward(grads_ + off_.embed, dresid, block<int>("tokens"), N, V, C, s);
 }
 
-float* GpuTransformer::decode(const int* tokens, const int* pos) {
-  const int B = opt_.kv_batch, S = opt_.kv_capacity, C = cfg_.d_model, F = cfg_.ffn_dim, H = cfg_.n_heads,
-            HK = cfg_.n_kv_heads, D = cfg_.head_dim, V = cfg_.vocab;
-  OPD_REQUIRE(B > 0 && S > 0, "GPU model: decode on a model planned without a KV cache");
+float* GpuTransformer::prefill_last(const int* tokens, int B, int T, const int* len) {
+  OPD_REQUIRE(B >= 1 && B <= opt_.kv_batch, "GPU model: prefill of ", B, " sequences; the KV cache holds ",
+              opt_.kv_batch);
+  const int chunk = std::min(B, opt_.batch * opt_.seq / T);
+  OPD_REQUIRE(chunk >= 1, "GPU model: a prompt of ", T, " tokens is longer than the planned forward of ", opt_.batch,
+              " x ", opt_.seq, " tokens");
+  const int V = cfg_.vocab;
+  float* rows = block<float>("dec.logits");
+  for (int b0 = 0; b0 < B; b0 += chunk) {
+    const int n = std::min(chunk, B - b0);
+    const float* logits = forward(tokens + size_t(b0) * T, n, T, b0);
+    for (int b = 0; b < n; ++b) {
+      const int last = len[b0 + b] - 1;
+      OPD_REQUIRE(last >= 0 && last < T, "GPU model: prompt ", b0 + b, " has length ", last + 1, " of at most ", T);
+      CUDA_CHECK(cudaMemcpyAsync(rows + size_t(b0 + b) * V, logits + (size_t(b) * T + last) * V, V * sizeof(float),
+                                 cudaMemcpyDeviceToDevice, stream_));
+    }
+  }
+  return rows;
+}
+
+float* GpuTransformer::zeroed_dlogits(size_t n) {
+  const MemoryBlock& b = plan_.at("dlogits");
+  OPD_REQUIRE(n * sizeof(float) <= b.bytes, "GPU model: ", n, " logit gradients exceed the planned ",
+              b.bytes / sizeof(float));
+  float* d = block<float>("dlogits");
+  CUDA_CHECK(cudaMemsetAsync(d, 0, n * sizeof(float), stream_));
+  return d;
+}
+
+float* GpuTransformer::decode(const int* tokens, const int* pos, int B) {
+  const int S = opt_.kv_capacity, C = cfg_.d_model, F = cfg_.ffn_dim, H = cfg_.n_heads, HK = cfg_.n_kv_heads,
+            D = cfg_.head_dim, V = cfg_.vocab;
+  OPD_REQUIRE(opt_.kv_batch > 0 && S > 0, "GPU model: decode on a model planned without a KV cache");
+  OPD_REQUIRE(B >= 1 && B <= opt_.kv_batch, "GPU model: decode of ", B, " sequences; the KV cache holds ",
+              opt_.kv_batch);
   check_tokens(tokens, size_t(B));
   for (int b = 0; b < B; ++b)
     OPD_REQUIRE(pos[b] >= 0 && pos[b] < S, "GPU model: decoding sequence ", b, " at position ", pos[b],
@@ -345,6 +377,16 @@ float* GpuTransformer::decode(const int* tokens, const int* pos) {
   float* logits = block<float>("dec.logits");
   mm_->forward(logits, ln, w_ + off_.lm_head, B, C, V, false, s);
   return logits;
+}
+
+void GpuTransformer::copy_grads(float* host, bool to_host) {
+  OPD_REQUIRE(grads_, "GPU model: no gradients in a plan without training");
+  const size_t bytes = n_params_ * sizeof(float);
+  if (to_host)
+    CUDA_CHECK(cudaMemcpyAsync(host, grads_, bytes, cudaMemcpyDeviceToHost, stream_));
+  else
+    CUDA_CHECK(cudaMemcpyAsync(grads_, host, bytes, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void GpuTransformer::download(Transformer& host) const {

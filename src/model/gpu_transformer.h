@@ -47,6 +47,8 @@ class GpuTransformer {
   void backward(const float* dlogits);
   void zero_grad();
   size_t num_params() const { return n_params_; }
+  int kv_batch() const { return opt_.kv_batch; }
+  int kv_capacity() const { return opt_.kv_capacity; }
   // The flat parameter buffers, in the host model's layout (training plans only, but weights()):
   // what the GPU optimizer (train/gpu_optimizer.h) updates.
   bf16* weights() { return w_; }
@@ -57,13 +59,21 @@ class GpuTransformer {
   T* block(const std::string& name) const;
 
   // Generation: prefill fills the cache of sequences [first, first + B) (see forward); decode
-  // appends one token to each of the planned kv_batch sequences (host tokens [kv_batch] at host
-  // positions pos[b]) and returns device fp32 logits [kv_batch, V].
+  // appends one token to each of the first B (<= kv_batch) sequences (host tokens [B] at host
+  // positions pos[b]) and returns device fp32 logits [B, V].
   float* prefill(const int* tokens, int B, int T, int first = 0) { return forward(tokens, B, T, first); }
-  float* decode(const int* tokens, const int* pos);
+  float* decode(const int* tokens, const int* pos, int B);
+  // Prefills right-padded prompts [B, T] (B <= kv_batch) as many sequences at a time as the plan's
+  // forward holds, and returns device fp32 logits [B, V] of each prompt's last token (row
+  // len[b] - 1): what sampling starts from.
+  float* prefill_last(const int* tokens, int B, int T, const int* len);
+  // The fp32 dL/dlogits buffer of a training plan, n floats zeroed: where the losses write.
+  float* zeroed_dlogits(size_t n);
 
   // The fp32 master weights back into `host` (same shape), for checkpoints and the CPU side.
   void download(Transformer& host) const;
+  // The fp32 gradients to or from a host array of num_params() floats (waits for the copy).
+  void copy_grads(float* host, bool to_host);
 
  private:
   struct Layer;  // device pointers to one layer's activations

@@ -146,6 +146,7 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
     plan.add("final.rstd", MemoryKind::kActivations, N * kF32);
     plan.add("logits", MemoryKind::kLogits, N * V * kF32);
     if (o.train) {
+      plan.add("dlogits", MemoryKind::kLogits, N * V * kF32);  // what the losses write, read by backward
       plan.add("dlogits.bf16", MemoryKind::kLogits, N * V * kBf16);
       for (const auto& [name, width] : std::vector<std::pair<const char*, size_t>>{
                {"dresid", C}, {"dln", C}, {"dh", F}, {"dgate", F}, {"dup", F}, {"datt", QD}, {"dq", QD}, {"dqp", QD},

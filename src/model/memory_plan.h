@@ -66,7 +66,7 @@ struct WorkspaceSizes {
 //   the activations of layer l as "L<l>.<name>" (training without --recompute), or "L<l>.resid"
 //   per layer and one "layer.<name>" set (with --recompute), or "stream.resid" and "layer.<name>"
 //   (forward only), names: ln1 rstd1 q k v qr kr q_rstd k_rstd att lse mid ln2 rstd2 gate up h;
-//   "final.resid", "final.ln", "final.rstd"; "logits" (fp32) and "dlogits.bf16";
+//   "final.resid", "final.ln", "final.rstd"; "logits" and "dlogits" (fp32), "dlogits.bf16";
 //   backward scratch "grad.<name>": dresid dln dh dgate dup datt dq dqp dk dkp dv;
 //   the KV cache "kv.L<l>.k", "kv.L<l>.v" and decode scratch "dec.<name>" (one row per sequence);
 //   "workspace.kernels", and "workspace.cublaslt" (outside the arena).

@@ -12,6 +12,10 @@
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/swiglu.h"
 
+#ifdef OPD_WITH_CUDA
+#include "model/gpu_transformer.h"
+#endif
+
 namespace opd {
 
 namespace ops = opd::cpu;
@@ -50,6 +54,71 @@ Transformer::Transformer(const ModelConfig& config, std::shared_ptr<const Tokeni
   grads_.assign(params_.size(), 0.0f);
 }
 
+Transformer::Transformer(const Transformer& o) : Transformer(o.cfg_, o.tok_, o.vocab_.tp) {
+  params_ = o.params_;
+  grads_ = o.grads_;
+}
+
+void Transformer::use_gpu(const MemoryPlanOptions& plan, const std::string& who) {
+#ifdef OPD_WITH_CUDA
+  OPD_REQUIRE(!vocab_.split(), who, ": --device cuda with tensor parallelism is not on the GPU path yet (--tp 1)");
+  gpu_ = std::make_shared<GpuTransformer>(*this, plan, who);
+  vocab_.device = true;
+  vocab_.stream = gpu_->stream();
+#else
+  (void)plan;
+  throw Error(str(who, ": --device cuda: this opd was built without CUDA (configure with -DOPD_CUDA=ON)"));
+#endif
+}
+
+void Transformer::sync_to_host() {
+#ifdef OPD_WITH_CUDA
+  if (gpu_ && gpu_->master()) gpu_->download(*this);
+#endif
+}
+
+void Transformer::grads_to_host() {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) gpu_->copy_grads(grads_.data(), /*to_host=*/true);
+#endif
+}
+
+void Transformer::grads_from_host() {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) gpu_->copy_grads(grads_.data(), /*to_host=*/false);
+#endif
+}
+
+std::string Transformer::gpu_memory_report(const std::string& title) const {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->plan().report(title);
+#endif
+  (void)title;
+  return "";
+}
+
+float* Transformer::dlogits_buffer(size_t n) {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->zeroed_dlogits(n);
+#endif
+  dlogits_.assign(n, 0.0f);
+  return dlogits_.data();
+}
+
+const float* Transformer::prefill_last(KVCache& cache, const int* tokens, int B, int T, const int* len) {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->prefill_last(tokens, B, T, len);
+#endif
+  const float* logits = prefill(cache, tokens, B, T);
+  const size_t V = ld_.V;
+  last_rows_.resize(size_t(B) * V);
+  for (int b = 0; b < B; ++b) {
+    OPD_REQUIRE(len[b] >= 1 && len[b] <= T, "model: prompt ", b, " of length ", len[b], " in a batch of ", T);
+    std::copy_n(logits + (size_t(b) * T + len[b] - 1) * V, V, last_rows_.data() + size_t(b) * V);
+  }
+  return last_rows_.data();
+}
+
 void Transformer::init_random(uint64_t seed) {
   const float resid_std = 0.02f / std::sqrt(2.0f * cfg_.n_layers);
   for (size_t si = 0; si < specs_.size(); ++si) {
@@ -77,7 +146,12 @@ void Transformer::init_random(uint64_t seed) {
   }
 }
 
-void Transformer::zero_grad() { zero(grads_); }
+void Transformer::zero_grad() {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->zero_grad();
+#endif
+  zero(grads_);
+}
 
 void Transformer::tp_sum(float* x, size_t n) {
   if (vocab_.split()) vocab_.tp->all_reduce(x, n, ReduceOp::kSum);
@@ -152,6 +226,9 @@ void Transformer::ensure_batch(int B, int T) {
 }
 
 const float* Transformer::forward(const int* tokens, int B, int T) {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->forward(tokens, B, T);
+#endif
   ensure_batch(B, T);
   const int N = B * T, C = cfg_.d_model, F = ld_.F, V = ld_.V, H = ld_.H, HK = ld_.HK,
             D = cfg_.head_dim, QD = ld_.QD, KD = ld_.KD;
@@ -192,6 +269,9 @@ const float* Transformer::forward(const int* tokens, int B, int T) {
 }
 
 void Transformer::backward(const float* dlogits) {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->backward(dlogits);
+#endif
   OPD_REQUIRE(B_ > 0, "model: backward called before forward");
   const int B = B_, T = T_, N = B * T, C = cfg_.d_model, F = ld_.F, V = ld_.V, H = ld_.H, HK = ld_.HK,
             D = cfg_.head_dim, QD = ld_.QD, KD = ld_.KD;
@@ -266,12 +346,26 @@ void Transformer::reset_cache(KVCache& cache, int B, int capacity) const {
               cfg_.max_seq);
   cache.batch = B;
   cache.capacity = capacity;
+#ifdef OPD_WITH_CUDA
+  if (gpu_) {  // the GPU model's one planned cache: this batch takes its first B sequences
+    OPD_REQUIRE(B <= gpu_->kv_batch(), "model: a KV cache of ", B, " sequences; the GPU plan holds ",
+                gpu_->kv_batch(), " (--gen-batch)");
+    OPD_REQUIRE(capacity <= gpu_->kv_capacity(), "model: a KV cache of ", capacity,
+                " positions; the GPU plan holds ", gpu_->kv_capacity());
+    cache.k.clear();
+    cache.v.clear();
+    return;
+  }
+#endif
   const size_t n = size_t(B) * capacity * ld_.KD;
   cache.k.assign(cfg_.n_layers, std::vector<float>(n, 0.0f));
   cache.v.assign(cfg_.n_layers, std::vector<float>(n, 0.0f));
 }
 
 const float* Transformer::prefill(KVCache& cache, const int* tokens, int B, int T) {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->prefill(tokens, B, T, 0);
+#endif
   OPD_REQUIRE(cache.batch == B && T <= cache.capacity, "model: prefill of ", B, " x ", T,
               " tokens does not fit a cache of ", cache.batch, " x ", cache.capacity);
   const float* logits = forward(tokens, B, T);
@@ -282,10 +376,14 @@ const float* Transformer::prefill(KVCache& cache, const int* tokens, int B, int 
 }
 
 const float* Transformer::decode(KVCache& cache, const int* tokens, const int* pos) {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->decode(tokens, pos, cache.batch);
+#endif
   return extend(cache, tokens, 1, pos);  // one new token per sequence, at pos[b]
 }
 
 const float* Transformer::extend(KVCache& cache, const int* tokens, int T, const int* start) {
+  OPD_REQUIRE(!gpu_, "model: extending a KV cache (shared-prefix scoring) is not on the GPU path yet");
   const int B = cache.batch, S = cache.capacity, C = cfg_.d_model, F = ld_.F, V = ld_.V, H = ld_.H,
             HK = ld_.HK, D = cfg_.head_dim, QD = ld_.QD, KD = ld_.KD;
   const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);

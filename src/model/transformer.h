@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/config.h"
@@ -11,6 +12,9 @@
 #include "parallel/communicator.h"
 
 namespace opd {
+
+class GpuTransformer;
+struct MemoryPlanOptions;
 
 // Per-layer tensors kept by the training forward for backward.
 struct LayerActivations {
@@ -37,6 +41,10 @@ struct KVCache {
 struct VocabShard {
   Communicator* tp = nullptr;
   int vocab = 0, begin = 0, size = 0;
+  // The rows are on the GPU (Transformer::use_gpu): logits pointers are device pointers, read on
+  // this cudaStream_t (kept opaque so this header needs no CUDA).
+  bool device = false;
+  void* stream = nullptr;
   VocabShard() = default;
   VocabShard(int whole) : vocab(whole), size(whole) {}  // NOLINT: a whole vocabulary converts implicitly
   bool split() const { return tp && tp->size() > 1; }
@@ -49,6 +57,9 @@ class Transformer {
   // o/down by input columns (their outputs summed over the group), embedding and LM head by
   // vocabulary rows; logits are this rank's [N, vocab / tp] slab, never gathered.
   Transformer(const ModelConfig& config, std::shared_ptr<const Tokenizer> tokenizer, Communicator* tp = nullptr);
+  // A copy holds the same shape, tokenizer and host parameters, and starts on the CPU.
+  Transformer(const Transformer& other);
+  Transformer& operator=(const Transformer&) = delete;
 
   const ModelConfig& config() const { return cfg_; }
   const Tokenizer& tokenizer() const { return *tok_; }
@@ -87,6 +98,29 @@ class Transformer {
   // FLOPs of one forward over n tokens, each attending to `ctx` earlier tokens on average.
   double forward_flops(double n_tokens, double ctx) const;
 
+  // prefill for sampling: only each prompt's last-token logits, rows [B, V] (row len[b] - 1 of
+  // right-padded prompt b), valid until the next call.
+  const float* prefill_last(KVCache& cache, const int* tokens, int B, int T, const int* len);
+  // A zeroed buffer of n floats for dL/dlogits, where the losses write; backward reads it.
+  float* dlogits_buffer(size_t n);
+
+  // The GPU path (ARCHITECTURE §2; a build with CUDA): from here on forward, backward, prefill and
+  // decode run on the current CUDA device as a GpuTransformer planned for `plan` (bf16 weights and
+  // activations; fp32 master weights, gradients and statistics), logits rows are device memory
+  // (vocab_shard().device) and every other array stays on the host. params() remains the host
+  // copy, refreshed from the master weights by sync_to_host(). Whole models only (no TP yet).
+  // `who` names the rank in a plan that does not fit.
+  void use_gpu(const MemoryPlanOptions& plan, const std::string& who);
+  bool on_gpu() const { return gpu_ != nullptr; }
+  GpuTransformer* gpu() const { return gpu_.get(); }
+  void sync_to_host();
+  // On the GPU path: the fp32 gradients to grads() and back (a data-parallel all-reduce over MPI
+  // between them); nothing on the CPU.
+  void grads_to_host();
+  void grads_from_host();
+  // The GPU plan's report (model/memory_plan.h), empty on the CPU.
+  std::string gpu_memory_report(const std::string& title) const;
+
  private:
   void ensure_batch(int B, int T);
   void check_tokens(const int* tokens, size_t n) const;
@@ -115,6 +149,8 @@ class Transformer {
   std::vector<float> final_resid_, lnf_, rstdf_, logits_;
   // Backward scratch.
   std::vector<float> dresid_, dln_, dq_, dk_, dv_, datt_, dqp_, dkp_, dgate_, dup_, dh_;
+  std::shared_ptr<GpuTransformer> gpu_;  // shared_ptr: complete only where CUDA is built
+  std::vector<float> dlogits_, last_rows_;
   // Decode scratch (one row per sequence).
   std::vector<float> dec_x_, dec_ln_, dec_rstd_, dec_q_, dec_k_, dec_v_, dec_qn_, dec_kn_, dec_q_rstd_, dec_k_rstd_,
       dec_att_, dec_gate_, dec_up_, dec_h_, dec_logits_;

@@ -8,6 +8,7 @@
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/logprobs.h"
 #include "kernels/cpu/reverse_kl.h"
+#include "model/vocab_rows_gpu.h"
 
 namespace opd::vocab_parallel {
 
@@ -58,8 +59,14 @@ void cut_to_nucleus(Communicator& tp, std::vector<int>& count, const std::vector
 
 }  // namespace
 
+void zero_rows(const VocabShard& vs, float* rows, int N) {
+  if (vs.device) return vocab_rows_gpu::zero_rows(vs, rows, N);
+  std::fill(rows, rows + size_t(N) * vs.size, 0.0f);
+}
+
 void logprobs(const VocabShard& vs, float* logp, float* entropy, float* lse, const float* logits, const int* targets,
               int N) {
+  if (vs.device) return vocab_rows_gpu::logprobs(vs, logp, entropy, logits, targets, N);
   if (!vs.split()) {
     cpu::logprobs_forward(logp, entropy, logits, targets, N, vs.vocab);
     return;
@@ -80,6 +87,7 @@ void logprobs(const VocabShard& vs, float* logp, float* entropy, float* lse, con
 
 void logprobs_backward(const VocabShard& vs, float* dlogits, const float* dlogp, const float* logits,
                        const float* lse, const int* targets, int N) {
+  if (vs.device) return vocab_rows_gpu::logprobs_backward(vs, dlogits, dlogp, logits, targets, N);
   if (!vs.split()) return cpu::logprobs_backward(dlogits, dlogp, logits, targets, N, vs.vocab);
   OPD_REQUIRE(lse, "vocab_parallel::logprobs_backward: a split vocabulary needs the rows' log-sum-exp");
   cpu::logprobs_backward_shard(dlogits, dlogp, logits, lse, targets, N, vs.size, vs.begin);
@@ -87,6 +95,7 @@ void logprobs_backward(const VocabShard& vs, float* dlogits, const float* dlogp,
 
 void cross_entropy(const VocabShard& vs, float* losses, float* dlogits, const float* logits, const int* targets,
                    float scale, int N) {
+  if (vs.device) return vocab_rows_gpu::cross_entropy(vs, losses, dlogits, logits, targets, scale, N);
   if (!vs.split()) return cpu::cross_entropy_forward_backward(losses, dlogits, logits, targets, scale, N, vs.vocab);
   std::vector<float> logp(N), lse(N), dlogp(N);
   logprobs(vs, logp.data(), nullptr, lse.data(), logits, targets, N);
@@ -95,11 +104,12 @@ void cross_entropy(const VocabShard& vs, float* losses, float* dlogits, const fl
     dlogp[n] = -scale;
   }
   if (!dlogits) return;
-  std::fill(dlogits, dlogits + size_t(N) * vs.size, 0.0f);
+  zero_rows(vs, dlogits, N);
   cpu::logprobs_backward_shard(dlogits, dlogp.data(), logits, lse.data(), targets, N, vs.size, vs.begin);
 }
 
 void log_softmax(const VocabShard& vs, float* out, const float* logits, int N) {
+  if (vs.device) return vocab_rows_gpu::log_softmax(vs, out, logits, N);
   if (!vs.split()) return cpu::log_softmax_forward(out, logits, N, vs.vocab);
   std::vector<float> lse(N);
   row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
@@ -108,6 +118,7 @@ void log_softmax(const VocabShard& vs, float* out, const float* logits, int N) {
 
 void topk_logprobs(const VocabShard& vs, int* ids, float* logp, const float* logits, const int* extra,
                    bool skip_without_extra, int N, int K) {
+  if (vs.device) return vocab_rows_gpu::topk_logprobs(vs, ids, logp, logits, extra, skip_without_extra, N, K);
   if (!vs.split()) return cpu::topk_logprobs(ids, logp, logits, extra, skip_without_extra, N, vs.vocab, K);
   OPD_REQUIRE(K >= 1 && K <= vs.vocab, "topk_logprobs: K = ", K, " outside [1, vocab = ", vs.vocab, "]");
   std::vector<float> lse(N), extra_logp(N);
@@ -123,6 +134,7 @@ void topk_logprobs(const VocabShard& vs, int* ids, float* logp, const float* log
 
 void reverse_kl_full(const VocabShard& vs, float* kl, float* dlogits, const float* logits, const float* logp_teacher,
                      const float* scale, int N) {
+  if (vs.device) return vocab_rows_gpu::reverse_kl_full(vs, kl, dlogits, logits, logp_teacher, scale, N);
   if (!vs.split()) return cpu::reverse_kl_full(kl, dlogits, logits, logp_teacher, scale, N, vs.vocab);
   std::vector<float> lse(N);
   row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
@@ -133,6 +145,7 @@ void reverse_kl_full(const VocabShard& vs, float* kl, float* dlogits, const floa
 
 void reverse_kl_topk(const VocabShard& vs, float* kl, float* dlogits, const float* logits, const int* ids,
                      const float* logp_teacher, const float* scale, int N, int K1) {
+  if (vs.device) return vocab_rows_gpu::reverse_kl_topk(vs, kl, dlogits, logits, ids, logp_teacher, scale, N, K1);
   if (!vs.split()) return cpu::reverse_kl_topk(kl, dlogits, logits, ids, logp_teacher, scale, N, vs.vocab, K1);
   std::vector<float> lse(N), za(2 * size_t(N));
   row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
@@ -148,6 +161,7 @@ void reverse_kl_topk(const VocabShard& vs, float* kl, float* dlogits, const floa
 
 void sample(const VocabShard& vs, int* tokens, const float* logits, const uint32_t* seq, const uint32_t* pos, int N,
             const cpu::SampleParams& p) {
+  if (vs.device) return vocab_rows_gpu::sample(vs, tokens, logits, seq, pos, N, p);
   if (!vs.split()) return cpu::sample_tokens(tokens, logits, seq, pos, N, vs.vocab, p);
   Communicator& tp = *vs.tp;
   const int R = tp.size();

@@ -3,7 +3,9 @@
 // holding the slab [N, size] of ids [begin, begin + size)) it runs the op's per-shard form and
 // combines rows over the TP group with all-reduces and all-gathers of [N]-sized statistics
 // (max, sum-exp, partial sums, top-K candidates). Full logits rows are never gathered. Every TP
-// rank gets the same per-row results (log-probs, KL, sampled tokens).
+// rank gets the same per-row results (log-probs, KL, sampled tokens). With rows on the GPU
+// (VocabShard::device) each function is the CUDA op (model/vocab_rows_gpu.h): logits and dlogits
+// are device pointers, every other array stays on the host.
 #pragma once
 #include <cstdint>
 
@@ -12,6 +14,8 @@
 
 namespace opd::vocab_parallel {
 
+// Zeroes rows [N, vs.size] (a gradient about to be accumulated into), wherever they live.
+void zero_rows(const VocabShard& vs, float* rows, int N);
 // logp[n] = log_softmax(row n)[targets[n]] (0 where targets[n] < 0); entropy (nullable) per row
 // (0 on skipped rows); lse (nullable) the row's log-sum-exp, which the backward forms below need
 // when the vocabulary is split (with a whole one they recompute it and take null).

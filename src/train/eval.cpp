@@ -47,9 +47,10 @@ EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vec
   // Exact KL(student || teacher) at every completion position the student visited.
   double kl_sum = 0;
   int64_t positions = 0;
-  for (size_t first = 0; first < roll.seqs.size(); first += o.batch) {
+  const size_t per_forward = size_t(o.score_batch > 0 ? o.score_batch : o.batch);
+  for (size_t first = 0; first < roll.seqs.size(); first += per_forward) {
     std::vector<Sequence> chunk(roll.seqs.begin() + first,
-                                roll.seqs.begin() + std::min(roll.seqs.size(), first + size_t(o.batch)));
+                                roll.seqs.begin() + std::min(roll.seqs.size(), first + per_forward));
     const SequenceBatch b = make_batch(chunk, student.tokenizer().pad_id());
     const int N = b.B * b.T;
     std::vector<float> kl(N), scale(N, 0.0f);

@@ -11,7 +11,8 @@ namespace opd {
 
 struct EvalOptions {
   int max_new_tokens = 64;
-  int batch = 128;
+  int batch = 128;        // sequences generated together
+  int score_batch = 0;    // sequences per forward of the KL pass (0: batch); the GPU path plans for fewer
   float temperature = 0.0f;  // 0: greedy (pass@1 at temperature 0)
   uint64_t seed = 0;
 };

@@ -5,12 +5,35 @@
 
 #include "core/error.h"
 #include "kernels/cuda/adamw.cuh"
+#include "kernels/cuda/cuda_check.cuh"
 
 namespace opd {
 
 GpuAdamW::GpuAdamW(GpuTransformer& model, const OptimizerOptions& options) : model_(model), o_(options) {
   check_schedule(o_);
   OPD_REQUIRE(model.master() && model.grads(), "GPU optimizer: the model was planned without training state");
+}
+
+void GpuAdamW::restore(const std::vector<float>& m, const std::vector<float>& v, int updates) {
+  const size_t n = model_.num_params();
+  OPD_REQUIRE(m.size() == n && v.size() == n, "GPU optimizer: state of ", m.size(), " parameters for a model of ", n);
+  CUDA_CHECK(cudaMemcpyAsync(model_.block<float>("adam.m"), m.data(), n * sizeof(float), cudaMemcpyHostToDevice,
+                             model_.stream()));
+  CUDA_CHECK(cudaMemcpyAsync(model_.block<float>("adam.v"), v.data(), n * sizeof(float), cudaMemcpyHostToDevice,
+                             model_.stream()));
+  CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+  t_ = updates;
+}
+
+void GpuAdamW::download(std::vector<float>& m, std::vector<float>& v) const {
+  const size_t n = model_.num_params();
+  m.resize(n);
+  v.resize(n);
+  CUDA_CHECK(cudaMemcpyAsync(m.data(), model_.block<float>("adam.m"), n * sizeof(float), cudaMemcpyDeviceToHost,
+                             model_.stream()));
+  CUDA_CHECK(cudaMemcpyAsync(v.data(), model_.block<float>("adam.v"), n * sizeof(float), cudaMemcpyDeviceToHost,
+                             model_.stream()));
+  CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
 }
 
 double GpuAdamW::step(int step, double grad_scale) {

@@ -3,6 +3,8 @@
 // forward reads in the same pass. Only in a build with CUDA.
 #pragma once
 #ifdef OPD_WITH_CUDA
+#include <vector>
+
 #include "model/gpu_transformer.h"
 #include "train/optimizer.h"
 
@@ -15,6 +17,9 @@ class GpuAdamW {
   // gradient before clipping (a non-finite one stops the run before the update, naming the step).
   double step(int step, double grad_scale = 1.0);
   int updates() const { return t_; }
+  // The moments and update count to and from the host (checkpoints, resuming).
+  void restore(const std::vector<float>& m, const std::vector<float>& v, int updates);
+  void download(std::vector<float>& m, std::vector<float>& v) const;
 
  private:
   GpuTransformer& model_;

@@ -70,7 +70,7 @@ void fill_student_sums(TokenSums& s, const SequenceBatch& batch, const std::vect
 TokenSums distill_objective(float* dlogits, const float* logits, const SequenceBatch& batch, const VocabShard& vs,
                             const TeacherScores& teacher, const DistillOptions& o,
                             const std::vector<float>& seq_reward_adv, float weight) {
-  const int N = batch.B * batch.T, V = vs.size;
+  const int N = batch.B * batch.T;
   std::vector<float> logp(N), entropy(N), k(N), lse(N);
   vocab_parallel::logprobs(vs, logp.data(), entropy.data(), lse.data(), logits, batch.targets.data(), N);
   const std::vector<float>& logp_old = logp;  // the sampling policy's log-probs: see the header
@@ -86,7 +86,7 @@ TokenSums distill_objective(float* dlogits, const float* logits, const SequenceB
 
   const std::vector<float> w = row_weights(batch, weight);
   std::vector<float> adv = broadcast_rows(batch, seq_reward_adv, static_cast<float>(o.reward_coef));
-  std::fill(dlogits, dlogits + size_t(N) * V, 0.0f);
+  vocab_parallel::zero_rows(vs, dlogits, N);
   if (o.kl.mode == KlSpec::kSampled) {
     // A_t = -kl_coef * sum_{j >= t} gamma^(j - t) k_j, summed backwards within each completion.
     for (int b = 0; b < batch.B; ++b) {
@@ -128,7 +128,7 @@ TokenSums policy_gradient_objective(float* dlogits, const float* logits, const S
   vocab_parallel::logprobs(vs, logp.data(), entropy.data(), lse.data(), logits, batch.targets.data(), N);
   TokenSums s;
   fill_student_sums(s, batch, logp, entropy);
-  std::fill(dlogits, dlogits + size_t(N) * vs.size, 0.0f);
+  vocab_parallel::zero_rows(vs, dlogits, N);
   s.loss = add_policy_gradient(dlogits, logits, batch, vs, lse, logp, logp, broadcast_rows(batch, seq_adv, 1.0f),
                                row_weights(batch, weight));
   return s;

@@ -5,6 +5,10 @@
 #include "core/error.h"
 #include "kernels/cpu/adamw.h"
 
+#ifdef OPD_WITH_CUDA
+#include "train/gpu_optimizer.h"
+#endif
+
 namespace opd {
 
 AdamW::AdamW(Transformer& model, const OptimizerOptions& options)
@@ -21,6 +25,25 @@ void AdamW::restore(std::vector<float> m, std::vector<float> v, int updates) {
   m_ = std::move(m);
   v_ = std::move(v);
   t_ = updates;
+#ifdef OPD_WITH_CUDA
+  if (gpu_) gpu_->restore(m_, v_, t_);
+#endif
+}
+
+void AdamW::fetch_from_gpu() const {
+#ifdef OPD_WITH_CUDA
+  if (gpu_) gpu_->download(m_, v_);
+#endif
+}
+
+const std::vector<float>& AdamW::m() const {
+  fetch_from_gpu();
+  return m_;
+}
+
+const std::vector<float>& AdamW::v() const {
+  fetch_from_gpu();
+  return v_;
 }
 
 void check_schedule(const OptimizerOptions& o) {
@@ -40,6 +63,17 @@ double scheduled_lr(const OptimizerOptions& o, int step) {
 double AdamW::lr_at(int step) const { return scheduled_lr(o_, step); }
 
 double AdamW::step(int step, double grad_scale) {
+#ifdef OPD_WITH_CUDA
+  if (model_.on_gpu()) {
+    if (!gpu_) {
+      gpu_ = std::make_shared<GpuAdamW>(*model_.gpu(), o_);
+      gpu_->restore(m_, v_, t_);
+    }
+    const double norm = gpu_->step(step, grad_scale);
+    t_ = gpu_->updates();
+    return norm;
+  }
+#endif
   std::vector<float>& g = model_.grads();
   double sumsq = 0;
   if (Communicator* tp = model_.tp()) {

@@ -1,6 +1,7 @@
 // AdamW over the model's flat parameter buffer, with a learning-rate schedule and global-norm
 // gradient clipping; a non-finite gradient norm stops the run naming the step.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,10 @@ struct OptimizerOptions {
 double scheduled_lr(const OptimizerOptions& options, int step);
 void check_schedule(const OptimizerOptions& options);
 
+class GpuAdamW;
+
+// On a model that runs on the GPU (Transformer::use_gpu), from the first step on the update runs
+// there (train/gpu_optimizer.h), starting from the host state (fresh or restored).
 class AdamW {
  public:
   AdamW(Transformer& model, const OptimizerOptions& options);
@@ -32,18 +37,21 @@ class AdamW {
   double step(int step, double grad_scale = 1.0);
   double lr_at(int step) const;
 
-  // The moments and update count, for checkpoints; restore() checks the sizes.
-  const std::vector<float>& m() const { return m_; }
-  const std::vector<float>& v() const { return v_; }
+  // The moments and update count, for checkpoints; restore() checks the sizes. On the GPU path
+  // the moments live on the device (with the model's master weights) and are copied back here.
+  const std::vector<float>& m() const;
+  const std::vector<float>& v() const;
   int updates() const { return t_; }
   void restore(std::vector<float> m, std::vector<float> v, int updates);
 
  private:
   Transformer& model_;
   OptimizerOptions o_;
-  std::vector<float> m_, v_;
+  mutable std::vector<float> m_, v_;  // on the GPU path: the last copy back from the device
   std::vector<unsigned char> decay_mask_;
   int t_ = 0;
+  std::shared_ptr<GpuAdamW> gpu_;  // shared_ptr: complete only where CUDA is built
+  void fetch_from_gpu() const;
 };
 
 }  // namespace opd

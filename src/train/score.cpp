@@ -3,14 +3,14 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "kernels/cpu/logprobs.h"
+#include "model/vocab_parallel.h"
 
 namespace opd {
 
 std::vector<std::vector<float>> score_sequences(Transformer& model, const std::vector<std::vector<int>>& sequences,
                                                 int batch) {
   OPD_REQUIRE(batch > 0, "score: batch must be positive, got ", batch);
-  const int V = model.config().vocab, pad = std::max(model.tokenizer().pad_id(), 0);
+  const int pad = std::max(model.tokenizer().pad_id(), 0);
   std::vector<std::vector<float>> out(sequences.size());
   for (size_t first = 0; first < sequences.size(); first += batch) {
     const size_t last = std::min(sequences.size(), first + batch);
@@ -29,7 +29,7 @@ std::vector<std::vector<float>> score_sequences(Transformer& model, const std::v
     }
     const float* logits = model.forward(tokens.data(), B, T);
     std::vector<float> logp(size_t(B) * T);
-    cpu::logprobs_forward(logp.data(), static_cast<float*>(nullptr), logits, targets.data(), B * T, V);
+    vocab_parallel::logprobs(model.vocab_shard(), logp.data(), nullptr, nullptr, logits, targets.data(), B * T);
     for (int b = 0; b < B; ++b) {
       const size_t n = sequences[first + b].size() - 1;
       out[first + b].assign(logp.begin() + size_t(b) * T, logp.begin() + size_t(b) * T + n);

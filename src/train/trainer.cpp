@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/model_file.h"
+#include "model/memory_plan.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
 #include "train/teacher.h"
@@ -150,7 +151,6 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   Progress progress(name, c.steps, c.log_jsonl);
   Flops flops;
   int64_t samples = 0, tokens = 0;
-  std::vector<float> dlogits;
 
   json summary = {{"command", name}, {"label", c.label.empty() ? name : c.label}, {"run_dir", run_path},
                   {"steps_planned", c.steps}, {"prompts_per_step", c.prompts_per_step},
@@ -163,6 +163,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     const auto t = Clock::now();
     EvalOptions eo = c.eval;
     eo.seed = c.seed;
+    if (c.gpu) eo.score_batch = c.micro_batch;  // what the GPU plan holds
     for (size_t i = 0; i < eval_sets.size(); ++i) {
       const NamedExamples& set = eval_sets[i];
       // Sharded over DP: each rank evaluates a contiguous slice, the sums are added up.
@@ -243,6 +244,30 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       if (run) run->keep_metrics_through(-1);
     }
   }
+  if (c.gpu) {
+    // One GPU per rank, memory planned up front: forwards of a micro-batch of max_seq tokens (also
+    // the evaluation's KL pass), and a KV cache of --gen-batch sequences for sampling.
+    const auto plan = [&](const Transformer& m, bool train, bool samples) {
+      MemoryPlanOptions p;
+      p.train = train;
+      p.recompute = train && c.recompute;
+      p.batch = c.micro_batch;
+      p.seq = m.config().max_seq;
+      if (samples) {
+        p.kv_batch = c.gen_batch;
+        p.kv_capacity = m.config().max_seq;
+      }
+      return p;
+    };
+    const std::string who = str("rank ", ctx.world_rank);
+    student.use_gpu(plan(student, true, true), who + " (student)");
+    if (writer) std::fputs(student.gpu_memory_report(str("[", name, "] student device memory:")).c_str(), stderr);
+    for (Transformer* t : {teacher, anchor})
+      if (t && t != &student && !t->on_gpu()) {
+        t->use_gpu(plan(*t, false, c.sft_from_teacher), who + " (colocated teacher)");
+        if (writer) std::fputs(t->gpu_memory_report(str("[", name, "] teacher device memory:")).c_str(), stderr);
+      }
+  }
   if (first_step == 1) {  // Step 0: where the student starts.
     json line = {{"step", 0}, {"samples", 0}, {"tokens", 0}};
     run_eval(0, line);
@@ -260,6 +285,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     summary["seconds"] = since(run_start);
   };
   auto checkpoint = [&](int at_step) {
+    student.sync_to_host();
     if (dp)
       OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
                   "data parallel: the student's parameters differ between DP replicas at step ", at_step);
@@ -318,7 +344,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       const SequenceBatch b = make_batch(micro, pad, c.all_tokens);
       std::vector<float> micro_adv;
       if (!seq_adv.empty()) micro_adv.assign(seq_adv.begin() + first, seq_adv.begin() + last);
-      dlogits.resize(size_t(b.B) * b.T * V);
+      float* dlogits = student.dlogits_buffer(size_t(b.B) * b.T * V);  // device memory on the GPU path
       TokenSums s;
       if (c.method == Method::kDistill) {
         TeacherScores scores =
@@ -341,15 +367,15 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
           teacher_logp_logged.push_back(row);
         }
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = distill_objective(dlogits.data(), logits, b, vocab, scores, c.distill, micro_adv, 1.0f);
+        s = distill_objective(dlogits, logits, b, vocab, scores, c.distill, micro_adv, 1.0f);
       } else if (c.method == Method::kRl) {
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = policy_gradient_objective(dlogits.data(), logits, b, vocab, micro_adv, 1.0f);
+        s = policy_gradient_objective(dlogits, logits, b, vocab, micro_adv, 1.0f);
       } else {
         const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = sft_objective(dlogits.data(), logits, b, vocab, 1.0f);
+        s = sft_objective(dlogits, logits, b, vocab, 1.0f);
       }
-      student.backward(dlogits.data());
+      student.backward(dlogits);
       step_flops.train += 3 * student.forward_flops(real_tokens(micro), b.T / 2.0);
       sums += s;
       train_time += since(t0);
@@ -430,7 +456,11 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     // holds the gradient one process would have computed on the whole step.
     const auto comm_start = Clock::now();
     student.reduce_partial_grads();
-    if (dp) dp->all_reduce(student.grads().data(), student.grads().size(), ReduceOp::kSum);
+    if (dp) {
+      student.grads_to_host();  // the GPU path goes through the host (MPI) for now
+      dp->all_reduce(student.grads().data(), student.grads().size(), ReduceOp::kSum);
+      student.grads_from_host();
+    }
     double reduced[13] = {sums.loss, sums.kl, sums.kl_exact, sums.logp_student, sums.logp_teacher, sums.entropy,
                           double(sums.tokens), step_flops.sample, step_flops.score, step_flops.train,
                           step_flops.teacher_gen, usage.busy + anchor_time, usage.wait + anchor_time};
@@ -524,6 +554,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   }
   // Every DP replica applied the same updates to the same parameters: a mismatch is a bug that
   // the writer's checkpoint would hide.
+  student.sync_to_host();
   if (dp)
     OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
                 "data parallel: the student's parameters differ between DP replicas after step ", step - 1);

@@ -45,6 +45,8 @@ struct TrainConfig {
   std::string config_ini;         // the resolved configuration, stored in checkpoints
   bool log_jsonl = false;         // progress on stderr as JSON lines instead of text
   bool shared_prefix = false;     // distill: the teacher prefills each prompt once per group
+  bool gpu = false;               // --device cuda: student and colocated teachers on this rank's GPU
+  bool recompute = false;         // GPU path: keep only each layer's input for backward
   uint64_t seed = 1;
 };
 

@@ -163,7 +163,7 @@ TEST_F(GpuModel, DecodeFollowsTheCpuCache) {
   for (int s = 0; s < steps; ++s) {
     const std::vector<int> next = random_tokens(B, 100 + s);
     std::vector<int> pos(B, P + s);
-    const std::vector<float> got = to_host(gpu.decode(next.data(), pos.data()), size_t(B) * V);
+    const std::vector<float> got = to_host(gpu.decode(next.data(), pos.data(), B), size_t(B) * V);
     EXPECT_LT(rel_l2(got.data(), cpu->decode(cache, next.data(), pos.data()), got.size()), 3e-2) << "step " << s;
   }
 }
