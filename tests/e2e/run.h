@@ -17,9 +17,18 @@ struct Result {
   std::string output;
 };
 
+// The opd next to the test binary when there is one (a build packed for another machine by
+// tools/pack-gpu-build), else the one CMake built.
+inline std::string opd_binary() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec && std::filesystem::exists(self.parent_path() / "opd")) return (self.parent_path() / "opd").string();
+  return OPD_BINARY;
+}
+
 // `env`: assignments put before the command, e.g. "OPD_FAULT_SIGNAL_AT_STEP=3".
 inline Result run_opd(const std::string& args, const std::string& env = "") {
-  const std::string cmd = env + (env.empty() ? "" : " ") + std::string(OPD_BINARY) + " " + args + " 2>&1";
+  const std::string cmd = env + (env.empty() ? "" : " ") + opd_binary() + " " + args + " 2>&1";
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
