@@ -8,6 +8,8 @@
 #include "core/jsonl.h"
 #include "io/model_file.h"
 #include "model/chat_template.h"
+#include "model/memory_plan.h"
+#include "parallel/gpu_binding.h"
 #include "tasks/builtin.h"
 #include "train/eval.h"
 #include "train/rollout.h"
@@ -34,6 +36,22 @@ Loaded load_models(const po::variables_map& vm) {
   return l;
 }
 
+// --device cuda: the model (sampling --batch sequences of at most `seq` tokens) and the teacher
+// (scoring --micro-batch of them per forward) on this process's GPU, memory planned for that.
+void place(Loaded& l, const po::variables_map& vm, int seq) {
+  if (parse_device(vm["device"].as<std::string>()) == DeviceKind::kCpu) return;
+  const int gpu = bind_gpu_single_process();
+  MemoryPlanOptions plan;
+  plan.batch = vm["micro-batch"].as<int>();
+  plan.seq = seq;
+  plan.kv_batch = vm["batch"].as<int>();
+  plan.kv_capacity = seq;
+  l.model->use_gpu(plan, str("the model on GPU ", gpu));
+  if (!l.teacher) return;
+  plan.kv_batch = plan.kv_capacity = 0;
+  l.teacher->use_gpu(plan, str("the teacher on GPU ", gpu));
+}
+
 void add_model_options(po::options_description& d) {
   d.add_options()("model", po::value<std::string>()->required(), "model file (HDF5)")(
       "teacher", po::value<std::string>(), "a teacher model file, for log-probs / reverse KL under it")(
@@ -45,8 +63,12 @@ void add_model_options(po::options_description& d) {
       "batch", po::value<int>()->default_value(256)->notifier(in_range("batch", 1, 1 << 20)),
       "sequences generated together")(
       "template", po::value<std::string>()->default_value("none"),
-      "chat template around every prompt, for model and teacher alike: qwen3, llama3 or none");
+      "chat template around every prompt, for model and teacher alike: qwen3, llama3 or none")(
+      "micro-batch", po::value<int>()->default_value(16)->notifier(in_range("micro-batch", 1, 1 << 20)),
+      "sequences per forward when scoring (the teacher's log-probs and KL); with --device cuda what its memory is "
+      "planned for");
   add_runtime_options(d);
+  add_device_option(d);
 }
 }  // namespace
 
@@ -80,6 +102,10 @@ int eval(const Args& args) {
   o.temperature = vm["temperature"].as<float>();
   o.seed = vm["seed"].as<uint64_t>();
   o.batch = vm["batch"].as<int>();
+  o.score_batch = vm["micro-batch"].as<int>();
+  int seq = 1;
+  for (const auto& set : sets) seq = std::max(seq, longest_sequence(*l.model, set.examples, o.max_new_tokens, false));
+  place(l, vm, seq);
   json all = json::object();
   for (const auto& set : sets) {
     const EvalResult r = evaluate(*l.model, l.teacher.get(), set.examples, o);
@@ -119,6 +145,7 @@ int sample(const Args& args) {
   std::vector<Example> prompts = examples;  // the JSONL output keeps the prompt as given
   apply_chat_template(l.tmpl, prompts);
   check_vocabulary(*l.model, prompts);
+  place(l, vm, longest_sequence(*l.model, prompts, vm["max-new-tokens"].as<int>(), false));
   GenerateOptions g;
   g.max_new_tokens = vm["max-new-tokens"].as<int>();
   g.sampling.temperature = vm["temperature"].as<float>();
@@ -132,7 +159,7 @@ int sample(const Args& args) {
       t.insert(t.end(), s.completion.begin(), s.completion.end());
       seqs.push_back(t);
     }
-    for (auto& lp : score_sequences(*l.teacher, seqs, vm["batch"].as<int>())) teacher_logp.push_back(lp);
+    for (auto& lp : score_sequences(*l.teacher, seqs, vm["micro-batch"].as<int>())) teacher_logp.push_back(lp);
   }
   JsonlWriter out(vm["out"].as<std::string>());
   double correct = 0;

@@ -6,6 +6,8 @@
 #include "cli/runtime.h"
 #include "core/jsonl.h"
 #include "io/model_file.h"
+#include "model/memory_plan.h"
+#include "parallel/gpu_binding.h"
 #include "train/score.h"
 
 namespace opd::cli {
@@ -24,6 +26,7 @@ int score(const Args& args) {
       "batch", po::value<int>()->default_value(32)->notifier(in_range("batch", 1, 1 << 16)),
       "sequences per forward pass");
   add_runtime_options(opts);
+  add_device_option(opts);
   po::variables_map vm;
   if (!parse_options(cmd, args, opts, vm)) return 0;
   apply_runtime_options(vm);
@@ -57,8 +60,15 @@ int score(const Args& args) {
     sequences.push_back(std::move(ids));
   });
 
-  JsonlWriter out(vm["output"].as<std::string>());
   const int batch = vm["batch"].as<int>();
+  if (parse_device(vm["device"].as<std::string>()) == DeviceKind::kCuda) {
+    const int gpu = bind_gpu_single_process();
+    MemoryPlanOptions plan;  // forward only: --batch sequences of the longest input
+    plan.batch = batch;
+    for (const auto& s : sequences) plan.seq = std::max(plan.seq, static_cast<int>(s.size()));
+    model->use_gpu(plan, str("the model on GPU ", gpu));
+  }
+  JsonlWriter out(vm["output"].as<std::string>());
   const auto start = std::chrono::steady_clock::now();
   auto last_report = start;
   size_t tokens = 0;

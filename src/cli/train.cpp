@@ -184,6 +184,24 @@ void add_common(po::options_description& d, Method method) {
   d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo).add(par);
 }
 
+// The longest sequence a distill run samples and scores, as the students will find it: what a
+// teacher rank on a GPU plans its memory for.
+int longest_distill_sequence(const po::variables_map& vm, const Transformer& model) {
+  OPD_REQUIRE(vm.count("prompts"), "opd distill: --prompts is required");
+  std::vector<Example> prompts = load_prompt_files(vm["prompts"].as<std::string>());
+  auto text = [&](const char* key) { return vm.count(key) ? vm[key].as<std::string>() : std::string(); };
+  std::vector<NamedExamples> sets =
+      eval_sets(text("eval"), text("eval-task"), vm["eval-n"].as<int>(), vm["eval-seed"].as<uint64_t>());
+  const ChatTemplate tmpl = parse_chat_template(vm["template"].as<std::string>());
+  apply_chat_template(tmpl, prompts);
+  int seq = longest_sequence(model, prompts, vm["max-new-tokens"].as<int>(), false);
+  for (auto& set : sets) {
+    apply_chat_template(tmpl, set.examples);
+    seq = std::max(seq, longest_sequence(model, set.examples, vm["eval-max-new-tokens"].as<int>(), false));
+  }
+  return seq;
+}
+
 int run_training(Method method, const Args& args) {
   const std::string name = method_name(method);
   const char* summaries[] = {
@@ -244,9 +262,9 @@ int run_training(Method method, const Args& args) {
     make_layout(layout_opts, groups.layout.world, nullptr, &shape);
     auto teacher = load_model(teacher_path, groups.replica.get());  // this rank's shards under --teacher-tp
     if (gpu) {
-      MemoryPlanOptions plan;  // forward only, a micro-batch of max_seq tokens per request
+      MemoryPlanOptions plan;  // forward only: a micro-batch of the run's longest sequence per request
       plan.batch = vm["micro-batch"].as<int>();
-      plan.seq = shape.max_seq;
+      plan.seq = longest_distill_sequence(vm, *teacher);
       teacher->use_gpu(plan, str("rank ", groups.world->rank(), " (teacher) on GPU ", gpu_index));
     }
     share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), &teacher->tokenizer());

@@ -1,5 +1,7 @@
 #include "parallel/gpu_binding.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include "parallel/mpi_communicator.h"
@@ -104,6 +106,14 @@ std::vector<RankSite> gather_rank_sites(Communicator& world, DeviceKind kind, st
   for (const Packed& p : all) sites.push_back({p.host, p.local, p.device});
   if (local_source) *local_source = all[0].source;
   return sites;
+}
+
+int bind_gpu_single_process() {
+  NodeRank alone;
+  alone.source = "a single process";
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return bind_gpu(node_rank_from([](const char* name) { return std::getenv(name); }, alone), 0, host);
 }
 
 void add_device_option(po::options_description& desc) {

@@ -55,6 +55,9 @@ int bind_gpu(const NodeRank& local, int world_rank, const std::string& host);
 // node-local rank from.
 std::vector<RankSite> gather_rank_sites(Communicator& world, DeviceKind kind, std::string* local_source = nullptr);
 
+// For one-process commands (no MPI): the launcher's node-local rank if any (else 0), bound as above.
+int bind_gpu_single_process();
+
 // --device.
 void add_device_option(po::options_description& desc);
 DeviceKind device_option(const po::variables_map& vm);

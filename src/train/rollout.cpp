@@ -19,6 +19,15 @@ std::vector<int> encode_prompt(const Transformer& model, const std::string& prom
   return model.tokenizer().encode(prompt, "prompt '" + prompt + "'");
 }
 
+int longest_sequence(const Transformer& model, const std::vector<Example>& examples, int new_tokens, bool completions) {
+  size_t longest = 0;
+  for (const Example& e : examples) {
+    const size_t tail = completions ? model.tokenizer().encode(e.completion, "completion").size() + 1 : new_tokens;
+    longest = std::max(longest, encode_prompt(model, e.prompt).size() + tail);
+  }
+  return static_cast<int>(std::min<size_t>(longest, model.config().max_seq));
+}
+
 std::string decode_completion(const Transformer& model, const std::vector<int>& tokens) {
   std::vector<int> t = tokens;
   if (!t.empty() && model.tokenizer().is_eos(t.back())) t.pop_back();

@@ -245,26 +245,31 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     }
   }
   if (c.gpu) {
-    // One GPU per rank, memory planned up front: forwards of a micro-batch of max_seq tokens (also
-    // the evaluation's KL pass), and a KV cache of --gen-batch sequences for sampling.
-    const auto plan = [&](const Transformer& m, bool train, bool samples) {
+    // One GPU per rank, memory planned up front: forwards of a micro-batch of the longest sequence
+    // (also the evaluation's KL pass), and a KV cache of --gen-batch sequences for sampling. A
+    // sequence is at most the longest prompt plus what is sampled after it (or an SFT completion).
+    int seq = longest_sequence(student, train_set, c.gen.max_new_tokens,
+                               c.method == Method::kSft && !c.sft_from_teacher);
+    for (const NamedExamples& set : eval_sets)
+      seq = std::max(seq, longest_sequence(student, set.examples, c.eval.max_new_tokens, false));
+    const auto plan = [&](bool train, bool samples) {
       MemoryPlanOptions p;
       p.train = train;
       p.recompute = train && c.recompute;
       p.batch = c.micro_batch;
-      p.seq = m.config().max_seq;
+      p.seq = seq;
       if (samples) {
         p.kv_batch = c.gen_batch;
-        p.kv_capacity = m.config().max_seq;
+        p.kv_capacity = seq;
       }
       return p;
     };
     const std::string who = str("rank ", ctx.world_rank);
-    student.use_gpu(plan(student, true, true), who + " (student)");
+    student.use_gpu(plan(true, true), who + " (student)");
     if (writer) std::fputs(student.gpu_memory_report(str("[", name, "] student device memory:")).c_str(), stderr);
     for (Transformer* t : {teacher, anchor})
       if (t && t != &student && !t->on_gpu()) {
-        t->use_gpu(plan(*t, false, c.sft_from_teacher), who + " (colocated teacher)");
+        t->use_gpu(plan(false, c.sft_from_teacher), who + " (colocated teacher)");
         if (writer) std::fputs(t->gpu_memory_report(str("[", name, "] teacher device memory:")).c_str(), stderr);
       }
   }

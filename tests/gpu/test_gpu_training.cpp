@@ -64,6 +64,8 @@ class GpuTraining : public ::testing::Test {
     }
     write_examples(dir_ + "/train.jsonl", train);
     write_examples(dir_ + "/eval.jsonl", eval);
+    std::ofstream score(dir_ + "/score.jsonl");
+    for (const Example& e : eval) score << nlohmann::json{{"text", e.prompt + e.completion}}.dump() << "\n";
   }
   void SetUp() override {
     if (!cuda::device_available()) GTEST_SKIP() << "no usable CUDA device (no driver or no GPU)";
@@ -121,6 +123,39 @@ TEST_F(GpuTraining, AResumedRunEndsWhereTheUninterruptedOneDoes) {
   ASSERT_EQ(parts.size(), 6u);
   for (int i = 0; i < 6; ++i)
     EXPECT_NEAR(parts[i]["loss"].get<double>(), whole[i]["loss"].get<double>(), 1e-4) << "step " << i + 1;
+}
+
+TEST_F(GpuTraining, EvalSampleAndScoreFollowTheCpu) {
+  const std::string common = "--model " + dir_ + "/student.h5 --teacher " + dir_ + "/teacher.h5 --threads 2 ";
+  double acc[2], kl[2];
+  for (int d = 0; d < 2; ++d) {
+    const auto r = run_opd("eval " + common + "--eval " + dir_ + "/eval.jsonl --json --device " + (d ? "cuda" : "cpu"));
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+    acc[d] = j["accuracy"];
+    kl[d] = j["reverse_kl"];
+  }
+  EXPECT_NEAR(acc[1], acc[0], 0.1);  // greedy: a bf16 rounding may flip a few answers
+  EXPECT_NEAR(kl[1], kl[0], 0.05 * kl[0] + 1e-3);
+
+  std::vector<std::vector<double>> logp[2];
+  for (int d = 0; d < 2; ++d) {
+    const std::string out = dir_ + "/scored_" + std::to_string(d) + ".jsonl";
+    const auto r = run_opd("score --model " + dir_ + "/teacher.h5 --input " + dir_ + "/score.jsonl --output " + out +
+                           " --device " + (d ? "cuda" : "cpu"));
+    ASSERT_EQ(r.code, 0) << r.output;
+    std::ifstream in(out);
+    std::string line;
+    while (std::getline(in, line)) logp[d].push_back(nlohmann::json::parse(line)["logprobs"]);
+  }
+  ASSERT_EQ(logp[0].size(), logp[1].size());
+  for (size_t i = 0; i < logp[0].size(); ++i)
+    for (size_t t = 0; t < logp[0][i].size(); ++t)
+      ASSERT_NEAR(logp[1][i][t], logp[0][i][t], 0.05 + 0.02 * std::abs(logp[0][i][t])) << "sequence " << i;
+
+  const auto r = run_opd("sample " + common + "--prompts " + dir_ + "/eval.jsonl --out " + dir_ +
+                         "/samples.jsonl --temperature 1 --device cuda");
+  EXPECT_EQ(r.code, 0) << r.output;
 }
 
 }  // namespace
