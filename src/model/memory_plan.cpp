@@ -55,14 +55,15 @@ const char* lever(MemoryKind kind) {
       return "--micro-batch (fewer sequences per forward), --recompute (keep only each layer's input), or a "
              "shorter --max-new-tokens";
     case MemoryKind::kLogits:
-      return "--micro-batch, or more --tp (the vocabulary is split over the TP ranks)";
+      return "--micro-batch (fewer sequences per forward)";
     case MemoryKind::kKVCache:
       return "--gen-batch (fewer sequences sampled at once) or a shorter --max-new-tokens";
     case MemoryKind::kWeights:
     case MemoryKind::kMaster:
     case MemoryKind::kGrads:
     case MemoryKind::kOptimizer:
-      return "more --tp (each rank holds 1/tp of the weights and their optimizer state)";
+      return "nothing but a smaller model for now (tensor parallelism, which splits them over --tp ranks, is not "
+             "on the GPU path yet)";
     case MemoryKind::kWorkspace:
       return "--micro-batch (the attention backward's scratch grows with it)";
   }
