@@ -6,26 +6,14 @@
 
 #include "core/error.h"
 #include "model/memory_plan.h"
+#include "model/presets.h"
 
 using opd::MemoryKind;
 using opd::MemoryPlanOptions;
 
 namespace {
 
-// Qwen3-0.6B's shape.
-opd::ModelConfig qwen3_06b() {
-  opd::ModelConfig c;
-  c.vocab = 151936;
-  c.d_model = 1024;
-  c.n_layers = 28;
-  c.n_heads = 16;
-  c.n_kv_heads = 8;
-  c.head_dim = 128;
-  c.ffn_dim = 3072;
-  c.tie_embeddings = true;
-  c.max_seq = 4096;
-  return c;
-}
+opd::ModelConfig qwen3_06b() { return opd::qwen3_preset("qwen3-0.6b", 4096); }
 
 }  // namespace
 
