@@ -11,6 +11,9 @@
 #include "model/memory_plan.h"
 #include "parallel/gpu_binding.h"
 #include "parallel/groups.h"
+#ifdef OPD_WITH_NCCL
+#include "parallel/nccl_communicator.h"
+#endif
 #include "parallel/mpi_communicator.h"
 #include "tasks/arith.h"
 #include "tasks/builtin.h"
@@ -421,6 +424,12 @@ int run_training(Method method, const Args& args) {
                                              !c.resume.empty());
   TrainContext ctx;
   ctx.dp = groups.dp.get();
+#ifdef OPD_WITH_NCCL
+  // Gradients are summed where they are: over NCCL between the DP ranks' GPUs.
+  std::unique_ptr<NcclCommunicator> dp_nccl;
+  if (gpu && groups.dp && groups.dp->size() > 1) dp_nccl = std::make_unique<NcclCommunicator>(*groups.dp, "dp (nccl)");
+  ctx.dp_device = dp_nccl.get();
+#endif
   ctx.tp = groups.tp.get();
   ctx.remote_teacher = remote_tp ? static_cast<ScoringClient*>(remote_tp.get()) : remote.get();
   ctx.writer = writer;

@@ -379,6 +379,8 @@ float* GpuTransformer::decode(const int* tokens, const int* pos, int B) {
   return logits;
 }
 
+void GpuTransformer::sync() const { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
 void GpuTransformer::copy_grads(float* host, bool to_host) {
   OPD_REQUIRE(grads_, "GPU model: no gradients in a plan without training");
   const size_t bytes = n_params_ * sizeof(float);

@@ -36,6 +36,7 @@ class GpuTransformer {
   const ModelConfig& config() const { return cfg_; }
   const MemoryPlan& plan() const { return plan_; }
   cudaStream_t stream() const { return stream_; }
+  void sync() const;  // waits for the work queued on stream()
 
   // Training forward over right-padded host token ids [B, T] (B*T within the plan). Returns
   // device fp32 logits [B*T, V], valid until the next forward. With fill_cache >= 0 (prefill) the

@@ -77,16 +77,22 @@ void Transformer::sync_to_host() {
 #endif
 }
 
-void Transformer::grads_to_host() {
+void Transformer::all_reduce_grads(Communicator& dp) {
 #ifdef OPD_WITH_CUDA
-  if (gpu_) gpu_->copy_grads(grads_.data(), /*to_host=*/true);
+  if (gpu_) {
+    if (dp.device_buffers()) {
+      gpu_->sync();  // the communicator runs on its own stream
+      dp.all_reduce(gpu_->grads(), gpu_->num_params(), ReduceOp::kSum);
+      return;
+    }
+    gpu_->copy_grads(grads_.data(), /*to_host=*/true);
+    dp.all_reduce(grads_.data(), grads_.size(), ReduceOp::kSum);
+    gpu_->copy_grads(grads_.data(), /*to_host=*/false);
+    return;
+  }
 #endif
-}
-
-void Transformer::grads_from_host() {
-#ifdef OPD_WITH_CUDA
-  if (gpu_) gpu_->copy_grads(grads_.data(), /*to_host=*/false);
-#endif
+  OPD_REQUIRE(!dp.device_buffers(), "model: a CPU model's gradients cannot go over ", dp.name(), " (device buffers)");
+  dp.all_reduce(grads_.data(), grads_.size(), ReduceOp::kSum);
 }
 
 std::string Transformer::gpu_memory_report(const std::string& title) const {

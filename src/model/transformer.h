@@ -114,10 +114,9 @@ class Transformer {
   bool on_gpu() const { return gpu_ != nullptr; }
   GpuTransformer* gpu() const { return gpu_.get(); }
   void sync_to_host();
-  // On the GPU path: the fp32 gradients to grads() and back (a data-parallel all-reduce over MPI
-  // between them); nothing on the CPU.
-  void grads_to_host();
-  void grads_from_host();
+  // Sums the gradients over a data-parallel group: in place on the device over a communicator of
+  // device buffers (NCCL), else over host memory (on the GPU path the gradients go through it).
+  void all_reduce_grads(Communicator& dp);
   // The GPU plan's report (model/memory_plan.h), empty on the CPU.
   std::string gpu_memory_report(const std::string& title) const;
 

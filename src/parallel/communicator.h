@@ -33,6 +33,8 @@ class Communicator {
   virtual int size() const = 0;
   // Which group this is ("world", "dp", "tp", "teacher replica"), for error messages.
   virtual const std::string& name() const = 0;
+  // Whether the buffers are device memory (NCCL) rather than host memory (MPI).
+  virtual bool device_buffers() const { return false; }
 
   virtual void all_reduce(float* data, size_t n, ReduceOp op) = 0;
   virtual void all_reduce(double* data, size_t n, ReduceOp op) = 0;

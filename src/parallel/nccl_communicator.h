@@ -78,6 +78,7 @@ class NcclCommunicator : public Communicator {
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
 
   int rank() const override { return rank_; }
+  bool device_buffers() const override { return true; }
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
 

@@ -461,11 +461,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     // holds the gradient one process would have computed on the whole step.
     const auto comm_start = Clock::now();
     student.reduce_partial_grads();
-    if (dp) {
-      student.grads_to_host();  // the GPU path goes through the host (MPI) for now
-      dp->all_reduce(student.grads().data(), student.grads().size(), ReduceOp::kSum);
-      student.grads_from_host();
-    }
+    if (dp) student.all_reduce_grads(ctx.dp_device ? *ctx.dp_device : *dp);
     double reduced[13] = {sums.loss, sums.kl, sums.kl_exact, sums.logp_student, sums.logp_teacher, sums.entropy,
                           double(sums.tokens), step_flops.sample, step_flops.score, step_flops.train,
                           step_flops.teacher_gen, usage.busy + anchor_time, usage.wait + anchor_time};

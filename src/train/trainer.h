@@ -58,6 +58,7 @@ class ScoringClient;
 // Where this rank sits when the run spans several (ARCHITECTURE §4); the default is one process.
 struct TrainContext {
   Communicator* dp = nullptr;               // the student's data-parallel group; null: no DP
+  Communicator* dp_device = nullptr;        // the same group over device buffers (NCCL, --device cuda); null: dp
   Communicator* tp = nullptr;               // the student's tensor-parallel group (the model's own); null: no TP
   ScoringClient* remote_teacher = nullptr;  // dedicated teacher ranks (distill); null: colocated
   bool writer = true;                       // writes metrics, samples, checkpoints, the summary
