@@ -79,6 +79,13 @@ GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions&
   CUDA_CHECK(cudaMalloc(&arena_, std::max<size_t>(plan_.arena_bytes(), 1)));
   mm_ = std::make_unique<ops::Matmul>(ops::Matmul::kDefaultWorkspace);
   w_ = block<bf16>("weights.bf16");
+  if (opt_.batch * opt_.seq > 0)
+    for (int l = 0; l < cfg_.n_layers; ++l) layers_.push_back(std::make_unique<Layer>(make_layer(l)));
+  if (opt_.kv_batch > 0)
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      kv_k_.push_back(block<bf16>(str("kv.L", l, ".k")));
+      kv_v_.push_back(block<bf16>(str("kv.L", l, ".v")));
+    }
 
   const size_t P = n_params_;
   if (opt_.train) {
@@ -117,7 +124,7 @@ GpuTransformer::~GpuTransformer() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-GpuTransformer::Layer GpuTransformer::layer(int l) const {
+GpuTransformer::Layer GpuTransformer::make_layer(int l) const {
   // Training keeps every layer's activations (or only its input, with recompute); a forward-only
   // model keeps one residual stream and one layer's scratch.
   const bool own = opt_.train && !opt_.recompute;
@@ -176,8 +183,7 @@ void GpuTransformer::layer_forward(int l, const Layer& a, bf16* next, int B, int
   ops::rope_forward(a.kr, pos, N, HK, D, theta, cfg_.rope_scaling, s);
   if (fill_cache >= 0) {
     const size_t first = size_t(fill_cache) * opt_.kv_capacity * KD_;  // the cache is [kv_batch, S, Hkv, D]
-    ops::kv_cache_write(block<bf16>(str("kv.L", l, ".k")) + first, block<bf16>(str("kv.L", l, ".v")) + first, a.kr,
-                        a.v, B, T, opt_.kv_capacity, HK, D, s);
+    ops::kv_cache_write(kv_k_[l] + first, kv_v_[l] + first, a.kr, a.v, B, T, opt_.kv_capacity, HK, D, s);
   }
   ops::attention_forward(a.att, a.lse, a.qr, a.kr, a.v, B, T, H, HK, D, s);
   // mid = resid + o(att): the residual add rides on the GEMM (beta = 1).
@@ -215,7 +221,7 @@ float* GpuTransformer::forward(const int* tokens, int B, int T, int fill_cache) 
   bf16* final_resid = block<bf16>("final.resid");
   ops::embedding_forward(layer(0).resid, tok, w_ + off_.embed, int(N), C, stream_);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    const Layer a = layer(l);
+    const Layer& a = layer(l);
     bf16* next = l + 1 == cfg_.n_layers ? final_resid : opt_.train ? layer(l + 1).resid : a.resid;
     layer_forward(l, a, next, B, T, fill_cache);
   }
@@ -288,7 +294,7 @@ void GpuTransformer::backward(const float* dlogits) {
   ops::rmsnorm_backward(dresid, grads_ + off_.final_norm, dln, block<bf16>("final.resid"), w_ + off_.final_norm,
                         block<float>("final.rstd"), N, C, s, workspace(ops::rmsnorm_backward_workspace_bytes(N, C)));
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
-    const Layer a = layer(l);
+    const Layer& a = layer(l);
     if (opt_.recompute) layer_forward(l, a, nullptr, B, T, -1);
     layer_backward(l, a, B, T);
   }
@@ -364,8 +370,7 @@ float* GpuTransformer::decode(const int* tokens, const int* pos, int B) {
     }
     ops::rope_forward(qr, dpos, B, H, D, theta, cfg_.rope_scaling, s);
     ops::rope_forward(kr, dpos, B, HK, D, theta, cfg_.rope_scaling, s);
-    ops::attention_decode(att, qr, kr, v, block<bf16>(str("kv.L", l, ".k")), block<bf16>(str("kv.L", l, ".v")), dpos,
-                          ws, B, S, H, HK, D, s);
+    ops::attention_decode(att, qr, kr, v, kv_k_[l], kv_v_[l], dpos, ws, B, S, H, HK, D, s);
     mm_->forward(x, att, w_ + o.o, B, QD_, C, true, s);
     ops::rmsnorm_forward(ln, rstd, x, w_ + o.post_norm, B, C, eps, s);
     mm_->forward(gate, ln, w_ + o.gate, B, C, F, false, s);

@@ -78,7 +78,8 @@ class GpuTransformer {
 
  private:
   struct Layer;  // device pointers to one layer's activations
-  Layer layer(int l) const;
+  const Layer& layer(int l) const { return *layers_[l]; }
+  Layer make_layer(int l) const;
   void check_tokens(const int* tokens, size_t n) const;
   void upload_tokens(int* dst, const int* tokens, size_t n);
   // One layer's forward from a.resid; writes `next` = the layer's output unless null (recompute).
@@ -99,6 +100,8 @@ class GpuTransformer {
   bf16* w_ = nullptr;       // bf16 weights, the host's flat layout
   float* master_ = nullptr;  // fp32 master weights (training)
   float* grads_ = nullptr;
+  std::vector<std::unique_ptr<Layer>> layers_;  // resolved once: the plan's names are not looked up per step
+  std::vector<bf16*> kv_k_, kv_v_;              // each layer's KV cache [kv_batch, kv_capacity, Hkv, D]
   int B_ = 0, T_ = 0;       // the last forward's shape
 };
 

@@ -18,19 +18,18 @@ const char* memory_kind_name(MemoryKind kind) {
 void MemoryPlan::add(const std::string& name, MemoryKind kind, size_t bytes, bool in_arena) {
   OPD_REQUIRE(!has(name), "memory plan: block '", name, "' planned twice");
   const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  index_[name] = blocks_.size();
   blocks_.push_back({name, kind, in_arena ? arena_ : 0, rounded, in_arena});
   total_ += rounded;
   if (in_arena) arena_ += rounded;
 }
 
-bool MemoryPlan::has(const std::string& name) const {
-  return std::any_of(blocks_.begin(), blocks_.end(), [&](const MemoryBlock& b) { return b.name == name; });
-}
+bool MemoryPlan::has(const std::string& name) const { return index_.count(name) > 0; }
 
 const MemoryBlock& MemoryPlan::at(const std::string& name) const {
-  for (const MemoryBlock& b : blocks_)
-    if (b.name == name) return b;
-  throw Error(str("memory plan: no block named '", name, "'"));
+  const auto it = index_.find(name);
+  OPD_REQUIRE(it != index_.end(), "memory plan: no block named '", name, "'");
+  return blocks_[it->second];
 }
 
 size_t MemoryPlan::bytes(MemoryKind kind) const {

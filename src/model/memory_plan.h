@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "model/config.h"
@@ -52,6 +53,7 @@ class MemoryPlan {
 
  private:
   std::vector<MemoryBlock> blocks_;
+  std::unordered_map<std::string, size_t> index_;  // name -> position in blocks_
   size_t total_ = 0, arena_ = 0;
 };
 
