@@ -8,14 +8,16 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "parallel/mpi_check.h"
+#include "parallel/solo_communicator.h"
 
 namespace {
 
 struct Subcommand {
   int (*run)(const opd::cli::Args&);
   const char* summary;
-  // Whether it runs as an MPI job. The others are one process and never start MPI: under Open MPI
-  // a singleton MPI_Init forks a daemon (orted), which a benchmark node or a login node may lack.
+  // Whether it can run as an MPI job: it starts MPI when an MPI launcher started it. The others,
+  // and these without a launcher, are one process and never start MPI: under Open MPI a singleton
+  // MPI_Init forks a daemon (orted), which a GPU node, a login node or a container may lack.
   bool mpi = true;
 };
 
@@ -53,7 +55,7 @@ int main(int argc, char** argv) {
     one_gpu |= !std::strcmp(argv[i], "--device=cuda") || (!std::strcmp(argv[i], "--device") && i + 1 < argc &&
                                                           !std::strcmp(argv[i + 1], "cuda"));
   const bool use_mpi =
-      found != subcommands().end() &&
+      found != subcommands().end() && opd::launched_by_mpi() &&
       (found->second.mpi || (found->first == "bench" && argc > 2 && !std::strcmp(argv[2], "step") && !one_gpu));
   // MPI's default handler aborts the job on a failing call, before any of ours could run.
   if (use_mpi) MPI_Init(&argc, &argv);

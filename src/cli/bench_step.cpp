@@ -13,6 +13,7 @@
 #include "parallel/gpu_binding.h"
 #include "parallel/layout.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/solo_communicator.h"
 #include "tasks/arith.h"
 #include "tasks/dataset.h"
 
@@ -120,7 +121,7 @@ int bench_step(const Args& args) {
   }
   const int prompts_per_step = vm["prompts-per-step"].as<int>() ? vm["prompts-per-step"].as<int>() : 128;
   const int micro_batch = vm["micro-batch"].as<int>() ? vm["micro-batch"].as<int>() : 32;
-  auto world = MpiCommunicator::world();
+  auto world = world_communicator();
   const std::string out = vm["out"].as<std::string>();
   const std::string prompts = out + "/prompts.jsonl";
   if (world->rank() == 0) {

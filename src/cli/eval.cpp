@@ -10,6 +10,7 @@
 #include "model/chat_template.h"
 #include "model/memory_plan.h"
 #include "parallel/gpu_binding.h"
+#include "parallel/mpi_communicator.h"
 #include "tasks/builtin.h"
 #include "train/eval.h"
 #include "train/rollout.h"
@@ -40,7 +41,7 @@ Loaded load_models(const po::variables_map& vm) {
 // (scoring --micro-batch of them per forward) on this process's GPU, memory planned for that.
 void place(Loaded& l, const po::variables_map& vm, int seq) {
   if (parse_device(vm["device"].as<std::string>()) == DeviceKind::kCpu) return;
-  const int gpu = bind_gpu_single_process();
+  const int gpu = bind_gpu(this_node_rank(), 0, processor_name());
   MemoryPlanOptions plan;
   plan.batch = vm["micro-batch"].as<int>();
   plan.seq = seq;

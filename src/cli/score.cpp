@@ -8,6 +8,7 @@
 #include "io/model_file.h"
 #include "model/memory_plan.h"
 #include "parallel/gpu_binding.h"
+#include "parallel/mpi_communicator.h"
 #include "train/score.h"
 
 namespace opd::cli {
@@ -62,7 +63,7 @@ int score(const Args& args) {
 
   const int batch = vm["batch"].as<int>();
   if (parse_device(vm["device"].as<std::string>()) == DeviceKind::kCuda) {
-    const int gpu = bind_gpu_single_process();
+    const int gpu = bind_gpu(this_node_rank(), 0, processor_name());
     MemoryPlanOptions plan;  // forward only: --batch sequences of the longest input
     plan.batch = batch;
     for (const auto& s : sequences) plan.seq = std::max(plan.seq, static_cast<int>(s.size()));

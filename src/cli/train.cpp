@@ -15,6 +15,7 @@
 #include "parallel/nccl_communicator.h"
 #endif
 #include "parallel/mpi_communicator.h"
+#include "parallel/solo_communicator.h"
 #include "tasks/arith.h"
 #include "tasks/builtin.h"
 #include "train/teacher.h"
@@ -225,7 +226,7 @@ int run_training(Method method, const Args& args) {
   OPD_REQUIRE(!vm.count("out") || !vm.count("run-dir") || vm["out"].as<std::string>() == vm["run-dir"].as<std::string>(),
               "options --out and --run-dir name different run directories");
   const std::string run_dir = vm.count("out") ? vm["out"].as<std::string>() : vm["run-dir"].as<std::string>();
-  auto world = MpiCommunicator::world();
+  auto world = world_communicator();
   const LayoutOptions layout_opts = layout_options(vm);
   if (vm["dry-run"].as<bool>()) {
     // The models' shapes decide which tp fits; the host of every rank completes the table.

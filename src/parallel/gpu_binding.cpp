@@ -1,9 +1,10 @@
 #include "parallel/gpu_binding.h"
 
-#include <unistd.h>
+#include <mpi.h>
 
 #include <cstdlib>
 
+#include "parallel/mpi_check.h"
 #include "parallel/mpi_communicator.h"
 
 #ifdef OPD_WITH_CUDA
@@ -45,11 +46,13 @@ NodeRank node_rank_from(const EnvLookup& env, const NodeRank& fallback) {
 }
 
 NodeRank this_node_rank() {
+  int mpi = 0;
+  MPI_CHECK(MPI_Initialized(&mpi));
   const NodeShare share = node_share();
   NodeRank split;
   split.rank = share.rank;
   split.size = share.size;
-  split.source = "MPI shared-memory split";
+  split.source = mpi ? "MPI shared-memory split" : "a single process";
   return node_rank_from([](const char* name) { return std::getenv(name); }, split);
 }
 
@@ -106,14 +109,6 @@ std::vector<RankSite> gather_rank_sites(Communicator& world, DeviceKind kind, st
   for (const Packed& p : all) sites.push_back({p.host, p.local, p.device});
   if (local_source) *local_source = all[0].source;
   return sites;
-}
-
-int bind_gpu_single_process() {
-  NodeRank alone;
-  alone.source = "a single process";
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  return bind_gpu(node_rank_from([](const char* name) { return std::getenv(name); }, alone), 0, host);
 }
 
 void add_device_option(po::options_description& desc) {

@@ -32,7 +32,8 @@ using EnvLookup = std::function<const char*(const char*)>;
 // SLURM_LOCALID, MPI_LOCALRANKID, MV2_COMM_WORLD_LOCAL_RANK); `fallback` (MPI's split) when none
 // is set. A set but malformed or out-of-range variable is an error naming it.
 NodeRank node_rank_from(const EnvLookup& env, const NodeRank& fallback);
-// The same for this process: MPI's split as fallback. Collective over MPI_COMM_WORLD.
+// The same for this process: MPI's split as fallback (collective over MPI_COMM_WORLD), or rank 0
+// of 1 in a process that did not start MPI.
 NodeRank this_node_rank();
 
 // The GPU a rank at `local` drives among `visible` devices (visible >= 1).
@@ -54,9 +55,6 @@ int bind_gpu(const NodeRank& local, int world_rank, const std::string& host);
 // which must be MPI_COMM_WORLD's communicator). *local_source receives where rank 0 took its
 // node-local rank from.
 std::vector<RankSite> gather_rank_sites(Communicator& world, DeviceKind kind, std::string* local_source = nullptr);
-
-// For one-process commands (no MPI): the launcher's node-local rank if any (else 0), bound as above.
-int bind_gpu_single_process();
 
 // --device.
 void add_device_option(po::options_description& desc);

@@ -1,5 +1,7 @@
 #include "parallel/mpi_communicator.h"
 
+#include <unistd.h>
+
 #include <climits>
 
 #include "parallel/mpi_check.h"
@@ -111,6 +113,13 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const s
 }
 
 std::string processor_name() {
+  int initialised = 0;
+  MPI_CHECK(MPI_Initialized(&initialised));
+  if (!initialised) {  // a job of one process (parallel/solo_communicator.h)
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    return host;
+  }
   char buf[MPI_MAX_PROCESSOR_NAME];
   int len = 0;
   MPI_CHECK(MPI_Get_processor_name(buf, &len));
@@ -118,6 +127,9 @@ std::string processor_name() {
 }
 
 NodeShare node_share() {
+  int initialised = 0;
+  MPI_CHECK(MPI_Initialized(&initialised));
+  if (!initialised) return {};  // a job of one process: alone on its node
   MPI_Comm node = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
   NodeShare nr;

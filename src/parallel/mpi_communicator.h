@@ -37,10 +37,10 @@ class MpiCommunicator : public Communicator {
   int rank_ = 0, size_ = 1;
 };
 
-// The host name of this process (MPI_Get_processor_name), for the layout table.
+// The host name of this process (MPI_Get_processor_name; gethostname without MPI), for the layout table.
 std::string processor_name();
 // This rank's index among the ranks on its node, and their number (MPI's shared-memory split, so
-// it holds under mpirun and srun alike). Collective over MPI_COMM_WORLD.
+// it holds under mpirun and srun alike). Collective over MPI_COMM_WORLD; {0, 1} without MPI.
 struct NodeShare {
   int rank = 0, size = 1;
 };
