@@ -1,6 +1,7 @@
 // opd: subcommand dispatch only.
 #include <mpi.h>
 
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -76,7 +77,9 @@ int main(int argc, char** argv) {
       code = found->second.run(opd::cli::Args(argv + 2, argv + argc));
     }
   } catch (const std::exception& e) {
-    std::cerr << "opd: error" << (world > 1 ? opd::str(" on rank ", rank) : std::string()) << ": " << e.what() << "\n";
+    // One write: stderr is unbuffered, and the launcher's own messages must not land mid-line.
+    const std::string line = opd::str("opd: error", world > 1 ? opd::str(" on rank ", rank) : "", ": ", e.what(), "\n");
+    std::fwrite(line.data(), 1, line.size(), stderr);
     // One failing rank brings the whole job down: no peer is left waiting on it.
     if (world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
     code = 1;

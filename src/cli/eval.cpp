@@ -105,7 +105,7 @@ int eval(const Args& args) {
   o.batch = vm["batch"].as<int>();
   o.score_batch = vm["micro-batch"].as<int>();
   int seq = 1;
-  for (const auto& set : sets) seq = std::max(seq, longest_sequence(*l.model, set.examples, o.max_new_tokens, false));
+  for (const auto& set : sets) seq = std::max(seq, longest_sequence(l.model->tokenizer(), l.model->config().max_seq, set.examples, o.max_new_tokens, false));
   place(l, vm, seq);
   json all = json::object();
   for (const auto& set : sets) {
@@ -146,7 +146,8 @@ int sample(const Args& args) {
   std::vector<Example> prompts = examples;  // the JSONL output keeps the prompt as given
   apply_chat_template(l.tmpl, prompts);
   check_vocabulary(*l.model, prompts);
-  place(l, vm, longest_sequence(*l.model, prompts, vm["max-new-tokens"].as<int>(), false));
+  place(l, vm,
+        longest_sequence(l.model->tokenizer(), l.model->config().max_seq, prompts, vm["max-new-tokens"].as<int>(), false));
   GenerateOptions g;
   g.max_new_tokens = vm["max-new-tokens"].as<int>();
   g.sampling.temperature = vm["temperature"].as<float>();

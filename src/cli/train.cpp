@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/runtime.h"
+#include "cli/train_inputs.h"
 #include "io/model_file.h"
 #include "model/chat_template.h"
 #include "model/memory_plan.h"
@@ -19,6 +20,7 @@
 #include "tasks/arith.h"
 #include "tasks/builtin.h"
 #include "train/teacher.h"
+#include "train/gpu_plan.h"
 #include "train/rollout.h"
 #include "train/teacher_service.h"
 #include "train/trainer.h"
@@ -188,24 +190,6 @@ void add_common(po::options_description& d, Method method) {
   d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo).add(par);
 }
 
-// The longest sequence a distill run samples and scores, as the students will find it: what a
-// teacher rank on a GPU plans its memory for.
-int longest_distill_sequence(const po::variables_map& vm, const Transformer& model) {
-  OPD_REQUIRE(vm.count("prompts"), "opd distill: --prompts is required");
-  std::vector<Example> prompts = load_prompt_files(vm["prompts"].as<std::string>());
-  auto text = [&](const char* key) { return vm.count(key) ? vm[key].as<std::string>() : std::string(); };
-  std::vector<NamedExamples> sets =
-      eval_sets(text("eval"), text("eval-task"), vm["eval-n"].as<int>(), vm["eval-seed"].as<uint64_t>());
-  const ChatTemplate tmpl = parse_chat_template(vm["template"].as<std::string>());
-  apply_chat_template(tmpl, prompts);
-  int seq = longest_sequence(model, prompts, vm["max-new-tokens"].as<int>(), false);
-  for (auto& set : sets) {
-    apply_chat_template(tmpl, set.examples);
-    seq = std::max(seq, longest_sequence(model, set.examples, vm["eval-max-new-tokens"].as<int>(), false));
-  }
-  return seq;
-}
-
 int run_training(Method method, const Args& args) {
   const std::string name = method_name(method);
   const char* summaries[] = {
@@ -246,6 +230,9 @@ int run_training(Method method, const Args& args) {
         std::cout << "# --device cuda: " << blind.size() << " of " << world->size()
                   << " ranks see no CUDA device; the run would stop there (first: rank " << blind[0] << " on host "
                   << sites[blind[0]].host << ")\n";
+      if (device_option(vm) == DeviceKind::kCuda && s && vm.count("student"))
+        std::cout << gpu_plan_report(vm, method, *s, *read_model_tokenizer(vm["student"].as<std::string>()),
+                                     t ? &*t : nullptr, layout.teacher_ranks == 0);
     }
     return 0;
   }
@@ -266,10 +253,11 @@ int run_training(Method method, const Args& args) {
     make_layout(layout_opts, groups.layout.world, nullptr, &shape);
     auto teacher = load_model(teacher_path, groups.replica.get());  // this rank's shards under --teacher-tp
     if (gpu) {
-      MemoryPlanOptions plan;  // forward only: a micro-batch of the run's longest sequence per request
-      plan.batch = vm["micro-batch"].as<int>();
-      plan.seq = longest_distill_sequence(vm, *teacher);
-      teacher->use_gpu(plan, str("rank ", groups.world->rank(), " (teacher) on GPU ", gpu_index));
+      // Forward only, for a micro-batch of the longest sequence the students will send.
+      const RunData data = load_run_data(vm, method);
+      const TrainConfig c = train_config(vm, method);
+      const int seq = planned_sequence(teacher->tokenizer(), teacher->config().max_seq, c, data.train, data.eval);
+      teacher->use_gpu(gpu_plan(c, seq, false, false), str("rank ", groups.world->rank(), " (teacher) on GPU ", gpu_index));
     }
     share_teacher_tokenizer(*groups.world, groups.layout.teacher_rank(0), &teacher->tokenizer());
     const ServiceStats st = serve_teacher(*groups.world, *teacher, groups.layout.dp, teacher_timeout);
@@ -279,45 +267,9 @@ int run_training(Method method, const Args& args) {
   }
   const bool writer = groups.writer();
 
-  TrainConfig c;
-  c.method = method;
-  c.label = vm["label"].as<std::string>();
-  c.steps = vm["steps"].as<int>();
-  c.prompts_per_step = vm["prompts-per-step"].as<int>();
-  c.samples_per_prompt = vm["samples-per-prompt"].as<int>();
-  c.micro_batch = vm["micro-batch"].as<int>();
+  TrainConfig c = train_config(vm, method);
   c.gpu = gpu;
-  c.recompute = vm["recompute"].as<bool>();
   OPD_REQUIRE(gpu || !c.recompute, "--recompute applies to --device cuda only (the CPU path keeps every activation)");
-  c.gen_batch = vm["gen-batch"].as<int>();
-  c.seed = vm["seed"].as<uint64_t>();
-  c.gen.max_new_tokens = vm["max-new-tokens"].as<int>();
-  c.gen.sampling.temperature = vm["temperature"].as<float>();
-  c.gen.sampling.top_p = vm["top-p"].as<float>();
-  c.gen.sampling.top_k = vm["top-k"].as<int>();
-  c.gen.sampling.seed = c.seed;
-  c.opt.lr = vm["lr"].as<double>();
-  c.opt.schedule = vm["lr-schedule"].as<std::string>();
-  c.opt.warmup_steps = vm["warmup-steps"].as<int>();
-  c.opt.min_lr_ratio = vm["min-lr-ratio"].as<double>();
-  c.opt.weight_decay = vm["weight-decay"].as<double>();
-  c.opt.grad_clip = vm["grad-clip"].as<double>();
-  c.opt.beta1 = vm["beta1"].as<double>();
-  c.opt.beta2 = vm["beta2"].as<double>();
-  c.eval.max_new_tokens = vm["eval-max-new-tokens"].as<int>();
-  c.eval.batch = c.gen_batch;
-  c.eval_every = vm["eval-every"].as<int>();
-  c.target_accuracy = vm["target-accuracy"].as<double>();
-  c.stop_at_target = vm["stop-at-target"].as<bool>();
-  c.save_every = vm["save-every"].as<int>();
-  c.keep_last = vm["keep-last"].as<int>();
-  const std::string log_format = vm["log-format"].as<std::string>();
-  OPD_REQUIRE(log_format == "text" || log_format == "jsonl", "option --log-format = '", log_format,
-              "' is not one of text, jsonl");
-  c.log_jsonl = log_format == "jsonl";
-  c.resume = vm["resume"].as<std::string>();
-  c.config_ini = "# opd " + name + "\n" + resolved_ini(vm);
-  c.samples_to_log = vm["samples-to-log"].as<int>();
 
   // Models.
   std::unique_ptr<Transformer> student, teacher, anchor;
@@ -368,17 +320,10 @@ int run_training(Method method, const Args& args) {
   }
 
   // Objective and data.
-  std::vector<Example> train_set;
   if (method == Method::kDistill) {
     OPD_REQUIRE(teacher || groups.layout.teacher_ranks > 0, "opd distill: --teacher is required");
     c.distill.kl = parse_kl(vm["kl"].as<std::string>(), student->config().vocab);
-    c.distill.kl_coef = vm["kl-coef"].as<double>();
-    c.distill.kl_discount = vm["kl-discount"].as<double>();
-    c.distill.reward_coef = vm["reward-coef"].as<double>();
-    c.shared_prefix = vm["shared-prefix"].as<bool>();
     OPD_REQUIRE(!gpu || !c.shared_prefix, "--shared-prefix is not on the GPU path yet (extending a KV cache)");
-    OPD_REQUIRE(vm.count("anchor-teacher") == vm.count("anchor-prompts"),
-                "opd distill: --anchor-teacher and --anchor-prompts go together");
     OPD_REQUIRE(groups.layout.teacher_ranks == 0 || !vm.count("anchor-teacher"),
                 "--anchor-teacher needs --teacher-ranks 0 (colocated)");
     if (vm.count("anchor-teacher")) {
@@ -388,35 +333,12 @@ int run_training(Method method, const Args& args) {
       check_same_tokenizer(*student, student_path, *anchor, vm["anchor-teacher"].as<std::string>());
     }
   }
-  if (method == Method::kRl) c.grpo_std = vm["grpo-std"].as<bool>();
-  if (method == Method::kSft) {
-    c.sft_from_teacher = vm["from-teacher"].as<bool>();
-    c.all_tokens = vm["all-tokens"].as<bool>();
-    if (c.sft_from_teacher) {
-      OPD_REQUIRE(teacher, "opd sft --from-teacher: --teacher is required");
-      OPD_REQUIRE(vm.count("prompts"), "opd sft --from-teacher: --prompts is required");
-      train_set = load_prompt_files(vm["prompts"].as<std::string>());
-    } else {
-      OPD_REQUIRE(vm.count("data"), "opd sft: --data is required (or --from-teacher with --prompts)");
-      train_set = load_sft_files(vm["data"].as<std::string>());
-    }
-  } else {
-    OPD_REQUIRE(vm.count("prompts"), "opd ", name, ": --prompts is required");
-    train_set = load_prompt_files(vm["prompts"].as<std::string>());
-    if (anchor)
-      for (Example e : load_prompt_files(vm["anchor-prompts"].as<std::string>())) {
-        e.source = 1;
-        train_set.push_back(std::move(e));
-      }
-  }
-  auto text = [&](const char* key) { return vm.count(key) ? vm[key].as<std::string>() : std::string(); };
-  std::vector<NamedExamples> eval_sets =
-      opd::eval_sets(text("eval"), text("eval-task"), vm["eval-n"].as<int>(), vm["eval-seed"].as<uint64_t>());
+  OPD_REQUIRE(!c.sft_from_teacher || teacher, "opd sft --from-teacher: --teacher is required");
+  RunData data = load_run_data(vm, method);
+  std::vector<Example>& train_set = data.train;
+  std::vector<NamedExamples>& eval_sets = data.eval;
   // The template wraps the prompt text, so every model that reads a prompt reads the same ids.
-  const ChatTemplate tmpl = parse_chat_template(vm["template"].as<std::string>());
-  check_chat_template(tmpl, student->tokenizer(), student_path);
-  apply_chat_template(tmpl, train_set);
-  for (auto& set : eval_sets) apply_chat_template(tmpl, set.examples);
+  check_chat_template(data.tmpl, student->tokenizer(), student_path);
   check_vocabulary(*student, train_set);
   for (const auto& set : eval_sets) check_vocabulary(*student, set.examples);
 

@@ -435,6 +435,15 @@ ModelConfig read_model_config(const std::string& path) {
   }
 }
 
+std::shared_ptr<const Tokenizer> read_model_tokenizer(const std::string& path) {
+  try {
+    const h5::File f = h5::File::open_read(path);
+    return read_tokenizer(f, read_config(f));
+  } catch (const Error& e) {
+    h5::rethrow_naming(path, e);
+  }
+}
+
 std::unique_ptr<Transformer> load_model(const std::string& path, Communicator* tp) {
   try {
     h5::File f = h5::File::open_read(path);

@@ -24,6 +24,8 @@ void save_model(const std::string& path, const Transformer& model);
 std::unique_ptr<Transformer> load_model(const std::string& path, Communicator* tp = nullptr);
 // The shape alone (to plan a rank layout before loading anything large).
 ModelConfig read_model_config(const std::string& path);
+// Its tokenizer, without reading any tensor.
+std::shared_ptr<const Tokenizer> read_model_tokenizer(const std::string& path);
 
 // One float32 tensor with its crc32 attribute; reading checks shape and checksum, naming `where`.
 void write_tensor(hid_t group, const std::string& name, const float* data, const std::vector<int64_t>& shape);

@@ -61,6 +61,10 @@ void check_gpu_shape(const ModelConfig& c) {
 
 }  // namespace
 
+WorkspaceSizes gpu_workspace(const ModelConfig& cfg, const MemoryPlanOptions& options) {
+  return {kernel_workspace(cfg, options), ops::Matmul::kDefaultWorkspace};
+}
+
 GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions& options, const std::string& who)
     : cfg_(host.config()), opt_(options), off_(model_offsets(host.config(), host.specs())), specs_(host.specs()) {
   OPD_REQUIRE(!host.tp(), "GPU model: tensor parallelism is not on the GPU path yet (run with --tp 1)");
@@ -71,7 +75,7 @@ GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions&
   n_params_ = host.params().size();
   QD_ = cfg_.q_dim();
   KD_ = cfg_.kv_dim();
-  plan_ = plan_model_memory(cfg_, opt_, {kernel_workspace(cfg_, opt_), ops::Matmul::kDefaultWorkspace});
+  plan_ = plan_model_memory(cfg_, opt_, gpu_workspace(cfg_, opt_));
   size_t free_bytes = 0, total_bytes = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   plan_.check_fits(free_bytes, who);

@@ -20,6 +20,9 @@ namespace cuda {
 class Matmul;
 }
 
+// The kernels' scratch and cuBLASLt's workspace a model planned with `options` needs.
+WorkspaceSizes gpu_workspace(const ModelConfig& cfg, const MemoryPlanOptions& options);
+
 class GpuTransformer {
  public:
   using bf16 = __nv_bfloat16;

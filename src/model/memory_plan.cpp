@@ -39,13 +39,16 @@ size_t MemoryPlan::bytes(MemoryKind kind) const {
   return n;
 }
 
-namespace {
-
-std::string gib(size_t bytes) {
+std::string format_bytes(size_t bytes) {
   char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.2f GiB", double(bytes) / double(size_t(1) << 30));
+  if (bytes >= (size_t(1) << 30))
+    std::snprintf(buf, sizeof(buf), "%.2f GiB", double(bytes) / double(size_t(1) << 30));
+  else
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", double(bytes) / double(size_t(1) << 20));
   return buf;
 }
+
+namespace {
 
 // What lowers each kind, for the refusal.
 const char* lever(MemoryKind kind) {
@@ -78,10 +81,10 @@ std::string MemoryPlan::report(const std::string& title) const {
     const size_t b = bytes(static_cast<MemoryKind>(k));
     if (b == 0) continue;
     std::snprintf(line, sizeof(line), "  %-22s %12s  %5.1f%%\n", memory_kind_name(static_cast<MemoryKind>(k)),
-                  gib(b).c_str(), 100.0 * double(b) / double(total_));
+                  format_bytes(b).c_str(), 100.0 * double(b) / double(total_));
     out += line;
   }
-  std::snprintf(line, sizeof(line), "  %-22s %12s\n", "total", gib(total_).c_str());
+  std::snprintf(line, sizeof(line), "  %-22s %12s\n", "total", format_bytes(total_).c_str());
   return out + line;
 }
 
@@ -92,9 +95,9 @@ void MemoryPlan::check_fits(size_t available, const std::string& who) const {
   std::sort(kinds.rbegin(), kinds.rend());
   std::string advice;
   for (int i = 0; i < 2 && kinds[i].first > 0; ++i)
-    advice += str("; ", memory_kind_name(kinds[i].second), " take ", gib(kinds[i].first), ": lower with ",
+    advice += str("; ", memory_kind_name(kinds[i].second), " take ", format_bytes(kinds[i].first), ": lower with ",
                   lever(kinds[i].second));
-  throw Error(str(who, ": the planned device memory is ", gib(total_), " but only ", gib(available),
+  throw Error(str(who, ": the planned device memory is ", format_bytes(total_), " but only ", format_bytes(available),
                   " is free", advice));
 }
 

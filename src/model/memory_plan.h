@@ -15,6 +15,7 @@ namespace opd {
 enum class MemoryKind { kWeights, kMaster, kGrads, kOptimizer, kActivations, kLogits, kKVCache, kWorkspace };
 constexpr int kMemoryKinds = 8;
 const char* memory_kind_name(MemoryKind kind);
+std::string format_bytes(size_t bytes);  // "12.34 GiB", or "56.7 MiB" below a GiB
 
 // What a model on a GPU is used for, and how big its batches are.
 struct MemoryPlanOptions {

@@ -19,13 +19,14 @@ std::vector<int> encode_prompt(const Transformer& model, const std::string& prom
   return model.tokenizer().encode(prompt, "prompt '" + prompt + "'");
 }
 
-int longest_sequence(const Transformer& model, const std::vector<Example>& examples, int new_tokens, bool completions) {
+int longest_sequence(const Tokenizer& tok, int max_seq, const std::vector<Example>& examples, int new_tokens,
+                     bool completions) {
   size_t longest = 0;
   for (const Example& e : examples) {
-    const size_t tail = completions ? model.tokenizer().encode(e.completion, "completion").size() + 1 : new_tokens;
-    longest = std::max(longest, encode_prompt(model, e.prompt).size() + tail);
+    const size_t tail = completions ? tok.encode(e.completion, "completion").size() + 1 : size_t(new_tokens);
+    longest = std::max(longest, tok.encode(e.prompt, "prompt '" + e.prompt + "'").size() + tail);
   }
-  return static_cast<int>(std::min<size_t>(longest, model.config().max_seq));
+  return static_cast<int>(std::min<size_t>(longest, max_seq));
 }
 
 std::string decode_completion(const Transformer& model, const std::vector<int>& tokens) {

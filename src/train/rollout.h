@@ -36,7 +36,8 @@ void check_vocabulary(const Transformer& model, const std::vector<Example>& exam
 // The longest sequence these examples make, in tokens: a prompt plus `new_tokens` sampled ones,
 // or with `completions` the prompt, its completion and an EOS; at most the model's max_seq. What
 // the GPU path plans its memory for.
-int longest_sequence(const Transformer& model, const std::vector<Example>& examples, int new_tokens, bool completions);
+int longest_sequence(const Tokenizer& tok, int max_seq, const std::vector<Example>& examples, int new_tokens,
+                     bool completions);
 // Encodes a prompt with the model's tokenizer; the error names the prompt.
 std::vector<int> encode_prompt(const Transformer& model, const std::string& prompt);
 // Decodes a completion, leaving out a final EOS.

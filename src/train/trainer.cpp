@@ -13,7 +13,7 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/model_file.h"
-#include "model/memory_plan.h"
+#include "train/gpu_plan.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
 #include "train/teacher.h"
@@ -245,25 +245,9 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     }
   }
   if (c.gpu) {
-    // One GPU per rank, memory planned up front: forwards of a micro-batch of the longest sequence
-    // (also the evaluation's KL pass), and a KV cache of --gen-batch sequences for sampling. A
-    // sequence is at most the longest prompt plus what is sampled after it (or an SFT completion).
-    int seq = longest_sequence(student, train_set, c.gen.max_new_tokens,
-                               c.method == Method::kSft && !c.sft_from_teacher);
-    for (const NamedExamples& set : eval_sets)
-      seq = std::max(seq, longest_sequence(student, set.examples, c.eval.max_new_tokens, false));
-    const auto plan = [&](bool train, bool samples) {
-      MemoryPlanOptions p;
-      p.train = train;
-      p.recompute = train && c.recompute;
-      p.batch = c.micro_batch;
-      p.seq = seq;
-      if (samples) {
-        p.kv_batch = c.gen_batch;
-        p.kv_capacity = seq;
-      }
-      return p;
-    };
+    // One GPU per rank, memory planned up front (train/gpu_plan.h).
+    const int seq = planned_sequence(student.tokenizer(), student.config().max_seq, c, train_set, eval_sets);
+    const auto plan = [&](bool train, bool samples) { return gpu_plan(c, seq, train, samples); };
     const std::string who = str("rank ", ctx.world_rank);
     student.use_gpu(plan(true, true), who + " (student)");
     if (writer) std::fputs(student.gpu_memory_report(str("[", name, "] student device memory:")).c_str(), stderr);

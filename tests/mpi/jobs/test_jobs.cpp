@@ -112,6 +112,14 @@ TEST_F(Jobs, DeviceCudaWithoutAGpuStopsEveryRankNamingIt) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("   1  student  tp 0 dp 1                1  cuda:none  "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("# --device cuda: 2 of 2 ranks see no CUDA device"), std::string::npos) << r.output;
+  // What each GPU would hold, planned from the shapes and the data without loading a weight.
+  EXPECT_NE(r.output.find("memory planned per GPU for micro-batches of 4 x "), std::string::npos) << r.output;
+  for (const char* line : {"# student:\n  weights (bf16) ", "  optimizer state ", "  KV cache ",
+                           "# colocated teacher (on the student's GPU):\n", "# student + colocated teacher: "})
+    EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+  r = run_mpi(3, distill(dir_ + "/dry", "--device cuda --teacher-ranks 1 --dry-run"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("# teacher rank:\n  weights (bf16) "), std::string::npos) << r.output;
   r = run_mpi(2, distill(dir_ + "/nogpu", "--device cuda"));
   EXPECT_NE(r.code, 0);
   for (int rank = 0; rank < 2; ++rank)
