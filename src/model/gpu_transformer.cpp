@@ -326,13 +326,11 @@ float* GpuTransformer::prefill_last(const int* tokens, int B, int T, const int* 
   return rows;
 }
 
-float* GpuTransformer::zeroed_dlogits(size_t n) {
+float* GpuTransformer::dlogits(size_t n) {
   const MemoryBlock& b = plan_.at("dlogits");
   OPD_REQUIRE(n * sizeof(float) <= b.bytes, "GPU model: ", n, " logit gradients exceed the planned ",
               b.bytes / sizeof(float));
-  float* d = block<float>("dlogits");
-  CUDA_CHECK(cudaMemsetAsync(d, 0, n * sizeof(float), stream_));
-  return d;
+  return block<float>("dlogits");
 }
 
 float* GpuTransformer::decode(const int* tokens, const int* pos, int B) {

@@ -71,8 +71,8 @@ class GpuTransformer {
   // forward holds, and returns device fp32 logits [B, V] of each prompt's last token (row
   // len[b] - 1): what sampling starts from.
   float* prefill_last(const int* tokens, int B, int T, const int* len);
-  // The fp32 dL/dlogits buffer of a training plan, n floats zeroed: where the losses write.
-  float* zeroed_dlogits(size_t n);
+  // The fp32 dL/dlogits buffer of a training plan (n floats): where the losses write.
+  float* dlogits(size_t n);
 
   // The fp32 master weights back into `host` (same shape), for checkpoints and the CPU side.
   void download(Transformer& host) const;

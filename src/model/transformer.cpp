@@ -105,9 +105,9 @@ std::string Transformer::gpu_memory_report(const std::string& title) const {
 
 float* Transformer::dlogits_buffer(size_t n) {
 #ifdef OPD_WITH_CUDA
-  if (gpu_) return gpu_->zeroed_dlogits(n);
+  if (gpu_) return gpu_->dlogits(n);
 #endif
-  dlogits_.assign(n, 0.0f);
+  dlogits_.resize(n);
   return dlogits_.data();
 }
 

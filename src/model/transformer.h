@@ -101,7 +101,8 @@ class Transformer {
   // prefill for sampling: only each prompt's last-token logits, rows [B, V] (row len[b] - 1 of
   // right-padded prompt b), valid until the next call.
   const float* prefill_last(KVCache& cache, const int* tokens, int B, int T, const int* len);
-  // A zeroed buffer of n floats for dL/dlogits, where the losses write; backward reads it.
+  // A buffer of n floats for dL/dlogits, where the losses write (each overwrites or zeroes all of
+  // it) and backward reads; device memory on the GPU path.
   float* dlogits_buffer(size_t n);
 
   // The GPU path (ARCHITECTURE §2; a build with CUDA): from here on forward, backward, prefill and
