@@ -230,7 +230,7 @@ int run_training(Method method, const Args& args) {
         std::cout << "# --device cuda: " << blind.size() << " of " << world->size()
                   << " ranks see no CUDA device; the run would stop there (first: rank " << blind[0] << " on host "
                   << sites[blind[0]].host << ")\n";
-      if (device_option(vm) == DeviceKind::kCuda && s && vm.count("student"))
+      if (device_option(vm) == DeviceKind::kCuda && s)
         std::cout << gpu_plan_report(vm, method, *s, *read_model_tokenizer(vm["student"].as<std::string>()),
                                      t ? &*t : nullptr, layout.teacher_ranks == 0);
     }

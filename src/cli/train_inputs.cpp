@@ -92,8 +92,13 @@ RunData load_run_data(const po::variables_map& vm, Method method) {
 std::string gpu_plan_report(const po::variables_map& vm, Method method, const ModelConfig& student,
                             const Tokenizer& tok, const ModelConfig* teacher, bool colocated) {
   const TrainConfig c = train_config(vm, method);
-  const RunData data = load_run_data(vm, method);
-  const int seq = planned_sequence(tok, student.max_seq, c, data.train, data.eval);
+  // Without the data (a layout-only dry run), the longest sequence is max_seq.
+  const bool has_data = vm.count(method == Method::kSft && !c.sft_from_teacher ? "data" : "prompts") > 0;
+  int seq = student.max_seq;
+  if (has_data) {
+    const RunData data = load_run_data(vm, method);
+    seq = planned_sequence(tok, student.max_seq, c, data.train, data.eval);
+  }
   const auto plan = [&](const ModelConfig& m, const MemoryPlanOptions& o) {
 #ifdef OPD_WITH_CUDA
     return plan_model_memory(m, o, gpu_workspace(m, o));
@@ -103,8 +108,8 @@ std::string gpu_plan_report(const po::variables_map& vm, Method method, const Mo
   };
   const MemoryPlan s = plan(student, gpu_plan(c, seq, true, true));
   std::string out = str("# --device cuda: memory planned per GPU for micro-batches of ", c.micro_batch, " x ", seq,
-                        " tokens (the longest prompt + sampled tokens) and a KV cache of ", c.gen_batch,
-                        " sequences\n");
+                        has_data ? " tokens (the longest prompt + sampled tokens)" : " tokens (max_seq: no data given)",
+                        " and a KV cache of ", c.gen_batch, " sequences\n");
 #ifndef OPD_WITH_CUDA
   out += "# (this opd was built without CUDA: the kernels' scratch is not counted)\n";
 #endif

@@ -67,7 +67,8 @@ WorkspaceSizes gpu_workspace(const ModelConfig& cfg, const MemoryPlanOptions& op
 
 GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions& options, const std::string& who)
     : cfg_(host.config()), opt_(options), off_(model_offsets(host.config(), host.specs())), specs_(host.specs()) {
-  OPD_REQUIRE(!host.tp(), "GPU model: tensor parallelism is not on the GPU path yet (run with --tp 1)");
+  OPD_REQUIRE(!host.tp(), who, ": --device cuda with tensor parallelism (--tp, --teacher-tp > 1) is not on the GPU "
+              "path yet");
   OPD_REQUIRE(opt_.tp == 1, "GPU model: planned for tp = ", opt_.tp, " but the model is whole");
   check_gpu_shape(cfg_);
   OPD_REQUIRE(opt_.seq <= cfg_.max_seq && opt_.kv_capacity <= cfg_.max_seq, "GPU model: planned sequences of ",

@@ -61,7 +61,6 @@ Transformer::Transformer(const Transformer& o) : Transformer(o.cfg_, o.tok_, o.v
 
 void Transformer::use_gpu(const MemoryPlanOptions& plan, const std::string& who) {
 #ifdef OPD_WITH_CUDA
-  OPD_REQUIRE(!vocab_.split(), who, ": --device cuda with tensor parallelism is not on the GPU path yet (--tp 1)");
   gpu_ = std::make_shared<GpuTransformer>(*this, plan, who);
   vocab_.device = true;
   vocab_.stream = gpu_->stream();

@@ -29,7 +29,7 @@ sbatch --wait --ntasks=2 --ntasks-per-node=2 --gpus-per-node=0 "${local_node[@]}
 host=$(hostname)
 for want in "   0  student  tp 0 dp 0                0  cuda:none  $host" \
             "   1  teacher  replica 0 tp 0           1  cuda:none  $host" \
-            "2 of 2 ranks see no CUDA device"; do
+            "2 of 2 ranks see no CUDA device" "# --device cuda: memory planned per GPU for micro-batches of"; do
   grep -qF "$want" "$work/dry.log" || { cat "$work/dry.log" >&2; fail "dry run: no '$want'"; }
 done
 grep -qE "^# node-local ranks from (OMPI_COMM_WORLD_LOCAL_RANK|SLURM_LOCALID)$" "$work/dry.log" ||
