@@ -25,13 +25,10 @@ void GpuAdamW::restore(const std::vector<float>& m, const std::vector<float>& v,
   t_ = updates;
 }
 
-void GpuAdamW::download(std::vector<float>& m, std::vector<float>& v) const {
+void GpuAdamW::download(const char* moment, std::vector<float>& out) const {
   const size_t n = model_.num_params();
-  m.resize(n);
-  v.resize(n);
-  CUDA_CHECK(cudaMemcpyAsync(m.data(), model_.block<float>("adam.m"), n * sizeof(float), cudaMemcpyDeviceToHost,
-                             model_.stream()));
-  CUDA_CHECK(cudaMemcpyAsync(v.data(), model_.block<float>("adam.v"), n * sizeof(float), cudaMemcpyDeviceToHost,
+  out.resize(n);
+  CUDA_CHECK(cudaMemcpyAsync(out.data(), model_.block<float>(moment), n * sizeof(float), cudaMemcpyDeviceToHost,
                              model_.stream()));
   CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
 }

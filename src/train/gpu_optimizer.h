@@ -19,7 +19,8 @@ class GpuAdamW {
   int updates() const { return t_; }
   // The moments and update count to and from the host (checkpoints, resuming).
   void restore(const std::vector<float>& m, const std::vector<float>& v, int updates);
-  void download(std::vector<float>& m, std::vector<float>& v) const;
+  // One moment ("adam.m" or "adam.v") into `out`.
+  void download(const char* moment, std::vector<float>& out) const;
 
  private:
   GpuTransformer& model_;

@@ -30,19 +30,22 @@ void AdamW::restore(std::vector<float> m, std::vector<float> v, int updates) {
 #endif
 }
 
-void AdamW::fetch_from_gpu() const {
+void AdamW::fetch_from_gpu(const char* moment, std::vector<float>& host) const {
 #ifdef OPD_WITH_CUDA
-  if (gpu_) gpu_->download(m_, v_);
+  if (gpu_) gpu_->download(moment, host);
+#else
+  (void)moment;
+  (void)host;
 #endif
 }
 
 const std::vector<float>& AdamW::m() const {
-  fetch_from_gpu();
+  fetch_from_gpu("adam.m", m_);
   return m_;
 }
 
 const std::vector<float>& AdamW::v() const {
-  fetch_from_gpu();
+  fetch_from_gpu("adam.v", v_);
   return v_;
 }
 

@@ -51,7 +51,8 @@ class AdamW {
   std::vector<unsigned char> decay_mask_;
   int t_ = 0;
   std::shared_ptr<GpuAdamW> gpu_;  // shared_ptr: complete only where CUDA is built
-  void fetch_from_gpu() const;
+  // On the GPU path: the device's copy of one moment into `host` ("adam.m" or "adam.v").
+  void fetch_from_gpu(const char* moment, std::vector<float>& host) const;
 };
 
 }  // namespace opd
