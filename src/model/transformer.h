@@ -45,6 +45,10 @@ struct VocabShard {
   // this cudaStream_t (kept opaque so this header needs no CUDA).
   bool device = false;
   void* stream = nullptr;
+  // With device rows under a split: the TP group over device buffers (NCCL), for the few
+  // collectives whose payload is rows rather than [N] statistics; null when the ranks share a GPU
+  // or NCCL is absent, and those go through host memory over `tp`.
+  Communicator* device_tp = nullptr;
   VocabShard() = default;
   VocabShard(int whole) : vocab(whole), size(whole) {}  // NOLINT: a whole vocabulary converts implicitly
   bool split() const { return tp && tp->size() > 1; }
