@@ -12,8 +12,8 @@
 #include "model/memory_plan.h"
 #include "parallel/gpu_binding.h"
 #include "parallel/groups.h"
-#ifdef OPD_WITH_NCCL
-#include "parallel/nccl_communicator.h"
+#ifdef OPD_WITH_CUDA
+#include "parallel/device_group.h"
 #endif
 #include "parallel/mpi_communicator.h"
 #include "parallel/solo_communicator.h"
@@ -232,7 +232,7 @@ int run_training(Method method, const Args& args) {
                   << sites[blind[0]].host << ")\n";
       if (device_option(vm) == DeviceKind::kCuda && s)
         std::cout << gpu_plan_report(vm, method, *s, *read_model_tokenizer(vm["student"].as<std::string>()),
-                                     t ? &*t : nullptr, layout.teacher_ranks == 0);
+                                     t ? &*t : nullptr, layout.teacher_ranks == 0, layout.tp, layout.teacher_tp);
     }
     return 0;
   }
@@ -347,10 +347,17 @@ int run_training(Method method, const Args& args) {
                                              !c.resume.empty());
   TrainContext ctx;
   ctx.dp = groups.dp.get();
-#ifdef OPD_WITH_NCCL
-  // Gradients are summed where they are: over NCCL between the DP ranks' GPUs.
-  std::unique_ptr<NcclCommunicator> dp_nccl;
-  if (gpu && groups.dp && groups.dp->size() > 1) dp_nccl = std::make_unique<NcclCommunicator>(*groups.dp, "dp (nccl)");
+#ifdef OPD_WITH_CUDA
+  // Gradients are summed where they are: over NCCL between the DP ranks' GPUs, unless ranks share
+  // a GPU (which NCCL refuses), and then through host memory.
+  std::unique_ptr<Communicator> dp_nccl;
+  std::string dp_host_why;
+  if (gpu && groups.dp && groups.dp->size() > 1) {
+    dp_nccl = device_group(*groups.dp, "dp (nccl)", &dp_host_why);
+    if (!dp_nccl && writer)
+      std::fprintf(stderr, "[%s] data-parallel gradients go through host memory: %s\n", name.c_str(),
+                   dp_host_why.c_str());
+  }
   ctx.dp_device = dp_nccl.get();
 #endif
   ctx.tp = groups.tp.get();

@@ -90,7 +90,7 @@ RunData load_run_data(const po::variables_map& vm, Method method) {
 }
 
 std::string gpu_plan_report(const po::variables_map& vm, Method method, const ModelConfig& student,
-                            const Tokenizer& tok, const ModelConfig* teacher, bool colocated) {
+                            const Tokenizer& tok, const ModelConfig* teacher, bool colocated, int tp, int teacher_tp) {
   const TrainConfig c = train_config(vm, method);
   // Without the data (a layout-only dry run), the longest sequence is max_seq.
   const bool has_data = vm.count(method == Method::kSft && !c.sft_from_teacher ? "data" : "prompts") > 0;
@@ -99,14 +99,15 @@ std::string gpu_plan_report(const po::variables_map& vm, Method method, const Mo
     const RunData data = load_run_data(vm, method);
     seq = planned_sequence(tok, student.max_seq, c, data.train, data.eval);
   }
-  const auto plan = [&](const ModelConfig& m, const MemoryPlanOptions& o) {
+  const auto plan = [&](const ModelConfig& m, MemoryPlanOptions o, int degree) {
+    o.tp = degree;
 #ifdef OPD_WITH_CUDA
     return plan_model_memory(m, o, gpu_workspace(m, o));
 #else
     return plan_model_memory(m, o, {});
 #endif
   };
-  const MemoryPlan s = plan(student, gpu_plan(c, seq, true, true));
+  const MemoryPlan s = plan(student, gpu_plan(c, seq, true, true), tp);
   std::string out = str("# --device cuda: memory planned per GPU for micro-batches of ", c.micro_batch, " x ", seq,
                         has_data ? " tokens (the longest prompt + sampled tokens)" : " tokens (max_seq: no data given)",
                         " and a KV cache of ", c.gen_batch, " sequences\n");
@@ -115,7 +116,8 @@ std::string gpu_plan_report(const po::variables_map& vm, Method method, const Mo
 #endif
   out += s.report("# student:");
   if (teacher) {
-    const MemoryPlan t = plan(*teacher, gpu_plan(c, seq, false, colocated && c.sft_from_teacher));
+    const MemoryPlan t =
+        plan(*teacher, gpu_plan(c, seq, false, colocated && c.sft_from_teacher), colocated ? tp : teacher_tp);
     out += t.report(colocated ? "# colocated teacher (on the student's GPU):" : "# teacher rank:");
     if (colocated)
       out += "# student + colocated teacher: " + format_bytes(s.total() + t.total()) + "\n";

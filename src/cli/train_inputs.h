@@ -29,8 +29,9 @@ RunData load_run_data(const po::variables_map& vm, Method method);
 
 // --dry-run --device cuda: each model's device memory as the run would plan it (from the models'
 // shapes, the student's tokenizer and the data, without loading a weight), for one GPU per rank.
-// `teacher` is null without a teacher; `colocated`: it shares the student's GPU.
+// `teacher` is null without a teacher; `colocated`: it shares the student's GPU. tp, teacher_tp:
+// the degrees each model is split over (a colocated teacher is split like the student).
 std::string gpu_plan_report(const po::variables_map& vm, Method method, const ModelConfig& student,
-                            const Tokenizer& tok, const ModelConfig* teacher, bool colocated);
+                            const Tokenizer& tok, const ModelConfig* teacher, bool colocated, int tp, int teacher_tp);
 
 }  // namespace opd::cli

@@ -52,10 +52,10 @@ size_t kernel_workspace(const ModelConfig& c, const MemoryPlanOptions& o) {
 
 // Dimensions the kernels need: the attention kernels' head sizes, and rows of whole 16-byte packs
 // of bf16 for cuBLASLt and the vectorised pointwise kernels.
-void check_gpu_shape(const ModelConfig& c) {
+void check_gpu_shape(const ModelConfig& c, int tp) {
   OPD_REQUIRE(c.head_dim == 64 || c.head_dim == 128, "GPU model: head_dim = ", c.head_dim,
               "; the CUDA attention kernels take 64 or 128 (run this model with --device cpu)");
-  for (auto [what, n] : {std::pair<const char*, int>{"d_model", c.d_model}, {"ffn_dim", c.ffn_dim}})
+  for (auto [what, n] : {std::pair<const char*, int>{"d_model", c.d_model}, {"ffn_dim / tp", c.ffn_dim / tp}})
     OPD_REQUIRE(n % 8 == 0, "GPU model: ", what, " = ", n, " is not a multiple of 8 (16-byte rows of bf16)");
 }
 
@@ -65,22 +65,31 @@ WorkspaceSizes gpu_workspace(const ModelConfig& cfg, const MemoryPlanOptions& op
   return {kernel_workspace(cfg, options), ops::Matmul::kDefaultWorkspace};
 }
 
-GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions& options, const std::string& who)
-    : cfg_(host.config()), opt_(options), off_(model_offsets(host.config(), host.specs())), specs_(host.specs()) {
-  OPD_REQUIRE(!host.tp(), who, ": --device cuda with tensor parallelism (--tp, --teacher-tp > 1) is not on the GPU "
-              "path yet");
-  OPD_REQUIRE(opt_.tp == 1, "GPU model: planned for tp = ", opt_.tp, " but the model is whole");
-  check_gpu_shape(cfg_);
+GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions& options, const std::string& who,
+                               Communicator* device_tp)
+    : cfg_(host.config()), opt_(options), off_(model_offsets(host.config(), host.specs())), specs_(host.specs()),
+      tp_(host.tp()) {
+  const int degree = tp_ ? tp_->size() : 1;
+  OPD_REQUIRE(opt_.tp == degree, "GPU model: planned for tp = ", opt_.tp, " but the model is split over ", degree,
+              " ranks");
+  OPD_REQUIRE(tp_ || !device_tp, "GPU model: a device TP group for a whole model");
+  check_gpu_shape(cfg_, degree);
   OPD_REQUIRE(opt_.seq <= cfg_.max_seq && opt_.kv_capacity <= cfg_.max_seq, "GPU model: planned sequences of ",
               std::max(opt_.seq, opt_.kv_capacity), " exceed max_seq = ", cfg_.max_seq);
   n_params_ = host.params().size();
-  QD_ = cfg_.q_dim();
-  KD_ = cfg_.kv_dim();
+  H_ = cfg_.n_heads / degree;
+  HK_ = cfg_.n_kv_heads / degree;
+  F_ = cfg_.ffn_dim / degree;
+  V_ = host.vocab_shard().size;
+  v0_ = host.vocab_shard().begin;
+  QD_ = H_ * cfg_.head_dim;
+  KD_ = HK_ * cfg_.head_dim;
   plan_ = plan_model_memory(cfg_, opt_, gpu_workspace(cfg_, opt_));
   size_t free_bytes = 0, total_bytes = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   plan_.check_fits(free_bytes, who);
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  if (tp_) tp_reduce_ = std::make_unique<DeviceAllReduce>(*tp_, device_tp, stream_);
   CUDA_CHECK(cudaMalloc(&arena_, std::max<size_t>(plan_.arena_bytes(), 1)));
   mm_ = std::make_unique<ops::Matmul>(ops::Matmul::kDefaultWorkspace);
   w_ = block<bf16>("weights.bf16");
@@ -124,6 +133,7 @@ GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions&
 GpuTransformer::~GpuTransformer() {
   // Errors are not thrown from here: the arena and stream go whatever state the device is in.
   mm_.reset();
+  tp_reduce_.reset();
   if (stream_) cudaStreamSynchronize(stream_);
   cudaFree(arena_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -161,14 +171,39 @@ void GpuTransformer::upload_tokens(int* dst, const int* tokens, size_t n) {
   CUDA_CHECK(cudaMemcpyAsync(dst, tokens, n * sizeof(int), cudaMemcpyHostToDevice, stream_));
 }
 
+void GpuTransformer::tp_sum(bf16* x, size_t n) {
+  if (tp_reduce_) tp_reduce_->sum(x, n);
+}
+
+void GpuTransformer::embed(bf16* out, const int* tokens, int N) {
+  if (!split()) return ops::embedding_forward(out, tokens, w_ + off_.embed, N, cfg_.d_model, stream_);
+  ops::embedding_forward_shard(out, tokens, w_ + off_.embed, N, cfg_.d_model, v0_, V_, stream_);
+  tp_sum(out, size_t(N) * cfg_.d_model);  // one rank holds each row, the others add zeros: exact
+}
+
+void GpuTransformer::row_parallel(bf16* out, const bf16* residual, const bf16* inp, const bf16* w, int N, int K,
+                                  int M) {
+  const bool with_residual = !split() || tp_->rank() == 0;
+  if (with_residual && out != residual)
+    CUDA_CHECK(cudaMemcpyAsync(out, residual, size_t(N) * M * sizeof(bf16), cudaMemcpyDeviceToDevice, stream_));
+  mm_->forward(out, inp, w, N, K, M, /*accumulate=*/with_residual, stream_);
+  tp_sum(out, size_t(N) * M);
+}
+
+void GpuTransformer::reduce_partial_grads() {
+  if (!split()) return;
+  OPD_REQUIRE(grads_, "GPU model: reduce_partial_grads on a model planned without training");
+  for (const ParamSpec& p : specs_)
+    if (p.partial_grad) tp_reduce_->sum(grads_ + p.offset, p.size);
+}
+
 void GpuTransformer::zero_grad() {
   OPD_REQUIRE(grads_, "GPU model: zero_grad on a model planned without training");
   CUDA_CHECK(cudaMemsetAsync(grads_, 0, n_params_ * sizeof(float), stream_));
 }
 
 void GpuTransformer::layer_forward(int l, const Layer& a, bf16* next, int B, int T, int fill_cache) {
-  const int N = B * T, C = cfg_.d_model, F = cfg_.ffn_dim, H = cfg_.n_heads, HK = cfg_.n_kv_heads,
-            D = cfg_.head_dim;
+  const int N = B * T, C = cfg_.d_model, F = F_, H = H_, HK = HK_, D = cfg_.head_dim;
   const float eps = static_cast<float>(cfg_.rms_eps), theta = static_cast<float>(cfg_.rope_theta);
   const LayerOffsets& o = off_.layers[l];
   const int* pos = block<int>("positions");
@@ -192,16 +227,13 @@ void GpuTransformer::layer_forward(int l, const Layer& a, bf16* next, int B, int
   }
   ops::attention_forward(a.att, a.lse, a.qr, a.kr, a.v, B, T, H, HK, D, s);
   // mid = resid + o(att): the residual add rides on the GEMM (beta = 1).
-  CUDA_CHECK(cudaMemcpyAsync(a.mid, a.resid, size_t(N) * C * sizeof(bf16), cudaMemcpyDeviceToDevice, s));
-  mm_->forward(a.mid, a.att, w_ + o.o, N, QD_, C, true, s);
+  row_parallel(a.mid, a.resid, a.att, w_ + o.o, N, QD_, C);
   ops::rmsnorm_forward(a.ln2, a.rstd2, a.mid, w_ + o.post_norm, N, C, eps, s);
   mm_->forward(a.gate, a.ln2, w_ + o.gate, N, C, F, false, s);
   mm_->forward(a.up, a.ln2, w_ + o.up, N, C, F, false, s);
   ops::swiglu_forward(a.h, a.gate, a.up, size_t(N) * F, s);
   if (!next) return;  // recomputing for backward: the layer's output is already kept
-  if (next != a.mid)
-    CUDA_CHECK(cudaMemcpyAsync(next, a.mid, size_t(N) * C * sizeof(bf16), cudaMemcpyDeviceToDevice, s));
-  mm_->forward(next, a.h, w_ + o.down, N, F, C, true, s);
+  row_parallel(next, a.mid, a.h, w_ + o.down, N, F, C);
 }
 
 float* GpuTransformer::forward(const int* tokens, int B, int T, int fill_cache) {
@@ -215,7 +247,7 @@ float* GpuTransformer::forward(const int* tokens, int B, int T, int fill_cache) 
   check_tokens(tokens, N);
   B_ = B;
   T_ = T;
-  const int C = cfg_.d_model, V = cfg_.vocab;
+  const int C = cfg_.d_model, V = V_;
   const float eps = static_cast<float>(cfg_.rms_eps);
   int* tok = block<int>("tokens");
   upload_tokens(tok, tokens, N);
@@ -224,7 +256,7 @@ float* GpuTransformer::forward(const int* tokens, int B, int T, int fill_cache) 
   upload_tokens(block<int>("positions"), pos.data(), N);
 
   bf16* final_resid = block<bf16>("final.resid");
-  ops::embedding_forward(layer(0).resid, tok, w_ + off_.embed, int(N), C, stream_);
+  embed(layer(0).resid, tok, int(N));
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const Layer& a = layer(l);
     bf16* next = l + 1 == cfg_.n_layers ? final_resid : opt_.train ? layer(l + 1).resid : a.resid;
@@ -238,8 +270,7 @@ float* GpuTransformer::forward(const int* tokens, int B, int T, int fill_cache) 
 }
 
 void GpuTransformer::layer_backward(int l, const Layer& a, int B, int T) {
-  const int N = B * T, C = cfg_.d_model, F = cfg_.ffn_dim, H = cfg_.n_heads, HK = cfg_.n_kv_heads,
-            D = cfg_.head_dim;
+  const int N = B * T, C = cfg_.d_model, F = F_, H = H_, HK = HK_, D = cfg_.head_dim;
   const float theta = static_cast<float>(cfg_.rope_theta);
   const LayerOffsets& o = off_.layers[l];
   const int* pos = block<int>("positions");
@@ -260,6 +291,7 @@ void GpuTransformer::layer_backward(int l, const Layer& a, int B, int T) {
   zero(dln, size_t(N) * C);
   mm_->backward(dln, G + o.gate, dgate, a.ln2, w_ + o.gate, N, C, F, s);
   mm_->backward(dln, G + o.up, dup, a.ln2, w_ + o.up, N, C, F, s);
+  tp_sum(dln, size_t(N) * C);  // column-parallel gate/up: sum the ranks' shares
   ops::rmsnorm_backward(dresid, G + o.post_norm, dln, a.mid, w_ + o.post_norm, a.rstd2, N, C, s, rms_ws);
   // Attention branch: mid = resid + o(attn(rope(qknorm(q)), rope(qknorm(k)), v))
   zero(datt, size_t(N) * QD_);
@@ -281,13 +313,14 @@ void GpuTransformer::layer_backward(int l, const Layer& a, int B, int T) {
   mm_->backward(dln, G + o.q, dq_proj, a.ln1, w_ + o.q, N, C, QD_, s);
   mm_->backward(dln, G + o.k, dk_proj, a.ln1, w_ + o.k, N, C, KD_, s);
   mm_->backward(dln, G + o.v, dv, a.ln1, w_ + o.v, N, C, KD_, s);
+  tp_sum(dln, size_t(N) * C);  // column-parallel q/k/v
   ops::rmsnorm_backward(dresid, G + o.input_norm, dln, a.resid, w_ + o.input_norm, a.rstd1, N, C, s, rms_ws);
 }
 
 void GpuTransformer::backward(const float* dlogits) {
   OPD_REQUIRE(opt_.train, "GPU model: backward on a model planned without training");
   OPD_REQUIRE(B_ > 0, "GPU model: backward called before forward");
-  const int B = B_, T = T_, N = B * T, C = cfg_.d_model, V = cfg_.vocab;
+  const int B = B_, T = T_, N = B * T, C = cfg_.d_model, V = V_;
   cudaStream_t s = stream_;
   // cuBLASLt multiplies bf16 by bf16: the fp32 logit gradient is rounded once, here.
   bf16* dlogits16 = block<bf16>("dlogits.bf16");
@@ -296,6 +329,7 @@ void GpuTransformer::backward(const float* dlogits) {
   CUDA_CHECK(cudaMemsetAsync(dln, 0, size_t(N) * C * sizeof(bf16), s));
   CUDA_CHECK(cudaMemsetAsync(dresid, 0, size_t(N) * C * sizeof(bf16), s));
   mm_->backward(dln, grads_ + off_.lm_head, dlogits16, block<bf16>("final.ln"), w_ + off_.lm_head, N, C, V, s);
+  tp_sum(dln, size_t(N) * C);  // the vocab-parallel head: each rank's share of dL/dln
   ops::rmsnorm_backward(dresid, grads_ + off_.final_norm, dln, block<bf16>("final.resid"), w_ + off_.final_norm,
                         block<float>("final.rstd"), N, C, s, workspace(ops::rmsnorm_backward_workspace_bytes(N, C)));
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
@@ -303,7 +337,10 @@ void GpuTransformer::backward(const float* dlogits) {
     if (opt_.recompute) layer_forward(l, a, nullptr, B, T, -1);
     layer_backward(l, a, B, T);
   }
-  ops::embedding_backward(grads_ + off_.embed, dresid, block<int>("tokens"), N, V, C, s);
+  if (split())
+    ops::embedding_backward_shard(grads_ + off_.embed, dresid, block<int>("tokens"), N, C, v0_, V_, s);
+  else
+    ops::embedding_backward(grads_ + off_.embed, dresid, block<int>("tokens"), N, V, C, s);
 }
 
 float* GpuTransformer::prefill_last(const int* tokens, int B, int T, const int* len) {
@@ -312,7 +349,7 @@ float* GpuTransformer::prefill_last(const int* tokens, int B, int T, const int* 
   const int chunk = std::min(B, opt_.batch * opt_.seq / T);
   OPD_REQUIRE(chunk >= 1, "GPU model: a prompt of ", T, " tokens is longer than the planned forward of ", opt_.batch,
               " x ", opt_.seq, " tokens");
-  const int V = cfg_.vocab;
+  const int V = V_;
   float* rows = block<float>("dec.logits");
   for (int b0 = 0; b0 < B; b0 += chunk) {
     const int n = std::min(chunk, B - b0);
@@ -335,8 +372,7 @@ float* GpuTransformer::dlogits(size_t n) {
 }
 
 float* GpuTransformer::decode(const int* tokens, const int* pos, int B) {
-  const int S = opt_.kv_capacity, C = cfg_.d_model, F = cfg_.ffn_dim, H = cfg_.n_heads, HK = cfg_.n_kv_heads,
-            D = cfg_.head_dim, V = cfg_.vocab;
+  const int S = opt_.kv_capacity, C = cfg_.d_model, F = F_, H = H_, HK = HK_, D = cfg_.head_dim, V = V_;
   OPD_REQUIRE(opt_.kv_batch > 0 && S > 0, "GPU model: decode on a model planned without a KV cache");
   OPD_REQUIRE(B >= 1 && B <= opt_.kv_batch, "GPU model: decode of ", B, " sequences; the KV cache holds ",
               opt_.kv_batch);
@@ -357,7 +393,7 @@ float* GpuTransformer::decode(const int* tokens, const int* pos, int B) {
   float *rstd = block<float>("dec.rstd1"), *q_rstd = block<float>("dec.q_rstd"), *k_rstd = block<float>("dec.k_rstd");
   void* ws = workspace(ops::attention_decode_workspace_bytes(B, S, H, D));
 
-  ops::embedding_forward(x, tok, w_ + off_.embed, B, C, s);
+  embed(x, tok, B);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerOffsets& o = off_.layers[l];
     ops::rmsnorm_forward(ln, rstd, x, w_ + o.input_norm, B, C, eps, s);
@@ -374,12 +410,12 @@ float* GpuTransformer::decode(const int* tokens, const int* pos, int B) {
     ops::rope_forward(qr, dpos, B, H, D, theta, cfg_.rope_scaling, s);
     ops::rope_forward(kr, dpos, B, HK, D, theta, cfg_.rope_scaling, s);
     ops::attention_decode(att, qr, kr, v, kv_k_[l], kv_v_[l], dpos, ws, B, S, H, HK, D, s);
-    mm_->forward(x, att, w_ + o.o, B, QD_, C, true, s);
+    row_parallel(x, x, att, w_ + o.o, B, QD_, C);
     ops::rmsnorm_forward(ln, rstd, x, w_ + o.post_norm, B, C, eps, s);
     mm_->forward(gate, ln, w_ + o.gate, B, C, F, false, s);
     mm_->forward(up, ln, w_ + o.up, B, C, F, false, s);
     ops::swiglu_forward(h, gate, up, size_t(B) * F, s);
-    mm_->forward(x, h, w_ + o.down, B, F, C, true, s);
+    row_parallel(x, x, h, w_ + o.down, B, F, C);
   }
   ops::rmsnorm_forward(ln, rstd, x, w_ + off_.final_norm, B, C, eps, s);
   float* logits = block<float>("dec.logits");

@@ -2,7 +2,11 @@
 // fp32 master weights, gradients, AdamW state and every statistic (norms, softmax, logits). The
 // same layer sequence as the CPU Transformer, forward and backward side by side, built from the
 // CUDA ops; every buffer comes from one arena laid out by plan_model_memory before anything runs.
-// Only in a build with CUDA (OPD_WITH_CUDA); one GPU, no tensor parallelism yet.
+// Only in a build with CUDA (OPD_WITH_CUDA). Under tensor parallelism (the host model's TP group)
+// each rank holds its shards, as the CPU model does (Megatron: q/k/v/gate/up column-parallel, o and
+// down row-parallel with their outputs summed over the group, embedding and LM head split by
+// vocabulary rows), and the sums of activations run through a DeviceAllReduce (NCCL when every
+// rank has its own GPU).
 #pragma once
 #ifdef OPD_WITH_CUDA
 #include <cuda_bf16.h>
@@ -14,6 +18,7 @@
 
 #include "model/memory_plan.h"
 #include "model/transformer.h"
+#include "parallel/device_group.h"
 
 namespace opd {
 namespace cuda {
@@ -30,8 +35,10 @@ class GpuTransformer {
   // Plans the memory for `options` (train: master weights, gradients, AdamW state, saved
   // activations; batch x seq: the largest forward; kv_batch x kv_capacity: the generation cache),
   // refuses a plan that does not fit the device's free memory (naming `who` and what to lower),
-  // then allocates it and uploads `host`'s parameters. The current CUDA device is used.
-  GpuTransformer(const Transformer& host, const MemoryPlanOptions& options, const std::string& who = "this rank");
+  // then allocates it and uploads `host`'s parameters. The current CUDA device is used. Under TP
+  // (host.tp()), options.tp must be its size; device_tp (nullable) is the same group over NCCL.
+  GpuTransformer(const Transformer& host, const MemoryPlanOptions& options, const std::string& who = "this rank",
+                 Communicator* device_tp = nullptr);
   ~GpuTransformer();
   GpuTransformer(const GpuTransformer&) = delete;
   GpuTransformer& operator=(const GpuTransformer&) = delete;
@@ -42,7 +49,8 @@ class GpuTransformer {
   void sync() const;  // waits for the work queued on stream()
 
   // Training forward over right-padded host token ids [B, T] (B*T within the plan). Returns
-  // device fp32 logits [B*T, V], valid until the next forward. With fill_cache >= 0 (prefill) the
+  // device fp32 logits [B*T, V] (V: this rank's vocabulary shard under TP), valid until the next
+  // forward. With fill_cache >= 0 (prefill) the
   // layers' keys and values also go to rows [0, T) of the cache's sequences [fill_cache,
   // fill_cache + B): a batch of kv_batch sequences can be prefilled a micro-batch at a time.
   float* forward(const int* tokens, int B, int T, int fill_cache = -1);
@@ -50,6 +58,12 @@ class GpuTransformer {
   // when a fused loss kernel wrote the gradient in place); accumulates into the fp32 gradients.
   void backward(const float* dlogits);
   void zero_grad();
+  // Under TP: the gradients of tensors each rank computed for its own heads only
+  // (ParamSpec::partial_grad) summed over the group, as Transformer::reduce_partial_grads.
+  void reduce_partial_grads();
+  // The host model's parameter layout (this rank's shards) and TP group (null without TP).
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  Communicator* tp() const { return tp_; }
   size_t num_params() const { return n_params_; }
   int kv_batch() const { return opt_.kv_batch; }
   int kv_capacity() const { return opt_.kv_capacity; }
@@ -89,6 +103,12 @@ class GpuTransformer {
   void layer_forward(int l, const Layer& a, bf16* next, int B, int T, int fill_cache);
   void layer_backward(int l, const Layer& a, int B, int T);
   float* workspace(size_t bytes) const;
+  bool split() const { return tp_ != nullptr; }
+  // out = (residual) + inp @ w^T for a row-parallel w [M, K]: the residual joins on TP rank 0 only
+  // and the partial products are summed over the group. out may be residual.
+  void row_parallel(bf16* out, const bf16* residual, const bf16* inp, const bf16* w, int N, int K, int M);
+  void tp_sum(bf16* x, size_t n);  // nothing without TP
+  void embed(bf16* out, const int* tokens, int N);
 
   ModelConfig cfg_;
   MemoryPlanOptions opt_;
@@ -96,7 +116,10 @@ class GpuTransformer {
   ModelOffsets off_;
   std::vector<ParamSpec> specs_;
   size_t n_params_ = 0;
-  int QD_ = 0, KD_ = 0;
+  // This rank's sizes: heads, kv heads, ffn and vocabulary over the TP degree.
+  int H_ = 0, HK_ = 0, F_ = 0, V_ = 0, QD_ = 0, KD_ = 0, v0_ = 0;
+  Communicator* tp_ = nullptr;
+  std::unique_ptr<DeviceAllReduce> tp_reduce_;
   char* arena_ = nullptr;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::Matmul> mm_;

@@ -64,8 +64,7 @@ const char* lever(MemoryKind kind) {
     case MemoryKind::kMaster:
     case MemoryKind::kGrads:
     case MemoryKind::kOptimizer:
-      return "nothing but a smaller model for now (tensor parallelism, which splits them over --tp ranks, is not "
-             "on the GPU path yet)";
+      return "--tp (a student) or --teacher-tp (a teacher): tensor parallelism splits them over that many GPUs";
     case MemoryKind::kWorkspace:
       return "--micro-batch (the attention backward's scratch grows with it)";
   }

@@ -14,6 +14,7 @@
 
 #ifdef OPD_WITH_CUDA
 #include "model/gpu_transformer.h"
+#include "parallel/device_group.h"
 #endif
 
 namespace opd {
@@ -61,9 +62,16 @@ Transformer::Transformer(const Transformer& o) : Transformer(o.cfg_, o.tok_, o.v
 
 void Transformer::use_gpu(const MemoryPlanOptions& plan, const std::string& who) {
 #ifdef OPD_WITH_CUDA
-  gpu_ = std::make_shared<GpuTransformer>(*this, plan, who);
+  MemoryPlanOptions planned = plan;
+  planned.tp = vocab_.split() ? vocab_.tp->size() : 1;  // the model's own degree, whatever the caller planned
+  if (vocab_.split()) {
+    // A group of its own: NCCL work follows the model's stream, and another model's would not.
+    device_tp_ = device_group(*vocab_.tp, vocab_.tp->name() + " (nccl)", &tp_transport_);
+  }
+  gpu_ = std::make_shared<GpuTransformer>(*this, planned, who, device_tp_.get());
   vocab_.device = true;
   vocab_.stream = gpu_->stream();
+  vocab_.device_tp = device_tp_.get();
 #else
   (void)plan;
   throw Error(str(who, ": --device cuda: this opd was built without CUDA (configure with -DOPD_CUDA=ON)"));
@@ -96,6 +104,10 @@ void Transformer::all_reduce_grads(Communicator& dp) {
 
 std::string Transformer::gpu_memory_report(const std::string& title) const {
 #ifdef OPD_WITH_CUDA
+  if (gpu_ && vocab_.split())
+    return gpu_->plan().report(title) +
+           str("  tensor parallel over ", vocab_.tp->size(), " ranks: activations summed ",
+               device_tp_ ? "over NCCL" : "through host memory (" + tp_transport_ + ")", "\n");
   if (gpu_) return gpu_->plan().report(title);
 #endif
   (void)title;
@@ -184,6 +196,9 @@ void Transformer::row_parallel_add(float* out, const float* residual, const floa
 
 void Transformer::reduce_partial_grads() {
   if (!vocab_.split()) return;
+#ifdef OPD_WITH_CUDA
+  if (gpu_) return gpu_->reduce_partial_grads();
+#endif
   for (const ParamSpec& s : specs_)
     if (s.partial_grad) tp_sum(grads_.data() + s.offset, s.size);
 }

@@ -113,8 +113,10 @@ class Transformer {
   // decode run on the current CUDA device as a GpuTransformer planned for `plan` (bf16 weights and
   // activations; fp32 master weights, gradients and statistics), logits rows are device memory
   // (vocab_shard().device) and every other array stays on the host. params() remains the host
-  // copy, refreshed from the master weights by sync_to_host(). Whole models only (no TP yet).
-  // `who` names the rank in a plan that does not fit.
+  // copy, refreshed from the master weights by sync_to_host(). Under TP each rank puts its shards
+  // on its GPU (the plan's tp is the model's) and the TP group gets an NCCL twin when every rank
+  // has a GPU of its own (parallel/device_group.h; collective over the group), else activations
+  // are summed through host memory. `who` names the rank in a plan that does not fit.
   void use_gpu(const MemoryPlanOptions& plan, const std::string& who);
   bool on_gpu() const { return gpu_ != nullptr; }
   GpuTransformer* gpu() const { return gpu_.get(); }
@@ -153,7 +155,9 @@ class Transformer {
   std::vector<float> final_resid_, lnf_, rstdf_, logits_;
   // Backward scratch.
   std::vector<float> dresid_, dln_, dq_, dk_, dv_, datt_, dqp_, dkp_, dgate_, dup_, dh_;
-  std::shared_ptr<GpuTransformer> gpu_;  // shared_ptr: complete only where CUDA is built
+  std::unique_ptr<Communicator> device_tp_;  // the TP group over NCCL (GPU path); outlives gpu_
+  std::string tp_transport_;                 // why not NCCL, when device_tp_ is null
+  std::shared_ptr<GpuTransformer> gpu_;      // shared_ptr: complete only where CUDA is built
   std::vector<float> dlogits_, last_rows_;
   // Decode scratch (one row per sequence).
   std::vector<float> dec_x_, dec_ln_, dec_rstd_, dec_q_, dec_k_, dec_v_, dec_qn_, dec_kn_, dec_q_rstd_, dec_k_rstd_,

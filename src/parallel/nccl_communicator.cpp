@@ -237,6 +237,9 @@ void NcclCommunicator::all_reduce_typed(T* data, size_t n, ReduceOp op, ncclData
 void NcclCommunicator::all_reduce(float* data, size_t n, ReduceOp op) { all_reduce_typed(data, n, op, ncclFloat32); }
 void NcclCommunicator::all_reduce(double* data, size_t n, ReduceOp op) { all_reduce_typed(data, n, op, ncclFloat64); }
 void NcclCommunicator::all_reduce(int64_t* data, size_t n, ReduceOp op) { all_reduce_typed(data, n, op, ncclInt64); }
+void NcclCommunicator::all_reduce(__nv_bfloat16* data, size_t n, ReduceOp op) {
+  all_reduce_typed(data, n, op, ncclBfloat16);
+}
 
 void NcclCommunicator::all_gather(const void* in, size_t bytes, void* out) {
   if (bytes == 0) return;

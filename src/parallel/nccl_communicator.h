@@ -50,6 +50,7 @@
 //   nothing (a killed process) is noticed by mpirun, which ends the job.
 // - Threads: one thread at a time per communicator and its children (NCCL's rule).
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -85,6 +86,8 @@ class NcclCommunicator : public Communicator {
   void all_reduce(float* data, size_t n, ReduceOp op) override;
   void all_reduce(double* data, size_t n, ReduceOp op) override;
   void all_reduce(int64_t* data, size_t n, ReduceOp op) override;
+  // bf16 activations (tensor parallelism), summed by NCCL in bf16.
+  void all_reduce(__nv_bfloat16* data, size_t n, ReduceOp op);
   // In place when `in` is out + rank() * bytes; otherwise in and out must not overlap.
   void all_gather(const void* in, size_t bytes, void* out) override;
   void broadcast(void* data, size_t bytes, int root) override;

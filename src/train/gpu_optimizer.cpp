@@ -1,6 +1,7 @@
 #ifdef OPD_WITH_CUDA
 #include "train/gpu_optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -33,9 +34,35 @@ void GpuAdamW::download(const char* moment, std::vector<float>& out) const {
   CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
 }
 
+double GpuAdamW::grad_sumsq() const {
+  const size_t n = model_.num_params();
+  Communicator* tp = model_.tp();
+  if (!tp) return cuda::grad_sumsq(model_.grads(), n, model_.stream());
+  // The global norm: split tensors' squares summed over the TP group, replicated ones counted once.
+  // Neighbouring tensors of the same kind are one range, one reduction.
+  double* parts = nullptr;  // device: split, replicated
+  CUDA_CHECK(cudaMallocAsync(&parts, 2 * sizeof(double), model_.stream()));
+  CUDA_CHECK(cudaMemsetAsync(parts, 0, 2 * sizeof(double), model_.stream()));
+  std::vector<ParamSpec> specs = model_.specs();
+  std::sort(specs.begin(), specs.end(), [](const ParamSpec& a, const ParamSpec& b) { return a.offset < b.offset; });
+  for (size_t i = 0; i < specs.size();) {
+    const bool replicated = specs[i].shard.replicated();
+    const size_t begin = specs[i].offset;
+    size_t end = begin + specs[i].size;
+    for (++i; i < specs.size() && specs[i].shard.replicated() == replicated && specs[i].offset == end; ++i)
+      end += specs[i].size;
+    cuda::grad_sumsq_add(parts + replicated, model_.grads() + begin, end - begin, model_.stream());
+  }
+  double host[2];
+  CUDA_CHECK(cudaMemcpyAsync(host, parts, sizeof(host), cudaMemcpyDeviceToHost, model_.stream()));
+  CUDA_CHECK(cudaFreeAsync(parts, model_.stream()));
+  CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
+  return all_reduce_value(*tp, host[0], ReduceOp::kSum) + host[1];
+}
+
 double GpuAdamW::step(int step, double grad_scale) {
   const size_t n = model_.num_params();
-  const double norm = std::sqrt(cuda::grad_sumsq(model_.grads(), n, model_.stream())) * grad_scale;
+  const double norm = std::sqrt(grad_sumsq()) * grad_scale;
   OPD_REQUIRE(std::isfinite(norm), "step ", step, ": the gradient norm is ", norm,
               " (NaN or Inf); stopping before the update so the last saved model stays good");
   const double scale = grad_scale * ((o_.grad_clip > 0 && norm > o_.grad_clip) ? o_.grad_clip / norm : 1.0);

@@ -23,6 +23,8 @@ class GpuAdamW {
   void download(const char* moment, std::vector<float>& out) const;
 
  private:
+  double grad_sumsq() const;  // the squared norm of the whole model's gradient (over TP too)
+
   GpuTransformer& model_;
   OptimizerOptions o_;
   int t_ = 0;

@@ -13,18 +13,42 @@ double scoring_flops(const Transformer& teacher, const SequenceBatch& batch) {
   return teacher.forward_flops(tokens, batch.T / 2.0);
 }
 
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
 int ColocatedScoring::submit(const SequenceBatch& batch, const KlSpec& kl) {
+  finish_pending();
   const auto t0 = std::chrono::steady_clock::now();
   double flops = 0;
-  done_[next_] = shared_prefix_ ? teacher_.score_shared_prefix(batch, kl, &flops) : teacher_.score(batch, kl);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  usage_.busy += s;
+  if (model_.on_gpu() && !shared_prefix_) {
+    pending_ = Pending{next_, batch, kl, teacher_.forward(batch)};
+    flops = scoring_flops(model_, batch);
+  } else {
+    done_[next_] = shared_prefix_ ? teacher_.score_shared_prefix(batch, kl, &flops) : teacher_.score(batch, kl);
+    if (!shared_prefix_) flops = scoring_flops(model_, batch);
+  }
+  const double s = seconds_since(t0);
+  usage_.busy += s;  // on the GPU path only the host's part: the forward runs on after submit() returns
   usage_.wait += s;
-  usage_.flops += shared_prefix_ ? flops : scoring_flops(model_, batch);
+  usage_.flops += flops;
   return next_++;
 }
 
+void ColocatedScoring::finish_pending() {
+  if (!pending_) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  done_[pending_->ticket] = teacher_.from_logits(pending_->logits, pending_->batch, pending_->kl);
+  pending_.reset();
+  const double s = seconds_since(t0);  // includes waiting for the rest of the forward
+  usage_.busy += s;
+  usage_.wait += s;
+}
+
 TeacherScores ColocatedScoring::collect(int ticket) {
+  if (pending_ && pending_->ticket == ticket) finish_pending();
   auto it = done_.find(ticket);
   OPD_REQUIRE(it != done_.end(), "scoring: ticket ", ticket, " was never submitted or is already collected");
   TeacherScores s = std::move(it->second);

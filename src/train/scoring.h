@@ -3,6 +3,7 @@
 // sampled and collects the scores when it trains on them, so a remote teacher works meanwhile.
 #pragma once
 #include <map>
+#include <optional>
 
 #include "train/teacher.h"
 
@@ -33,7 +34,12 @@ class ScoringClient {
   Usage usage_;
 };
 
-// The teacher in this process: scoring happens in submit(), and the student waits for all of it.
+// The teacher in this process. On the CPU, scoring happens in submit(). With the teacher on a GPU
+// (and no --shared-prefix), submit() only queues its forward on the teacher's stream and collect()
+// turns the logits into scores: a micro-batch submitted before the student trains on the previous
+// one is scored on the GPU while the student's forward and backward run on the student's stream.
+// The teacher holds one forward's logits, so submit() first finishes the scores of a forward still
+// pending; any order of calls gives the same scores.
 class ColocatedScoring : public ScoringClient {
  public:
   explicit ColocatedScoring(Transformer& teacher, bool shared_prefix = false)
@@ -42,10 +48,19 @@ class ColocatedScoring : public ScoringClient {
   TeacherScores collect(int ticket) override;
 
  private:
+  struct Pending {
+    int ticket;
+    SequenceBatch batch;
+    KlSpec kl;
+    const float* logits;
+  };
+  void finish_pending();  // the pending forward's scores into done_
+
   Transformer& model_;
   ColocatedTeacher teacher_;
   bool shared_prefix_;
   std::map<int, TeacherScores> done_;
+  std::optional<Pending> pending_;
   int next_ = 0;
 };
 

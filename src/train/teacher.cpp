@@ -38,7 +38,11 @@ KlSpec parse_kl(const std::string& text, int vocab) {
 }
 
 TeacherScores ColocatedTeacher::score(const SequenceBatch& batch, const KlSpec& kl) {
-  return from_logits(model_.forward(batch.tokens.data(), batch.B, batch.T), batch, kl);
+  return from_logits(forward(batch), batch, kl);
+}
+
+const float* ColocatedTeacher::forward(const SequenceBatch& batch) {
+  return model_.forward(batch.tokens.data(), batch.B, batch.T);
 }
 
 TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, const KlSpec& kl, double* flops) {

@@ -34,9 +34,12 @@ class ColocatedTeacher {
   // several samples share a prompt; equal to score() up to float rounding (other GEMM shapes).
   // A row's prompt ends where its first scored position is. `flops` receives the forward FLOPs.
   TeacherScores score_shared_prefix(const SequenceBatch& batch, const KlSpec& kl, double* flops);
+  // score() in two halves: the forward (on the GPU, queued on the model's stream and returned at
+  // once) and the scores from its logits (which waits for them).
+  const float* forward(const SequenceBatch& batch);
+  TeacherScores from_logits(const float* logits, const SequenceBatch& batch, const KlSpec& kl);
 
  private:
-  TeacherScores from_logits(const float* logits, const SequenceBatch& batch, const KlSpec& kl);
   Transformer& model_;
 };
 

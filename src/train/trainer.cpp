@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <numeric>
 
@@ -325,6 +326,17 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     double anchor_time = 0, rollout_time = 0, train_time = 0;
     std::vector<std::vector<float>> teacher_logp_logged;
     size_t trained_micro = 0;  // micro-batches trained so far, in order
+    // A colocated teacher on its own GPU model gets micro-batch i+1 before the student trains on
+    // i: its forward runs on the teacher's stream meanwhile (train/scoring.h).
+    const bool prefetch_scores = !remote && teacher && teacher != &student && teacher->on_gpu() && !c.shared_prefix;
+    std::map<size_t, int> local_tickets;  // micro-batch -> ticket of the colocated scorer
+    const auto local_ticket = [&](const std::vector<Sequence>& all, size_t micro_index) {
+      auto it = local_tickets.find(micro_index);
+      if (it != local_tickets.end()) return it->second;
+      const size_t first = micro_index * size_t(c.micro_batch), last = std::min(all.size(), first + c.micro_batch);
+      const std::vector<Sequence> micro(all.begin() + first, all.begin() + last);
+      return local_tickets[micro_index] = scorer->submit(make_batch(micro, pad, c.all_tokens), c.distill.kl);
+    };
     auto train_micro = [&](const std::vector<Sequence>& all) {
       const auto t0 = Clock::now();
       const size_t micro_index = trained_micro++;
@@ -337,7 +349,8 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       TokenSums s;
       if (c.method == Method::kDistill) {
         TeacherScores scores =
-            remote ? remote->collect(tickets.at(micro_index)) : scorer->collect(scorer->submit(b, c.distill.kl));
+            remote ? remote->collect(tickets.at(micro_index)) : scorer->collect(local_ticket(all, micro_index));
+        if (prefetch_scores && last < all.size()) local_ticket(all, micro_index + 1);
         std::vector<char> anchored(micro.size(), 0);
         for (size_t i = 0; i < micro.size(); ++i) anchored[i] = examples[micro[i].group].source == 1;
         if (std::find(anchored.begin(), anchored.end(), 1) != anchored.end()) {

@@ -26,7 +26,8 @@ inline std::string opd_binary() {
   return OPD_BINARY;
 }
 
-// `env`: assignments put before the command, e.g. "OPD_FAULT_SIGNAL_AT_STEP=3".
+// `env`: what goes before the command: variable assignments (e.g. "OPD_FAULT_SIGNAL_AT_STEP=3"),
+// a launcher (e.g. "mpirun -n 2"), or both.
 inline Result run_opd(const std::string& args, const std::string& env = "") {
   const std::string cmd = env + (env.empty() ? "" : " ") + opd_binary() + " " + args + " 2>&1";
   Result r;

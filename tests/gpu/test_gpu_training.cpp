@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -55,6 +56,7 @@ class GpuTraining : public ::testing::Test {
       save_model(path, m);
     };
     make(128, 2, 1, 256, 11, dir_ + "/student.h5");
+    make(128, 2, 2, 256, 13, dir_ + "/student_tp.h5");  // its kv heads split over --tp 2 too
     make(256, 4, 2, 512, 12, dir_ + "/teacher.h5");
     ArithConfig config;
     std::vector<Example> train, eval;
@@ -70,15 +72,18 @@ class GpuTraining : public ::testing::Test {
   void SetUp() override {
     if (!cuda::device_available()) GTEST_SKIP() << "no usable CUDA device (no driver or no GPU)";
   }
-  static std::string run(const std::string& method, const std::string& name, const std::string& extra) {
+  // launcher: what starts opd (e.g. mpirun), empty for one process.
+  static std::string run(const std::string& method, const std::string& name, const std::string& extra,
+                         const std::string& student = "student.h5", const std::string& launcher = "") {
     const std::string out = dir_ + "/" + name;
     // SFT reads completions (--data), the others prompts; rl sets its own batch.
     const std::string data = method == "sft" ? " --data " + dir_ + "/train.jsonl --prompts-per-step 16"
                              : method == "rl" ? " --prompts " + dir_ + "/train.jsonl"
                                               : " --prompts " + dir_ + "/train.jsonl --prompts-per-step 16";
-    const auto r = run_opd(method + " --student " + dir_ + "/student.h5" + data + " --eval " + dir_ +
-                           "/eval.jsonl --micro-batch 8 --gen-batch 16 --lr 2e-3 --eval-every 3 --threads 2 " +
-                           "--overwrite --out " + out + " " + extra);
+    const auto r = run_opd(method + " --student " + dir_ + "/" + student + data + " --eval " + dir_ +
+                               "/eval.jsonl --micro-batch 8 --gen-batch 16 --lr 2e-3 --eval-every 3 --threads 2 " +
+                               "--overwrite --out " + out + " " + extra,
+                           launcher);
     EXPECT_EQ(r.code, 0) << r.output;
     return out;
   }
@@ -103,6 +108,27 @@ TEST_F(GpuTraining, DistillFollowsTheCpuRun) {
       if (i == 0) EXPECT_LT(std::abs(g - c), 0.1 * std::abs(c) + 1e-3) << "step 1: GPU " << g << ", CPU " << c;
     }
     EXPECT_LT(band, 0.35) << "the GPU losses left the CPU run's band";
+  }
+}
+
+// Two ranks of one tensor-parallel student (and colocated teacher), each on a GPU of its own or
+// both on one (activations summed through host memory then), against the same run on one GPU.
+TEST_F(GpuTraining, TensorParallelDistillFollowsOneGpu) {
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "no mpirun on this machine";
+  const std::string mpirun = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -n 2 --oversubscribe";
+  for (const std::string kl : {"sampled", "full", "topk:4"}) {
+    SCOPED_TRACE("--kl " + kl);
+    const std::string args = "--teacher " + dir_ + "/teacher.h5 --kl " + kl + " --steps 6 --device cuda";
+    const auto one = metrics(run("distill", "tp1_" + kl.substr(0, 4), args, "student_tp.h5"));
+    const auto two = metrics(run("distill", "tp2_" + kl.substr(0, 4), args + " --tp 2", "student_tp.h5", mpirun));
+    ASSERT_EQ(one.size(), 6u);
+    ASSERT_EQ(two.size(), 6u);
+    for (int i = 0; i < 6; ++i) {
+      const double a = two[i]["loss"], b = one[i]["loss"];
+      ASSERT_TRUE(std::isfinite(a)) << "step " << i + 1;
+      if (i == 0) EXPECT_LT(std::abs(a - b), 0.1 * std::abs(b) + 1e-3) << "step 1: tp 2 " << a << ", tp 1 " << b;
+      EXPECT_LT(std::abs(a - b), 0.35 * std::max(std::abs(b), 1e-3)) << "step " << i + 1;
+    }
   }
 }
 

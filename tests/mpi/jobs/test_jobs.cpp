@@ -117,6 +117,15 @@ TEST_F(Jobs, DeviceCudaWithoutAGpuStopsEveryRankNamingIt) {
   for (const char* line : {"# student:\n  weights (bf16) ", "  optimizer state ", "  KV cache ",
                            "# colocated teacher (on the student's GPU):\n", "# student + colocated teacher: "})
     EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+  // --tp 2: each GPU holds half of the student's parameters (and their optimizer state).
+  const auto student_state = [](const std::string& out) {
+    const size_t at = out.find("  optimizer state ", out.find("# student:"));
+    return at == std::string::npos ? -1.0 : std::stod(out.substr(at + 18));
+  };
+  const double whole = student_state(r.output);
+  r = run_mpi(2, distill(dir_ + "/dry", "--device cuda --tp 2 --dry-run"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NEAR(student_state(r.output), whole / 2, 0.1 * whole) << r.output;  // printed to 0.1 MiB
   r = run_mpi(3, distill(dir_ + "/dry", "--device cuda --teacher-ranks 1 --dry-run"));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("# teacher rank:\n  weights (bf16) "), std::string::npos) << r.output;
