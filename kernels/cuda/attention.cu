@@ -7,7 +7,9 @@
 // tiles of 64 keys go through shared memory, double-buffered with cp.async so the next tile loads
 // while this one is multiplied. S = Q K^T and O += P V both use mma.sync m16n8k16 (bf16 in, fp32
 // accumulate); P goes from S's accumulator registers straight into the A operand of the second
-// product (their fragment layouts line up), so probabilities never touch shared memory.
+// product (their fragment layouts line up), so probabilities never touch shared memory. The head
+// dim only sets the k-steps of Q K^T and the n-tiles of P V (D / 16 and D / 8), so the small heads
+// of the miniature models (16, 32) run the same tiles as 64 and 128.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -35,8 +37,9 @@ constexpr int kBr = kWarps * 16;  // query rows per block
 constexpr int kBc = 64;           // keys per K/V tile
 static_assert(kBr == kBc, "the causal tile schedule assumes square tiles");
 
-// Shared rows are padded by 8 bf16 (16 bytes): consecutive rows then start 16 bytes apart modulo
-// 128, so the 8 row addresses of one ldmatrix phase hit 8 different bank quads.
+// Shared rows are padded by 8 bf16 (16 bytes): a row is then an odd number of 16-byte units long
+// (9 or 17 at D = 64 or 128, 3 or 5 at D = 16 or 32), so the 8 row addresses of one ldmatrix phase
+// hit 8 different bank quads of the 128-byte bank window.
 template <int D>
 struct FwdSmem {
   static constexpr int kStride = D + 8;
@@ -58,8 +61,15 @@ __device__ __forceinline__ void load_tile(bf16* dst, const bf16* src_bt0, int ro
   }
 }
 
+// Left free at D = 16, ptxas squeezes the kernel to 80 registers and spills; asking for 4 blocks
+// per SM (a cap of 128 registers) avoids that. 0 is no minimum, which the other head dims keep.
 template <int D>
-__global__ void __launch_bounds__(kThreads)
+constexpr int fwd_min_blocks() {
+  return D == 16 ? 4 : 0;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, fwd_min_blocks<D>())
     attention_forward_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
                              const bf16* __restrict__ k, const bf16* __restrict__ v, int Tn, int H, int Hkv,
                              float scale_log2) {
@@ -251,7 +261,8 @@ void launch_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const b
 void check_heads(const char* op, int B, int H, int Hkv, int D) {
   OPD_REQUIRE(B >= 0 && H > 0 && Hkv > 0, op, ": bad shape B=", B, " H=", H, " Hkv=", Hkv);
   OPD_REQUIRE(H % Hkv == 0, op, ": n_heads (", H, ") must be a multiple of n_kv_heads (", Hkv, ")");
-  OPD_REQUIRE(D == 64 || D == 128, op, ": head_dim D=", D, " is not supported (the kernels are built for 64 and 128)");
+  OPD_REQUIRE(D == 16 || D == 32 || D == 64 || D == 128, op, ": head_dim D=", D,
+              " is not supported (the kernels are built for 16, 32, 64 and 128)");
   OPD_REQUIRE(H <= 65535 && B <= 65535, op, ": H=", H, " and B=", B, " must each be at most 65535 (grid limit)");
 }
 
@@ -301,8 +312,12 @@ __global__ void __launch_bounds__(kDecThreads)
                           float scale_log2) {
   constexpr int SD = D + 8;  // padded row: 16-byte reads of 8 consecutive rows hit distinct banks
   constexpr int kPairs = D / 2;
-  constexpr int kAcc = kDecHeads * kPairs / kDecThreads;  // (head, column pair) cells per thread
-  static_assert(kAcc * kDecThreads == kDecHeads * kPairs, "cells must split evenly over threads");
+  constexpr int kCells = kDecHeads * kPairs;  // (head, column pair) cells of the output
+  // Cells per thread. At D = 16 there are fewer cells than threads: each thread gets one slot, and
+  // those past the last cell (head index cell / kPairs >= kDecHeads >= nh) skip it like any head
+  // past nh.
+  constexpr int kAcc = kCells >= kDecThreads ? kCells / kDecThreads : 1;
+  static_assert(kCells % kDecThreads == 0 || kDecThreads % kCells == 0, "cells must split evenly over threads");
   __shared__ float q_s[kDecHeads][D];
   __shared__ float p_s[kDecHeads][kDecChunk];
   __shared__ __align__(16) bf16 kv_s[kDecSub * SD];
@@ -461,10 +476,12 @@ void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, cons
   if (B == 0 || Tn == 0) return;
   OPD_REQUIRE(aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out),
               "cuda::attention_forward: q, k, v and out must be 16-byte aligned (cp.async and vector stores)");
-  if (D == 64)
-    launch_forward<64>(out, lse, q, k, v, B, Tn, H, Hkv, stream);
-  else
-    launch_forward<128>(out, lse, q, k, v, B, Tn, H, Hkv, stream);
+  switch (D) {  // check_heads has refused every other D
+    case 16: launch_forward<16>(out, lse, q, k, v, B, Tn, H, Hkv, stream); break;
+    case 32: launch_forward<32>(out, lse, q, k, v, B, Tn, H, Hkv, stream); break;
+    case 64: launch_forward<64>(out, lse, q, k, v, B, Tn, H, Hkv, stream); break;
+    default: launch_forward<128>(out, lse, q, k, v, B, Tn, H, Hkv, stream); break;
+  }
 }
 
 void kv_cache_write(bf16* k_cache, bf16* v_cache, const bf16* k, const bf16* v, int B, int Tn, int S, int Hkv, int D,
@@ -498,10 +515,12 @@ void attention_decode(bf16* out, const bf16* q, const bf16* k_new, const bf16* v
   const int blocks = std::min(cdiv(B * row, 256), 4096);
   kv_store_kernel<<<blocks, 256, 0, stream>>>(k_cache, v_cache, k_new, v_new, pos, B, S, row);
   CUDA_CHECK_LAUNCH();
-  if (D == 64)
-    launch_decode<64>(out, q, k_cache, v_cache, pos, workspace, B, S, H, Hkv, stream);
-  else
-    launch_decode<128>(out, q, k_cache, v_cache, pos, workspace, B, S, H, Hkv, stream);
+  switch (D) {  // check_heads has refused every other D
+    case 16: launch_decode<16>(out, q, k_cache, v_cache, pos, workspace, B, S, H, Hkv, stream); break;
+    case 32: launch_decode<32>(out, q, k_cache, v_cache, pos, workspace, B, S, H, Hkv, stream); break;
+    case 64: launch_decode<64>(out, q, k_cache, v_cache, pos, workspace, B, S, H, Hkv, stream); break;
+    default: launch_decode<128>(out, q, k_cache, v_cache, pos, workspace, B, S, H, Hkv, stream); break;
+  }
 }
 
 }  // namespace opd::cuda

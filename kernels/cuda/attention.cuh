@@ -1,6 +1,7 @@
 // Causal grouped-query flash attention on the GPU: bf16 inputs and outputs, fp32 accumulation,
-// same layouts and contract as kernels/cpu/attention.h. Head dims 64 and 128. All pointers are
-// device pointers; work is queued on `stream`. Includable from plain C++.
+// same layouts and contract as kernels/cpu/attention.h. Head dims 16, 32, 64 and 128 (the forward,
+// backward and decode refuse others; kv_cache_write takes any). All pointers are device pointers;
+// work is queued on `stream`. Includable from plain C++.
 #pragma once
 #include <cstddef>
 

@@ -94,7 +94,8 @@ __global__ void row_dot_kernel(float* di, const bf16* dout, const bf16* out, int
 // WARPS warps of 16 keys each (a key tile of 16 * WARPS rows); BR query rows per streamed tile.
 // BR is bounded by the registers: the 16 x D dK and dV accumulators plus the two 16 x BR score
 // tiles (255 registers, no spills, at D = 128; 168 at D = 64). Measured on an H200: 4 warps beat 8
-// (two or three blocks per SM instead of one), and BR = 64 beats 32 at D = 128.
+// (two or three blocks per SM instead of one), and BR = 64 beats 32 at D = 128. D = 16 and 32 take
+// the same shape (not measured).
 template <int D>
 struct DkdvShape {
   static constexpr int kWarps = 4, kQueryRows = 64;
@@ -283,6 +284,16 @@ struct DqShape<64> {
 template <>
 struct DqShape<128> {
   static constexpr int kWarps = 8, kKeyRows = 64;
+};
+// The small heads of the miniature models: registers bound nothing here, so they take the D = 64
+// shape (not measured).
+template <>
+struct DqShape<32> {
+  static constexpr int kWarps = 4, kKeyRows = 64;
+};
+template <>
+struct DqShape<16> {
+  static constexpr int kWarps = 4, kKeyRows = 64;
 };
 
 template <int D, int WARPS, int BC>
@@ -486,7 +497,8 @@ void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf
               " T=", Tn);
   OPD_REQUIRE(H > 0 && Hkv > 0 && H % Hkv == 0, "attention_backward: n_heads (", H,
               ") must be a positive multiple of n_kv_heads (", Hkv, ")");
-  OPD_REQUIRE(D == 64 || D == 128, "attention_backward: head_dim ", D, " is not supported (64 or 128)");
+  OPD_REQUIRE(D == 16 || D == 32 || D == 64 || D == 128, "attention_backward: head_dim ", D,
+              " is not supported (16, 32, 64 or 128)");
   OPD_REQUIRE((long long)B * H * ((Tn + 63) / 64) <= 2147483647LL, "attention_backward: B=", B, " H=", H, " T=", Tn,
               " need more blocks than a one-dimensional grid holds (2^31 - 1)");
   if (B == 0 || Tn == 0) return;
@@ -499,10 +511,12 @@ void attention_backward(bf16* dq, bf16* dk, bf16* dv, const bf16* dout, const bf
                               "16-byte vectors)");
   OPD_REQUIRE(aligned16(workspace), "attention_backward: workspace must be 16-byte aligned");
   float* di = static_cast<float*>(workspace);
-  if (D == 64)
-    launch_backward<64>(dq, dk, dv, dout, q, k, v, out, lse, di, B, Tn, H, Hkv, stream);
-  else
-    launch_backward<128>(dq, dk, dv, dout, q, k, v, out, lse, di, B, Tn, H, Hkv, stream);
+  switch (D) {  // every other D was refused above
+    case 16: launch_backward<16>(dq, dk, dv, dout, q, k, v, out, lse, di, B, Tn, H, Hkv, stream); break;
+    case 32: launch_backward<32>(dq, dk, dv, dout, q, k, v, out, lse, di, B, Tn, H, Hkv, stream); break;
+    case 64: launch_backward<64>(dq, dk, dv, dout, q, k, v, out, lse, di, B, Tn, H, Hkv, stream); break;
+    default: launch_backward<128>(dq, dk, dv, dout, q, k, v, out, lse, di, B, Tn, H, Hkv, stream); break;
+  }
 }
 
 }  // namespace opd::cuda

@@ -165,13 +165,13 @@ class AttentionBackwardGpu : public ::testing::Test {
 
 }  // namespace
 
-// Both head dims, GQA ratios 1, 4 and 8, and sequence lengths below, at and past the 64- and
-// 128-row tiles (the dQ kernel's query tile is 128 rows at D = 128): 1, 17, 100, 129, 257 and 700
-// leave partial tiles; 64 and 128 are exactly one tile.
+// Every head dim (16 and 32 are the miniature models'), GQA ratios 1, 4 and 8, and sequence
+// lengths below, at and past the 64- and 128-row tiles (the dQ kernel's query tile is 128 rows at
+// D = 128): 1, 17, 100, 129, 257 and 700 leave partial tiles; 64 and 128 are exactly one tile.
 TEST_F(AttentionBackwardGpu, MatchesCpu) {
   const int heads[][2] = {{4, 4}, {8, 2}, {8, 1}};
   uint32_t seed = 1;
-  for (int D : {64, 128}) {
+  for (int D : {16, 32, 64, 128}) {
     for (auto [H, Hkv] : heads) {
       for (int Tn : {1, 17, 64, 100, 128, 129, 257, 700}) {
         const Shape s{2, Tn, H, Hkv, D};
@@ -188,7 +188,8 @@ TEST_F(AttentionBackwardGpu, MatchesCpu) {
 }
 
 TEST_F(AttentionBackwardGpu, RepeatedRunsAreBitIdentical) {
-  for (const Shape s : {Shape{2, 257, 8, 2, 128}, Shape{3, 700, 8, 1, 64}}) {
+  for (const Shape s : {Shape{2, 257, 8, 2, 128}, Shape{3, 700, 8, 1, 64}, Shape{2, 257, 8, 2, 16},
+                        Shape{3, 300, 4, 4, 32}}) {
     SCOPED_TRACE(testing::Message() << "T=" << s.Tn << " H=" << s.H << " Hkv=" << s.Hkv << " D=" << s.D);
     const Problem p(s, 77);
     std::vector<Gradients> runs;
@@ -203,9 +204,11 @@ TEST_F(AttentionBackwardGpu, RepeatedRunsAreBitIdentical) {
 
 // The border check comes before any device work, so it runs without a GPU too.
 TEST(AttentionBackwardGpuBorder, RejectsUnsupportedHeadDim) {
-  EXPECT_THROW(opd::cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                             nullptr, nullptr, 1, 8, 4, 4, 96),
-               opd::Error);
+  for (int D : {8, 24, 96})
+    EXPECT_THROW(opd::cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                               nullptr, nullptr, nullptr, 1, 8, 4, 4, D),
+                 opd::Error)
+        << "D=" << D;
   EXPECT_THROW(opd::cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
                                              nullptr, nullptr, 1, 8, 6, 4, 64),
                opd::Error);

@@ -108,10 +108,13 @@ struct FwdCase {
 // The CPU op in float on the same bf16-rounded inputs is the reference: what remains is the
 // kernel's bf16 rounding of P and of the output. Scores have a spread of ~1.3 so that the softmax
 // is neither flat nor one-hot. Sequence lengths below, at, and between multiples of the 64-row tile.
+// The small head dims (16, 32: the miniature models) at group sizes 1 and 4 as well.
 TEST_F(AttentionGpu, ForwardMatchesCpu) {
   const FwdCase cases[] = {
       {2, 1, 4, 4, 64},    {2, 17, 8, 2, 128},  {1, 64, 8, 1, 64},  {2, 100, 8, 8, 128}, {1, 257, 8, 1, 128},
-      {2, 257, 4, 1, 64},  {1, 1000, 4, 1, 128}, {1, 1000, 8, 2, 64}, {3, 129, 4, 4, 128}, {2, 64, 8, 8, 64}};
+      {2, 257, 4, 1, 64},  {1, 1000, 4, 1, 128}, {1, 1000, 8, 2, 64}, {3, 129, 4, 4, 128}, {2, 64, 8, 8, 64},
+      {2, 1, 4, 4, 16},    {2, 17, 8, 2, 16},   {1, 64, 4, 4, 16},  {3, 129, 8, 2, 16},  {1, 300, 4, 1, 16},
+      {2, 1, 8, 2, 32},    {2, 17, 4, 4, 32},   {2, 100, 8, 2, 32}, {1, 128, 4, 1, 32},  {1, 257, 8, 8, 32}};
   uint32_t seed = 100;
   for (const FwdCase& c : cases) {
     SCOPED_TRACE(testing::Message() << "B=" << c.B << " T=" << c.T << " H=" << c.H << " Hkv=" << c.Hkv
@@ -140,6 +143,12 @@ TEST(AttentionGpuShapes, UnsupportedHeadDimIsRefusedByName) {
   } catch (const opd::Error& e) {
     EXPECT_NE(std::string(e.what()).find("D=96"), std::string::npos) << e.what();
   }
+  // Below the smallest kernel, and between the small ones.
+  EXPECT_THROW(opd::cuda::attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8, 4, 4, 8), opd::Error);
+  EXPECT_THROW(opd::cuda::attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8, 4, 4, 24), opd::Error);
+  EXPECT_THROW(opd::cuda::attention_decode(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1,
+                                           16, 4, 4, 8),
+               opd::Error);
   EXPECT_THROW(opd::cuda::attention_decode(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1,
                                            16, 4, 4, 80),
                opd::Error);
@@ -148,17 +157,21 @@ TEST(AttentionGpuShapes, UnsupportedHeadDimIsRefusedByName) {
 }
 
 TEST_F(AttentionGpu, KvCacheWriteIsExact) {
-  const int B = 3, Tn = 37, S = 50, Hkv = 2, D = 64;
-  const size_t ncache = size_t(B) * S * Hkv * D, nkv = size_t(B) * Tn * Hkv * D;
-  const auto kc = random_bf16(ncache, 1, -1, 1), vc = random_bf16(ncache, 2, -1, 1);
-  const auto k = random_bf16(nkv, 3, -1, 1), v = random_bf16(nkv, 4, -1, 1);
-  auto kc_ref = kc.ref, vc_ref = vc.ref;
-  opd::cpu::kv_cache_write(kc_ref.data(), vc_ref.data(), k.ref.data(), v.ref.data(), B, Tn, S, Hkv, D);
-  DeviceBuffer<bf16> dkc(kc.dev), dvc(vc.dev), dk(k.dev), dv(v.dev);
-  opd::cuda::kv_cache_write(dkc.get(), dvc.get(), dk.get(), dv.get(), B, Tn, S, Hkv, D);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  expect_near_all(to_float(dkc.host()), kc_ref, 0, 0, "k_cache [B,S,Hkv,D]", {B, S, Hkv, D});
-  expect_near_all(to_float(dvc.host()), vc_ref, 0, 0, "v_cache [B,S,Hkv,D]", {B, S, Hkv, D});
+  const int B = 3, Tn = 37, S = 50, Hkv = 2;
+  uint32_t seed = 1;
+  for (int D : {16, 32, 64}) {
+    SCOPED_TRACE(testing::Message() << "D=" << D);
+    const size_t ncache = size_t(B) * S * Hkv * D, nkv = size_t(B) * Tn * Hkv * D;
+    const auto kc = random_bf16(ncache, seed++, -1, 1), vc = random_bf16(ncache, seed++, -1, 1);
+    const auto k = random_bf16(nkv, seed++, -1, 1), v = random_bf16(nkv, seed++, -1, 1);
+    auto kc_ref = kc.ref, vc_ref = vc.ref;
+    opd::cpu::kv_cache_write(kc_ref.data(), vc_ref.data(), k.ref.data(), v.ref.data(), B, Tn, S, Hkv, D);
+    DeviceBuffer<bf16> dkc(kc.dev), dvc(vc.dev), dk(k.dev), dv(v.dev);
+    opd::cuda::kv_cache_write(dkc.get(), dvc.get(), dk.get(), dv.get(), B, Tn, S, Hkv, D);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    expect_near_all(to_float(dkc.host()), kc_ref, 0, 0, "k_cache [B,S,Hkv,D]", {B, S, Hkv, D});
+    expect_near_all(to_float(dvc.host()), vc_ref, 0, 0, "v_cache [B,S,Hkv,D]", {B, S, Hkv, D});
+  }
 }
 
 struct DecodeCase {
@@ -168,13 +181,21 @@ struct DecodeCase {
 
 // Caches full of random rows (those past pos must be ignored), positions from the first row to
 // beyond several 256-row chunks, different per sequence; group sizes 1, 4, 8 and 16 (the last takes
-// two head groups per kv head).
+// two head groups per kv head). At D = 16 a block has fewer output cells than threads: group sizes
+// 4 and 8 leave different numbers of them idle.
 TEST_F(AttentionGpu, DecodeMatchesCpu) {
   const DecodeCase cases[] = {{64, 4, 4, 64, {0, 1, 63}},
                               {3072, 8, 2, 128, {2999, 255, 256, 1000}},
                               {3000, 8, 1, 64, {2999, 0, 511}},
                               {600, 16, 1, 128, {599, 300}},
-                              {1024, 8, 8, 128, {1023}}};
+                              {1024, 8, 8, 128, {1023}},
+                              {300, 4, 4, 16, {0, 17, 299}},
+                              {1000, 8, 2, 16, {999, 255, 256}},
+                              {600, 16, 1, 16, {599, 64}},
+                              {80, 8, 1, 16, {79}},
+                              {300, 4, 4, 32, {299, 1, 100}},
+                              {1500, 8, 2, 32, {1499, 511, 0}},
+                              {513, 16, 2, 32, {512, 256}}};
   uint32_t seed = 500;
   for (const DecodeCase& c : cases) {
     const int B = int(c.pos.size());
