@@ -12,14 +12,26 @@ using namespace packed;
 
 constexpr int kThreads = 256;
 
-// One block per row; copies in 16-byte packs when the rows allow it.
-template <typename T, bool kVec>
+// One block per row; copies in 16-byte packs when the rows allow it. kShard: the table holds rows
+// [v0, v0 + Vl) only, and a token outside them gives a zero row.
+template <typename T, bool kVec, bool kShard>
 __global__ void __launch_bounds__(kThreads)
     embedding_forward_kernel(T* __restrict__ out, const int* __restrict__ tokens, const T* __restrict__ table,
-                             int C) {
+                             int C, int v0, int Vl) {
   const int n = blockIdx.x;
-  const T* src = table + size_t(tokens[n]) * C;
+  const int token = tokens[n];
   T* dst = out + size_t(n) * C;
+  // token >= v0 first, so that token - v0 cannot overflow. Uniform per block.
+  if (kShard && !(token >= v0 && token - v0 < Vl)) {
+    if constexpr (kVec) {
+      const int packs = C / kPack<T>;
+      for (int i = threadIdx.x; i < packs; i += kThreads) reinterpret_cast<int4*>(dst)[i] = make_int4(0, 0, 0, 0);
+    } else {
+      for (int c = threadIdx.x; c < C; c += kThreads) dst[c] = from_float<T>(0.0f);
+    }
+    return;
+  }
+  const T* src = table + size_t(token - v0) * C;
   if constexpr (kVec) {
     const int packs = C / kPack<T>;
     for (int i = threadIdx.x; i < packs; i += kThreads)
@@ -37,16 +49,17 @@ __global__ void iota_kernel(int* __restrict__ v, int N) {
 
 // Block (s, y) looks at sorted slot s. Only the first slot of each run of equal tokens does work:
 // its threads (one per column of slice y) add the run's rows in ascending position and write the
-// sum once. Every element of dtable is written by exactly one thread.
+// sum once. Every element of dtable is written by exactly one thread. dtable holds the rows of
+// tokens [v0, v0 + Vl) (the whole table: v0 = 0, Vl = V); other tokens add nothing.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     embedding_backward_kernel(float* __restrict__ dtable, const T* __restrict__ dout,
                               const int* __restrict__ sorted_tokens, const int* __restrict__ sorted_pos, int N,
-                              int V, int C) {
+                              int C, int v0, int Vl) {
   const int s = blockIdx.x;
   const int token = sorted_tokens[s];
   if (s > 0 && sorted_tokens[s - 1] == token) return;  // not the head of its run (uniform per block)
-  if (token < 0 || token >= V) return;
+  if (!(token >= v0 && token - v0 < Vl)) return;        // token >= v0 first: no overflow
   // The run's end, 32 slots per step: each warp compares 32 sorted ids at once (a frequent token
   // such as padding can repeat thousands of times). Ids are sorted, so the first mismatch ends it.
   int end = s + 1;
@@ -62,7 +75,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   const int c = blockIdx.y * kThreads + threadIdx.x;
   if (c >= C) return;
-  float* dst = dtable + size_t(token) * C + c;
+  float* dst = dtable + size_t(token - v0) * C + c;
   float acc = *dst;
   // Known bounds let the compiler keep several rows' loads in flight; the adds stay in order.
 #pragma unroll 8
@@ -70,24 +83,21 @@ __global__ void __launch_bounds__(kThreads)
   *dst = acc;
 }
 
-}  // namespace
-
-template <typename T>
-void embedding_forward(T* out, const int* tokens, const T* table, int N, int C, cudaStream_t stream) {
-  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::embedding_forward: negative shape N=", N, " C=", C);
-  if (N == 0 || C == 0) return;
+template <typename T, bool kShard>
+void launch_forward(T* out, const int* tokens, const T* table, int N, int C, int v0, int Vl, cudaStream_t stream) {
   if (C % kPack<T> == 0 && aligned16(out) && aligned16(table))
-    embedding_forward_kernel<T, true><<<N, kThreads, 0, stream>>>(out, tokens, table, C);
+    embedding_forward_kernel<T, true, kShard><<<N, kThreads, 0, stream>>>(out, tokens, table, C, v0, Vl);
   else
-    embedding_forward_kernel<T, false><<<N, kThreads, 0, stream>>>(out, tokens, table, C);
+    embedding_forward_kernel<T, false, kShard><<<N, kThreads, 0, stream>>>(out, tokens, table, C, v0, Vl);
   CUDA_CHECK_LAUNCH();
 }
 
+// Sorts the positions by token, then one block per sorted slot and column slice (see the kernel).
 template <typename T>
-void embedding_backward(float* dtable, const T* dout, const int* tokens, int N, int V, int C, cudaStream_t stream) {
-  OPD_REQUIRE(N >= 0 && V >= 0 && C >= 0, "cuda::embedding_backward: negative shape N=", N, " V=", V, " C=", C);
+void backward_sorted(const char* op, float* dtable, const T* dout, const int* tokens, int N, int C, int v0, int Vl,
+                     cudaStream_t stream) {
   if (N == 0 || C == 0) return;
-  OPD_REQUIRE(C <= 65535 * kThreads, "cuda::embedding_backward: C=", C, " is too wide");
+  OPD_REQUIRE(C <= 65535 * kThreads, "cuda::", op, ": C=", C, " is too wide");
 
   // Scratch: sorted tokens, positions before and after the sort, then CUB's own temporary space.
   size_t cub_bytes = 0;
@@ -109,9 +119,43 @@ void embedding_backward(float* dtable, const T* dout, const int* tokens, int N, 
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(cub_temp, cub_bytes, tokens, sorted_tokens, pos, sorted_pos, N, 0,
                                              int(sizeof(int) * 8), stream));
   const dim3 grid(N, (C + kThreads - 1) / kThreads);
-  embedding_backward_kernel<T><<<grid, kThreads, 0, stream>>>(dtable, dout, sorted_tokens, sorted_pos, N, V, C);
+  embedding_backward_kernel<T><<<grid, kThreads, 0, stream>>>(dtable, dout, sorted_tokens, sorted_pos, N, C, v0, Vl);
   CUDA_CHECK_LAUNCH();
   CUDA_CHECK(cudaFreeAsync(scratch, stream));
+}
+
+}  // namespace
+
+template <typename T>
+void embedding_forward(T* out, const int* tokens, const T* table, int N, int C, cudaStream_t stream) {
+  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::embedding_forward: negative shape N=", N, " C=", C);
+  if (N == 0 || C == 0) return;
+  launch_forward<T, false>(out, tokens, table, N, C, 0, 0, stream);
+}
+
+template <typename T>
+void embedding_backward(float* dtable, const T* dout, const int* tokens, int N, int V, int C, cudaStream_t stream) {
+  OPD_REQUIRE(N >= 0 && V >= 0 && C >= 0, "cuda::embedding_backward: negative shape N=", N, " V=", V, " C=", C);
+  backward_sorted("embedding_backward", dtable, dout, tokens, N, C, 0, V, stream);
+}
+
+template <typename T>
+void embedding_forward_shard(T* out, const int* tokens, const T* table, int N, int C, int v0, int Vl,
+                             cudaStream_t stream) {
+  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::embedding_forward_shard: negative shape N=", N, " C=", C);
+  OPD_REQUIRE(v0 >= 0 && Vl > 0, "cuda::embedding_forward_shard: shard [", v0, ", ", v0 + int64_t(Vl),
+              ") is empty or negative");
+  if (N == 0 || C == 0) return;
+  launch_forward<T, true>(out, tokens, table, N, C, v0, Vl, stream);
+}
+
+template <typename T>
+void embedding_backward_shard(float* dtable, const T* dout, const int* tokens, int N, int C, int v0, int Vl,
+                              cudaStream_t stream) {
+  OPD_REQUIRE(N >= 0 && C >= 0, "cuda::embedding_backward_shard: negative shape N=", N, " C=", C);
+  OPD_REQUIRE(v0 >= 0 && Vl > 0, "cuda::embedding_backward_shard: shard [", v0, ", ", v0 + int64_t(Vl),
+              ") is empty or negative");
+  backward_sorted("embedding_backward_shard", dtable, dout, tokens, N, C, v0, Vl, stream);
 }
 
 template void embedding_forward<float>(float*, const int*, const float*, int, int, cudaStream_t);
@@ -120,5 +164,11 @@ template void embedding_forward<__nv_bfloat16>(__nv_bfloat16*, const int*, const
 template void embedding_backward<float>(float*, const float*, const int*, int, int, int, cudaStream_t);
 template void embedding_backward<__nv_bfloat16>(float*, const __nv_bfloat16*, const int*, int, int, int,
                                                 cudaStream_t);
+template void embedding_forward_shard<float>(float*, const int*, const float*, int, int, int, int, cudaStream_t);
+template void embedding_forward_shard<__nv_bfloat16>(__nv_bfloat16*, const int*, const __nv_bfloat16*, int, int, int,
+                                                     int, cudaStream_t);
+template void embedding_backward_shard<float>(float*, const float*, const int*, int, int, int, int, cudaStream_t);
+template void embedding_backward_shard<__nv_bfloat16>(float*, const __nv_bfloat16*, const int*, int, int, int, int,
+                                                      cudaStream_t);
 
 }  // namespace opd::cuda

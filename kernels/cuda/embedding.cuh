@@ -23,4 +23,17 @@ template <typename T>
 void embedding_backward(float* dtable, const T* dout, const int* tokens, int N, int V, int C,
                         cudaStream_t stream = 0);
 
+// Vocabulary-parallel forms (tensor parallelism), as the CPU ops of the same names: this rank holds
+// rows [v0, v0 + Vl) of the table. The forward writes zero rows for tokens outside the shard (so a
+// sum over the TP ranks gives the full lookup); the backward adds only the rows of tokens inside
+// it, by embedding_backward's deterministic, atomic-free scheme (the same order as the CPU op, so
+// with float dout the CPU's result bit for bit). Any token id is allowed: outside the shard, it
+// adds nothing.
+template <typename T>
+void embedding_forward_shard(T* out, const int* tokens, const T* table, int N, int C, int v0, int Vl,
+                             cudaStream_t stream = 0);
+template <typename T>
+void embedding_backward_shard(float* dtable, const T* dout, const int* tokens, int N, int C, int v0, int Vl,
+                              cudaStream_t stream = 0);
+
 }  // namespace opd::cuda

@@ -104,6 +104,56 @@ __global__ void combine_kernel(float* __restrict__ logp, float* __restrict__ lse
   logp[n] = targets[n] < 0 ? 0.0f : (tl - m) - l;
 }
 
+// One block per row of the shard: h = -sum p (x - lse), each thread over its share, then a fixed
+// tree. The share form keeps lse out of the sum (see cpu::entropy_shard on the cancellation).
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    entropy_shard_kernel(float* __restrict__ out, const T* __restrict__ logits, const float* __restrict__ lse,
+                         int Vl) {
+  __shared__ float red[kThreads / 32];
+  const int row = blockIdx.x;
+  const T* x = logits + static_cast<size_t>(row) * Vl;
+  const float l = lse[row];
+  float h = 0.0f;
+  visit_row<T, T, W, false>(x, x, Vl, [&](int, float xv, float) {
+    const float lp = xv - l;
+    const float p = __expf(lp);
+    if (p > 0.0f) h -= p * lp;  // no mass, no term (a -inf logit)
+  });
+  h = block_sum(h, red);
+  if (threadIdx.x == 0) out[row] = h;
+}
+
+// One block per row; no reduction (lse is given), so each element is one read and one write.
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    logprobs_backward_shard_kernel(T* dlogits, const float* __restrict__ dlogp, const T* __restrict__ logits,
+                                   const float* __restrict__ lse, const int* __restrict__ targets, int Vl, int v0) {
+  const int row = blockIdx.x;
+  const int t = targets[row];
+  if (t < 0) return;
+  // t >= v0 first, so that t - v0 cannot overflow.
+  const int local = t >= v0 && t - v0 < Vl ? t - v0 : -1;
+  const T* x = logits + static_cast<size_t>(row) * Vl;
+  T* dx = dlogits + static_cast<size_t>(row) * Vl;
+  const float l = lse[row], d = dlogp[row];
+  // As the CPU op: the softmax part first, then the one-hot.
+  map_row<T, T, T, W, true>(dx, x, dx, Vl, [&](int v, float xv, float old) {
+    float r = old - d * __expf(xv - l);
+    if (v == local) r += d;
+    return r;
+  });
+}
+
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    log_softmax_shard_kernel(T* out, const T* logits, const float* __restrict__ lse, int Vl) {
+  const size_t off = static_cast<size_t>(blockIdx.x) * Vl;
+  const float l = lse[blockIdx.x];
+  map_row<T, T, T, W, false>(out + off, logits + off, logits + off, Vl,
+                             [&](int, float xv, float) { return xv - l; });
+}
+
 struct Pick {
   float x;
   int v;  // -1: nothing picked yet
@@ -178,6 +228,11 @@ __global__ void __launch_bounds__(kThreads)
 
 void check_shape(const char* op, int N, int V) {
   OPD_REQUIRE(N >= 0 && V > 0, "cuda::", op, ": need N >= 0 and V > 0, got N=", N, " V=", V);
+}
+
+void check_shard(const char* op, int N, int Vl, int v0) {
+  OPD_REQUIRE(N >= 0 && Vl > 0 && v0 >= 0, "cuda::", op, ": need N >= 0, Vl > 0 and v0 >= 0, got N=", N,
+              " Vl=", Vl, " v0=", v0);
 }
 
 }  // namespace
@@ -260,12 +315,51 @@ void combine_shard_stats(float* logp, float* lse, const float* mx, const float* 
   CUDA_CHECK_LAUNCH();
 }
 
-#define OPD_INSTANTIATE(T)                                                                                   \
-  template void logprobs_forward<T>(float*, float*, const T*, const int*, int, int, cudaStream_t);          \
-  template void logprobs_backward<T>(T*, const float*, const T*, const int*, int, int, cudaStream_t);       \
-  template void log_softmax_forward<T>(T*, const T*, int, int, cudaStream_t);                              \
-  template void topk_logprobs<T>(int*, float*, const T*, const int*, bool, int, int, int, cudaStream_t);     \
-  template void logprobs_shard_stats<T>(float*, float*, float*, const T*, const int*, int, int, int, cudaStream_t);
+template <typename T>
+void entropy_shard(float* out, const T* logits, const float* lse, int N, int Vl, cudaStream_t stream) {
+  check_shard("entropy_shard", N, Vl, 0);
+  if (N == 0) return;
+  if (packable(logits, Vl, sizeof(T)))
+    entropy_shard_kernel<T, kVecWidth<T>><<<N, kThreads, 0, stream>>>(out, logits, lse, Vl);
+  else
+    entropy_shard_kernel<T, 1><<<N, kThreads, 0, stream>>>(out, logits, lse, Vl);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void logprobs_backward_shard(T* dlogits, const float* dlogp, const T* logits, const float* lse, const int* targets,
+                             int N, int Vl, int v0, cudaStream_t stream) {
+  check_shard("logprobs_backward_shard", N, Vl, v0);
+  if (N == 0) return;
+  if (packable(logits, Vl, sizeof(T)) && packable(dlogits, Vl, sizeof(T)))
+    logprobs_backward_shard_kernel<T, kVecWidth<T>><<<N, kThreads, 0, stream>>>(dlogits, dlogp, logits, lse, targets,
+                                                                                Vl, v0);
+  else
+    logprobs_backward_shard_kernel<T, 1><<<N, kThreads, 0, stream>>>(dlogits, dlogp, logits, lse, targets, Vl, v0);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void log_softmax_shard(T* out, const T* logits, const float* lse, int N, int Vl, cudaStream_t stream) {
+  check_shard("log_softmax_shard", N, Vl, 0);
+  if (N == 0) return;
+  if (packable(logits, Vl, sizeof(T)) && packable(out, Vl, sizeof(T)))
+    log_softmax_shard_kernel<T, kVecWidth<T>><<<N, kThreads, 0, stream>>>(out, logits, lse, Vl);
+  else
+    log_softmax_shard_kernel<T, 1><<<N, kThreads, 0, stream>>>(out, logits, lse, Vl);
+  CUDA_CHECK_LAUNCH();
+}
+
+#define OPD_INSTANTIATE(T)                                                                                          \
+  template void logprobs_forward<T>(float*, float*, const T*, const int*, int, int, cudaStream_t);                  \
+  template void logprobs_backward<T>(T*, const float*, const T*, const int*, int, int, cudaStream_t);               \
+  template void log_softmax_forward<T>(T*, const T*, int, int, cudaStream_t);                                       \
+  template void topk_logprobs<T>(int*, float*, const T*, const int*, bool, int, int, int, cudaStream_t);            \
+  template void logprobs_shard_stats<T>(float*, float*, float*, const T*, const int*, int, int, int, cudaStream_t); \
+  template void entropy_shard<T>(float*, const T*, const float*, int, int, cudaStream_t);                           \
+  template void logprobs_backward_shard<T>(T*, const float*, const T*, const float*, const int*, int, int, int,     \
+                                           cudaStream_t);                                                           \
+  template void log_softmax_shard<T>(T*, const T*, const float*, int, int, cudaStream_t);
 OPD_INSTANTIATE(float)
 OPD_INSTANTIATE(bf16)
 #undef OPD_INSTANTIATE

@@ -52,4 +52,23 @@ void logprobs_shard_stats(float* mx, float* sumexp, float* target_logit, const T
 void combine_shard_stats(float* logp, float* lse, const float* mx, const float* sumexp, const float* target_logit,
                          const int* targets, int R, int N, cudaStream_t stream = 0);
 
+// The rest of the vocabulary-parallel toolkit, as the CPU ops of the same names: per-shard
+// arithmetic given lse[n] (fp32), the FULL row's log-sum-exp (combine_shard_stats), so that
+// log p = x - lse on every shard. logits: this shard's [N, Vl] slab of global ids [v0, v0 + Vl).
+// One block per row, one read of the slab; no atomics (the reductions are fixed trees).
+
+// out[n] = -sum_shard p (x - lse[n]) (fp32): the shard's share of the row's entropy.
+template <typename T>
+void entropy_shard(float* out, const T* logits, const float* lse, int N, int Vl, cudaStream_t stream = 0);
+
+// dlogits[n, v] += dlogp[n] * (1[v0 + v == targets[n]] - p); rows with targets[n] < 0 untouched;
+// a target in another shard adds no one-hot here.
+template <typename T>
+void logprobs_backward_shard(T* dlogits, const float* dlogp, const T* logits, const float* lse, const int* targets,
+                             int N, int Vl, int v0, cudaStream_t stream = 0);
+
+// out = x - lse[n]; out may be logits itself.
+template <typename T>
+void log_softmax_shard(T* out, const T* logits, const float* lse, int N, int Vl, cudaStream_t stream = 0);
+
 }  // namespace opd::cuda

@@ -52,6 +52,41 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One block per row of the shard: each thread sums p (ls - lt) over its share (reading both slabs
+// in one pass), then a fixed tree.
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    full_shard_partial_kernel(float* __restrict__ partial, const T* __restrict__ logits,
+                              const float* __restrict__ lse, const T* __restrict__ logp_teacher, int Vl) {
+  __shared__ float red[kThreads / 32];
+  const size_t off = static_cast<size_t>(blockIdx.x) * Vl;
+  const float l = lse[blockIdx.x];
+  float acc = 0.0f;
+  visit_row<T, T, W, true>(logits + off, logp_teacher + off, Vl, [&](int, float xv, float lv) {
+    const float ls = xv - l;
+    const float p = __expf(ls);
+    if (p > 0.0f) acc += p * (ls - lv);  // no mass, no term, even where lt is -inf
+  });
+  acc = block_sum(acc, red);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// One block per row; dlogits may alias logits: each element is read and then written by the same
+// thread.
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    full_shard_grad_kernel(T* dlogits, const T* logits, const float* __restrict__ lse,
+                           const T* __restrict__ logp_teacher, const float* __restrict__ kl,
+                           const float* __restrict__ scale, int Vl) {
+  const size_t off = static_cast<size_t>(blockIdx.x) * Vl;
+  const float l = lse[blockIdx.x], k = kl[blockIdx.x], s = scale[blockIdx.x];
+  map_row<T, T, T, W, true>(dlogits + off, logits + off, logp_teacher + off, Vl, [&](int, float xv, float lv) {
+    const float ls = xv - l;
+    const float p = __expf(ls);
+    return p > 0.0f ? s * p * ((ls - lv) - k) : 0.0f;
+  });
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -182,11 +217,52 @@ void reverse_kl_topk(float* kl, T* dlogits, const T* logits, const int* ids, con
   CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+
+void check_shard(const char* op, int N, int Vl) {
+  OPD_REQUIRE(N >= 0 && Vl > 0, "cuda::", op, ": need N >= 0 and Vl > 0, got N=", N, " Vl=", Vl);
+}
+
+}  // namespace
+
+template <typename T>
+void reverse_kl_full_shard_partial(float* partial, const T* logits, const float* lse, const T* logp_teacher, int N,
+                                   int Vl, cudaStream_t stream) {
+  check_shard("reverse_kl_full_shard_partial", N, Vl);
+  if (N == 0) return;
+  if (packable(logits, Vl, sizeof(T)) && packable(logp_teacher, Vl, sizeof(T)))
+    full_shard_partial_kernel<T, kVecWidth<T>><<<N, kThreads, 0, stream>>>(partial, logits, lse, logp_teacher, Vl);
+  else
+    full_shard_partial_kernel<T, 1><<<N, kThreads, 0, stream>>>(partial, logits, lse, logp_teacher, Vl);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void reverse_kl_full_shard_grad(T* dlogits, const T* logits, const float* lse, const T* logp_teacher, const float* kl,
+                                const float* scale, int N, int Vl, cudaStream_t stream) {
+  check_shard("reverse_kl_full_shard_grad", N, Vl);
+  if (N == 0) return;
+  if (packable(logits, Vl, sizeof(T)) && packable(logp_teacher, Vl, sizeof(T)) && packable(dlogits, Vl, sizeof(T)))
+    full_shard_grad_kernel<T, kVecWidth<T>><<<N, kThreads, 0, stream>>>(dlogits, logits, lse, logp_teacher, kl, scale,
+                                                                        Vl);
+  else
+    full_shard_grad_kernel<T, 1><<<N, kThreads, 0, stream>>>(dlogits, logits, lse, logp_teacher, kl, scale, Vl);
+  CUDA_CHECK_LAUNCH();
+}
+
 template void reverse_kl_full<float>(float*, float*, const float*, const float*, const float*, int, int, cudaStream_t);
 template void reverse_kl_full<bf16>(float*, bf16*, const bf16*, const bf16*, const float*, int, int, cudaStream_t);
 template void reverse_kl_topk<float>(float*, float*, const float*, const int*, const float*, const float*, int, int,
                                      int, cudaStream_t);
 template void reverse_kl_topk<bf16>(float*, bf16*, const bf16*, const int*, const float*, const float*, int, int, int,
                                     cudaStream_t);
+template void reverse_kl_full_shard_partial<float>(float*, const float*, const float*, const float*, int, int,
+                                                   cudaStream_t);
+template void reverse_kl_full_shard_partial<bf16>(float*, const bf16*, const float*, const bf16*, int, int,
+                                                  cudaStream_t);
+template void reverse_kl_full_shard_grad<float>(float*, const float*, const float*, const float*, const float*,
+                                                const float*, int, int, cudaStream_t);
+template void reverse_kl_full_shard_grad<bf16>(bf16*, const bf16*, const float*, const bf16*, const float*,
+                                               const float*, int, int, cudaStream_t);
 
 }  // namespace opd::cuda

@@ -32,4 +32,19 @@ template <typename T>
 void reverse_kl_topk(float* kl, T* dlogits, const T* logits, const int* ids, const float* logp_teacher,
                      const float* scale, int N, int V, int K1, cudaStream_t stream = 0);
 
+// Vocabulary-parallel forms of reverse_kl_full, as the CPU ops of the same names: logits and
+// logp_teacher are this shard's [N, Vl] slabs (type T) of the same global ids; lse[n] (fp32) is the
+// FULL row's log-sum-exp (combine_shard_stats), so log p = x - lse. The caller sums the partials
+// over shards between the two calls. One block per row; no atomics (the sum is a fixed tree).
+
+// partial[n] = sum_shard p (log p - lt): kl = the sum of the partials over shards.
+template <typename T>
+void reverse_kl_full_shard_partial(float* partial, const T* logits, const float* lse, const T* logp_teacher, int N,
+                                   int Vl, cudaStream_t stream = 0);
+
+// dlogits (overwritten, may be logits itself) = scale[n] p ((log p - lt) - kl[n]), kl the full row's.
+template <typename T>
+void reverse_kl_full_shard_grad(T* dlogits, const T* logits, const float* lse, const T* logp_teacher, const float* kl,
+                                const float* scale, int N, int Vl, cudaStream_t stream = 0);
+
 }  // namespace opd::cuda

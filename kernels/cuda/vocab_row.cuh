@@ -195,6 +195,26 @@ __device__ __forceinline__ RowStats block_stats(RowStats v, RowStats* red) {
   return v;
 }
 
+// Every thread gets the block's sum of v, by the same fixed tree as block_stats, so the result
+// depends on the data alone (no atomics). red: kThreads / 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < warps ? red[lane] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) red[0] = v;
+  }
+  __syncthreads();
+  v = red[0];
+  __syncthreads();  // red is written again by the next reduction
+  return v;
+}
+
 // Whether a row of T can be read in 16-byte packs: every row start aligned.
 inline bool packable(const void* p, int V, size_t elem) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0 && (static_cast<size_t>(V) * elem) % 16 == 0;

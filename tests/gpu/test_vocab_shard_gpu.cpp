@@ -1,0 +1,216 @@
+// The vocabulary-parallel (tensor-parallel) row ops on the GPU against their CPU references,
+// shard by shard: entropy_shard, logprobs_backward_shard, log_softmax_shard and
+// reverse_kl_full_shard_{partial,grad}, for fp32 and bf16 logits. Whole rows are split into R
+// shards of consecutive ids, uneven ones included (V % R != 0, shards narrower than a 16-byte
+// pack, and about half of Qwen3's 151936), each shard its own slab; the CPU op runs in double on
+// the very values the GPU reads, with the same fp32 lse.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/check.h"
+#include "kernels/cpu/logprobs.h"
+#include "kernels/cpu/reverse_kl.h"
+
+#ifdef OPD_WITH_CUDA
+#include "kernels/cuda/device.cuh"
+#include "kernels/cuda/logprobs.cuh"
+#include "kernels/cuda/reverse_kl.cuh"
+#include "vocab_gpu_util.h"
+
+using opd::testing::DeviceBuf;
+
+namespace {
+
+class VocabShardGpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!opd::cuda::device_available()) GTEST_SKIP() << "no usable CUDA device (no driver or no GPU)";
+  }
+};
+
+// Shard r of R holds global ids [V r / R, V (r + 1) / R): uneven when R does not divide V.
+int shard_start(int V, int R, int r) { return static_cast<int>(static_cast<long long>(V) * r / R); }
+
+// Columns [v0, v0 + Vl) of the [N, V] matrix a, as an [N, Vl] slab.
+template <typename A>
+std::vector<A> slab_of(const std::vector<A>& a, int N, int V, int v0, int Vl) {
+  std::vector<A> s(static_cast<size_t>(N) * Vl);
+  for (int n = 0; n < N; ++n)
+    std::copy_n(a.begin() + static_cast<size_t>(n) * V + v0, Vl, s.begin() + static_cast<size_t>(n) * Vl);
+  return s;
+}
+
+// ---- logprobs and reverse KL on a shard ---------------------------------------------------------
+
+struct VocabCase {
+  int N, V, R;
+  size_t offset;  // nonzero: misaligned rows, the scalar path
+};
+// Shards narrower than a pack (V 17 over 3; V 7 over 7: one id each), uneven splits of 1000, a
+// 4096 vocabulary in packed quarters and misaligned halves, Qwen3's vocabulary in halves (75968
+// each, packed) and in halves of 75967 and 75968 ids (an odd width: the scalar path on a big row).
+const VocabCase kVocabCases[] = {{5, 17, 3, 0},   {4, 7, 7, 0},      {7, 1000, 3, 0},   {6, 1000, 4, 1},
+                                 {5, 4096, 4, 0}, {9, 4096, 2, 3},   {3, 151936, 2, 0}, {2, 151935, 2, 0}};
+
+template <typename T>
+std::vector<T> as(const std::vector<float>& v) {
+  if constexpr (sizeof(T) == 2) return opd::testing::to_bf16(v); else return v;
+}
+
+// The full row's log-sum-exp in double, rounded to the fp32 the GPU ops take.
+std::vector<float> full_lse(const std::vector<double>& x, int N, int V) {
+  std::vector<float> lse(N);
+  for (int n = 0; n < N; ++n) {
+    const double* r = x.data() + static_cast<size_t>(n) * V;
+    const double m = *std::max_element(r, r + V);
+    double s = 0;
+    for (int v = 0; v < V; ++v) s += std::exp(r[v] - m);
+    lse[n] = static_cast<float>(m + std::log(s));
+  }
+  return lse;
+}
+
+// tol: the relative tolerance of outputs written in T (the statistics are fp32 either way).
+template <typename T>
+void vocab_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
+  const int N = k.N, V = k.V;
+  const size_t NV = static_cast<size_t>(N) * V;
+  // Student logits and a teacher that mostly agrees; one id of row 0 ruled out by both (-inf),
+  // which must add no term anywhere.
+  auto xs = opd::testing::lm_logits(N, V, seed);
+  const auto noise = opd::testing::random_vector<float>(NV, seed + 1, -1.0, 1.0);
+  std::vector<float> xt(NV);
+  for (size_t i = 0; i < NV; ++i) xt[i] = xs[i] + noise[i];
+  if (V > 1) xs[V / 2] = -INFINITY, xt[V / 2] = -INFINITY;
+  std::vector<float> ltf(NV);
+  opd::cpu::log_softmax_forward(ltf.data(), xt.data(), N, V);
+  const auto x = as<T>(xs), lt = as<T>(ltf);
+  const auto xd = opd::testing::to_double(x);
+  const auto lse = full_lse(xd, N, V);
+  const auto lsed = opd::testing::to_double(lse);
+  const auto targets = opd::testing::targets_with_skips(N, V, seed + 2);  // every 5th row -1
+  const auto dlogp = opd::testing::random_vector<float>(N, seed + 3);
+  const auto dlogpd = opd::testing::to_double(dlogp);
+  auto scale = opd::testing::random_vector<float>(N, seed + 4, 0.1, 1.0);
+  scale[N - 1] = 0.0f;
+  const auto scaled = opd::testing::to_double(scale);
+  const auto dx0 = as<T>(opd::testing::random_vector<float>(NV, seed + 5, -1e-3, 1e-3));
+
+  // kl: the sum of the CPU partials over all shards, rounded to fp32 (the gradient's input).
+  std::vector<double> kl_sum(N, 0.0);
+  for (int r = 0; r < k.R; ++r) {
+    const int v0 = shard_start(V, k.R, r), Vl = shard_start(V, k.R, r + 1) - v0;
+    const auto xsd = slab_of(xd, N, V, v0, Vl), ltsd = opd::testing::to_double(slab_of(lt, N, V, v0, Vl));
+    std::vector<double> part(N);
+    opd::cpu::reverse_kl_full_shard_partial(part.data(), xsd.data(), lsed.data(), ltsd.data(), N, Vl);
+    for (int n = 0; n < N; ++n) kl_sum[n] += part[n];
+  }
+  const std::vector<float> kl(kl_sum.begin(), kl_sum.end());
+  const auto kld = opd::testing::to_double(kl);
+
+  DeviceBuf<float> d_lse(lse), d_dlogp(dlogp), d_scale(scale), d_kl(kl);
+  DeviceBuf<int> d_t(targets);
+  for (int r = 0; r < k.R; ++r) {
+    const int v0 = shard_start(V, k.R, r), Vl = shard_start(V, k.R, r + 1) - v0;
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " V=" << V << " shard " << r << " of " << k.R << " [" << v0
+                                      << ", " << v0 + Vl << ") offset=" << k.offset << " bf16=" << (sizeof(T) == 2));
+    const auto xs_t = slab_of(x, N, V, v0, Vl), lts_t = slab_of(lt, N, V, v0, Vl), dxs_t = slab_of(dx0, N, V, v0, Vl);
+    const auto xsd = opd::testing::to_double(xs_t), ltsd = opd::testing::to_double(lts_t);
+    const size_t NVl = static_cast<size_t>(N) * Vl;
+
+    std::vector<double> ent(N), dx = opd::testing::to_double(dxs_t), ls(NVl), part(N), grad(NVl);
+    opd::cpu::entropy_shard(ent.data(), xsd.data(), lsed.data(), N, Vl);
+    opd::cpu::logprobs_backward_shard(dx.data(), dlogpd.data(), xsd.data(), lsed.data(), targets.data(), N, Vl, v0);
+    opd::cpu::log_softmax_shard(ls.data(), xsd.data(), lsed.data(), N, Vl);
+    opd::cpu::reverse_kl_full_shard_partial(part.data(), xsd.data(), lsed.data(), ltsd.data(), N, Vl);
+    opd::cpu::reverse_kl_full_shard_grad(grad.data(), xsd.data(), lsed.data(), ltsd.data(), kld.data(),
+                                         scaled.data(), N, Vl);
+
+    DeviceBuf<T> d_x(xs_t, k.offset), d_lt(lts_t, k.offset), d_dx(dxs_t, k.offset), d_ls(NVl, k.offset),
+        d_ls_inplace(xs_t, k.offset), d_grad(NVl, k.offset), d_grad_inplace(xs_t, k.offset);
+    DeviceBuf<float> d_ent(N), d_part(N);
+    opd::cuda::entropy_shard(d_ent.get(), d_x.get(), d_lse.get(), N, Vl);
+    opd::cuda::logprobs_backward_shard(d_dx.get(), d_dlogp.get(), d_x.get(), d_lse.get(), d_t.get(), N, Vl, v0);
+    opd::cuda::log_softmax_shard(d_ls.get(), d_x.get(), d_lse.get(), N, Vl);
+    opd::cuda::log_softmax_shard(d_ls_inplace.get(), d_ls_inplace.get(), d_lse.get(), N, Vl);
+    opd::cuda::reverse_kl_full_shard_partial(d_part.get(), d_x.get(), d_lse.get(), d_lt.get(), N, Vl);
+    opd::cuda::reverse_kl_full_shard_grad(d_grad.get(), d_x.get(), d_lse.get(), d_lt.get(), d_kl.get(),
+                                          d_scale.get(), N, Vl);
+    opd::cuda::reverse_kl_full_shard_grad(d_grad_inplace.get(), d_grad_inplace.get(), d_lse.get(), d_lt.get(),
+                                          d_kl.get(), d_scale.get(), N, Vl);
+    CUDA_CHECK(cudaDeviceSynchronize());
+
+    // Tolerances as the whole-row ops' tests (test_logprobs_gpu, test_reverse_kl_gpu).
+    opd::testing::expect_near_all(d_ent.host(), ent, 2e-4, 1e-4, "entropy_shard");
+    opd::testing::expect_near_all(d_dx.host(), dx, 2e-5, tol, "logprobs_backward_shard", Vl);
+    opd::testing::expect_near_all(d_ls.host(), ls, 2e-4 + tol * 20, tol, "log_softmax_shard", Vl);
+    opd::testing::expect_near_all(d_ls_inplace.host(), ls, 2e-4 + tol * 20, tol, "log_softmax_shard (in place)", Vl);
+    opd::testing::expect_near_all(d_part.host(), part, 3e-4, 1e-4, "reverse_kl_full_shard_partial");
+    opd::testing::expect_near_all(d_grad.host(), grad, 2e-5, 2 * tol, "reverse_kl_full_shard_grad", Vl);
+    opd::testing::expect_near_all(d_grad_inplace.host(), grad, 2e-5, 2 * tol, "reverse_kl_full_shard_grad (in place)",
+                                  Vl);
+  }
+}
+
+}  // namespace
+
+TEST_F(VocabShardGpu, Fp32MatchCpu) {
+  uint32_t seed = 40;
+  for (const VocabCase& k : kVocabCases) vocab_ops_match_cpu<float>(k, seed += 9, 1e-4);
+}
+
+// bf16 logits and teacher rows: the statistics are fp32, so only the bf16 outputs (gradients,
+// log-softmax rows) carry bf16 rounding (2^-9 relative).
+TEST_F(VocabShardGpu, Bf16MatchCpu) {
+  uint32_t seed = 400;
+  for (const VocabCase& k : kVocabCases) vocab_ops_match_cpu<opd::cuda::bf16>(k, seed += 9, 8e-3);
+}
+
+// The shards' entropy shares and KL partials add up to the whole-row ops' results.
+TEST_F(VocabShardGpu, SharesSumToWholeRow) {
+  const int N = 6, V = 50257, R = 4;
+  auto xs = opd::testing::lm_logits(N, V, 77);
+  const auto noise = opd::testing::random_vector<float>(size_t(N) * V, 78, -1.0, 1.0);
+  std::vector<float> xt(xs.size()), lt(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) xt[i] = xs[i] + noise[i];
+  opd::cpu::log_softmax_forward(lt.data(), xt.data(), N, V);
+  const auto xd = opd::testing::to_double(xs), ltd = opd::testing::to_double(lt);
+  std::vector<int> targets(N, 0);
+  std::vector<double> logp(N), ent(N), kl(N);
+  opd::cpu::logprobs_forward(logp.data(), ent.data(), xd.data(), targets.data(), N, V);
+  const std::vector<double> no_scale(N, 0.0);
+  opd::cpu::reverse_kl_full(kl.data(), static_cast<double*>(nullptr), xd.data(), ltd.data(), no_scale.data(), N, V);
+  DeviceBuf<float> d_lse(full_lse(xd, N, V)), d_ent(N), d_part(N);
+  std::vector<double> ent_sum(N, 0.0), kl_sum(N, 0.0);
+  for (int r = 0; r < R; ++r) {
+    const int v0 = shard_start(V, R, r), Vl = shard_start(V, R, r + 1) - v0;
+    DeviceBuf<float> d_x(slab_of(xs, N, V, v0, Vl)), d_lt(slab_of(lt, N, V, v0, Vl));
+    opd::cuda::entropy_shard(d_ent.get(), d_x.get(), d_lse.get(), N, Vl);
+    opd::cuda::reverse_kl_full_shard_partial(d_part.get(), d_x.get(), d_lse.get(), d_lt.get(), N, Vl);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto e = d_ent.host(), p = d_part.host();
+    for (int n = 0; n < N; ++n) ent_sum[n] += e[n], kl_sum[n] += p[n];
+  }
+  opd::testing::expect_near_all(ent_sum, ent, 5e-4, 1e-4, "sum of the entropy shares");
+  opd::testing::expect_near_all(kl_sum, kl, 5e-4, 1e-4, "sum of the KL partials");
+}
+
+TEST_F(VocabShardGpu, RejectsBadShapes) {
+  float* none = nullptr;
+  EXPECT_THROW(opd::cuda::entropy_shard(none, none, none, 1, 0), opd::Error);
+  EXPECT_THROW(opd::cuda::log_softmax_shard(none, none, none, -1, 4), opd::Error);
+  EXPECT_THROW(
+      opd::cuda::logprobs_backward_shard(none, none, none, none, static_cast<const int*>(nullptr), 1, 4, -1),
+      opd::Error);
+  EXPECT_THROW(opd::cuda::reverse_kl_full_shard_partial(none, none, none, none, 1, 0), opd::Error);
+  EXPECT_THROW(opd::cuda::reverse_kl_full_shard_grad(none, none, none, none, none, none, -2, 4), opd::Error);
+}
+
+#else
+
+TEST(VocabShardGpu, Fp32MatchesCpu) { GTEST_SKIP() << "opd was built without CUDA (OPD_CUDA=OFF)"; }
+
+#endif
