@@ -226,6 +226,37 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One block per row of the shard, as topk_kernel: round r picks the first element, in the CPU's
+// order, after round r-1's pick. Ranked by the rounded log-prob x - lse (as the CPU op: two logits
+// a rounding apart can share a log-prob, and the merge then wants the lower id), which is the same
+// IEEE float subtraction here, so the picks and their log-probs are the CPU's bit for bit.
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    topk_shard_kernel(int* __restrict__ ids, float* __restrict__ logp, const T* __restrict__ logits,
+                      const float* __restrict__ lse, int Vl, int v0, int K) {
+  __shared__ Pick pick_red[kThreads / 32];
+  const int row = blockIdx.x;
+  int* id = ids + static_cast<size_t>(row) * K;
+  float* lp = logp + static_cast<size_t>(row) * K;
+  const T* x = logits + static_cast<size_t>(row) * Vl;
+  const float l = lse[row];
+  const int kk = K < Vl ? K : Vl;
+  Pick prev{0.0f, -1};
+  for (int r = 0; r < kk; ++r) {
+    Pick best{0.0f, -1};
+    visit_row<T, T, W, false>(x, x, Vl, [&](int v, float xv, float) {
+      const Pick c{xv - l, v};
+      if ((prev.v < 0 || before(prev, c)) && before(c, best)) best = c;
+    });
+    prev = block_first(best, pick_red);
+    if (threadIdx.x == 0) {
+      id[r] = v0 + prev.v;
+      lp[r] = prev.x;
+    }
+  }
+  for (int j = kk + threadIdx.x; j < K; j += blockDim.x) id[j] = -1, lp[j] = -INFINITY;
+}
+
 void check_shape(const char* op, int N, int V) {
   OPD_REQUIRE(N >= 0 && V > 0, "cuda::", op, ": need N >= 0 and V > 0, got N=", N, " V=", V);
 }
@@ -350,6 +381,19 @@ void log_softmax_shard(T* out, const T* logits, const float* lse, int N, int Vl,
   CUDA_CHECK_LAUNCH();
 }
 
+template <typename T>
+void topk_shard_candidates(int* ids, float* logp, const T* logits, const float* lse, int N, int Vl, int v0, int K,
+                           cudaStream_t stream) {
+  check_shard("topk_shard_candidates", N, Vl, v0);
+  OPD_REQUIRE(K >= 1, "cuda::topk_shard_candidates: K = ", K, " must be >= 1");
+  if (N == 0) return;
+  if (packable(logits, Vl, sizeof(T)))
+    topk_shard_kernel<T, kVecWidth<T>><<<N, kThreads, 0, stream>>>(ids, logp, logits, lse, Vl, v0, K);
+  else
+    topk_shard_kernel<T, 1><<<N, kThreads, 0, stream>>>(ids, logp, logits, lse, Vl, v0, K);
+  CUDA_CHECK_LAUNCH();
+}
+
 #define OPD_INSTANTIATE(T)                                                                                          \
   template void logprobs_forward<T>(float*, float*, const T*, const int*, int, int, cudaStream_t);                  \
   template void logprobs_backward<T>(T*, const float*, const T*, const int*, int, int, cudaStream_t);               \
@@ -359,7 +403,8 @@ void log_softmax_shard(T* out, const T* logits, const float* lse, int N, int Vl,
   template void entropy_shard<T>(float*, const T*, const float*, int, int, cudaStream_t);                           \
   template void logprobs_backward_shard<T>(T*, const float*, const T*, const float*, const int*, int, int, int,     \
                                            cudaStream_t);                                                           \
-  template void log_softmax_shard<T>(T*, const T*, const float*, int, int, cudaStream_t);
+  template void log_softmax_shard<T>(T*, const T*, const float*, int, int, cudaStream_t);                           \
+  template void topk_shard_candidates<T>(int*, float*, const T*, const float*, int, int, int, int, cudaStream_t);
 OPD_INSTANTIATE(float)
 OPD_INSTANTIATE(bf16)
 #undef OPD_INSTANTIATE

@@ -71,4 +71,13 @@ void logprobs_backward_shard(T* dlogits, const float* dlogp, const T* logits, co
 template <typename T>
 void log_softmax_shard(T* out, const T* logits, const float* lse, int N, int Vl, cudaStream_t stream = 0);
 
+// The shard's part of topk_logprobs: its min(K, Vl) most likely tokens per row, ids global,
+// logp = x - lse[n] (fp32), ordered by that logp descending, ties lower id first; slots past Vl:
+// id -1, logp -inf. ids, logp: [N, K]. The same picks and log-probs as the CPU op bit for bit (the
+// ranking key is one IEEE subtraction). One selection pass over the slab per pick: meant for K of
+// a few dozen, as topk_logprobs.
+template <typename T>
+void topk_shard_candidates(int* ids, float* logp, const T* logits, const float* lse, int N, int Vl, int v0, int K,
+                           cudaStream_t stream = 0);
+
 }  // namespace opd::cuda

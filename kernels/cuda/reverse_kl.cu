@@ -164,6 +164,99 @@ __global__ void __launch_bounds__(kThreads)
     if (id[j] >= 0 && id[j] < V) dx[id[j]] = from_float<T>(grad[j]);
 }
 
+// The teacher's log-normaliser over all of S_n (entries >= 0, wherever they lie: every rank holds
+// all K1 teacher log-probs), for one warp: -inf when S_n is empty. Every lane gets it.
+__device__ __forceinline__ float warp_teacher_lse(const int* id, const float* lt, int K1) {
+  const int lane = threadIdx.x % 32;
+  float mxt = -INFINITY;
+  int count = 0;
+  for (int j = lane; j < K1; j += 32)
+    if (id[j] >= 0) mxt = fmaxf(mxt, lt[j]), ++count;
+  mxt = warp_max(mxt);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) count += __shfl_xor_sync(0xffffffffu, count, o);
+  if (count == 0) return -INFINITY;
+  float st = 0.0f;
+  for (int j = lane; j < K1; j += 32)
+    if (id[j] >= 0) st += __expf(lt[j] - mxt);
+  return mxt + logf(warp_sum(st));
+}
+
+// Whether global id g lies in the shard [v0, v0 + Vl), as its local column (-1 when not). g >= v0
+// first, so that g - v0 cannot overflow.
+__device__ __forceinline__ int shard_column(int g, int v0, int Vl) { return g >= v0 && g - v0 < Vl ? g - v0 : -1; }
+
+constexpr int kRowsPerBlock = 4;  // the partial: one warp per row, no row-wide pass
+
+// One warp per row: the sums over S_n's entries in the shard, each lane a stride of the K1 ids,
+// then a fixed tree (warp_sum).
+template <typename T>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    topk_shard_partial_kernel(float* __restrict__ zs, float* __restrict__ a, const T* __restrict__ logits,
+                              const float* __restrict__ lse, const int* __restrict__ ids,
+                              const float* __restrict__ logp_teacher, int N, int Vl, int v0, int K1) {
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32;
+  if (row >= N) return;  // whole warps leave: the shuffles below are per warp
+  const int lane = threadIdx.x % 32;
+  const int* id = ids + static_cast<size_t>(row) * K1;
+  const float* lt = logp_teacher + static_cast<size_t>(row) * K1;
+  const T* x = logits + static_cast<size_t>(row) * Vl;
+  const float lset = warp_teacher_lse(id, lt, K1), l = lse[row];
+  float z = 0.0f, acc = 0.0f;
+  for (int j = lane; j < K1; j += 32) {
+    const int c = shard_column(id[j], v0, Vl);
+    if (c < 0) continue;
+    const float ls = to_float(x[c]) - l;
+    const float p = __expf(ls);
+    if (p > 0.0f) {
+      z += p;
+      acc += p * (ls - (lt[j] - lset));
+    }
+  }
+  z = warp_sum(z);
+  acc = warp_sum(acc);
+  if (lane == 0) zs[row] = z, a[row] = acc;
+}
+
+// One block per row, as reverse_kl_topk_kernel: warp 0 computes the gradient of each of S_n's
+// entries in the shard into shared memory, the block zeroes the row, then scatters. The gathered
+// logits are all read before the row is zeroed, so dlogits may alias logits.
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    topk_shard_grad_kernel(T* dlogits, const T* logits, const float* __restrict__ lse, const float* __restrict__ zs,
+                           const int* __restrict__ ids, const float* __restrict__ logp_teacher,
+                           const float* __restrict__ kl, const float* __restrict__ scale, int Vl, int v0, int K1) {
+  extern __shared__ float grad[];  // [K1]
+  const int row = blockIdx.x;
+  const int* id = ids + static_cast<size_t>(row) * K1;
+  const float* lt = logp_teacher + static_cast<size_t>(row) * K1;
+  const T* x = logits + static_cast<size_t>(row) * Vl;
+  T* dx = dlogits + static_cast<size_t>(row) * Vl;
+  const float z = zs[row];
+  const bool any = z > 0.0f;  // S_n empty (or without mass): no gradient; uniform across the block
+  if (any && threadIdx.x < 32) {
+    const float lset = warp_teacher_lse(id, lt, K1), lz = logf(z), l = lse[row], k = kl[row], s = scale[row];
+    for (int j = threadIdx.x; j < K1; j += 32) {
+      const int c = shard_column(id[j], v0, Vl);
+      float g = 0.0f;
+      if (c >= 0) {
+        const float ls = (to_float(x[c]) - l) - lz;  // log q_s
+        const float q = __expf(ls);
+        g = q > 0.0f ? s * q * ((ls - (lt[j] - lset)) - k) : 0.0f;
+      }
+      grad[j] = g;
+    }
+  }
+  __syncthreads();
+  map_row<T, T, T, W, false>(dx, dx, dx, Vl, [](int, float, float) { return 0.0f; });
+  if (!any) return;
+  __syncthreads();
+  for (int j = threadIdx.x; j < K1; j += blockDim.x) {
+    const int c = shard_column(id[j], v0, Vl);
+    if (c >= 0) dx[c] = from_float<T>(grad[j]);
+  }
+}
+
 }  // namespace
 
 void reverse_kl_sampled(float* k, const float* logp_old, const float* logp_teacher, int N, cudaStream_t stream) {
@@ -250,6 +343,36 @@ void reverse_kl_full_shard_grad(T* dlogits, const T* logits, const float* lse, c
   CUDA_CHECK_LAUNCH();
 }
 
+template <typename T>
+void reverse_kl_topk_shard_partial(float* zs, float* a, const T* logits, const float* lse, const int* ids,
+                                   const float* logp_teacher, int N, int Vl, int v0, int K1, cudaStream_t stream) {
+  check_shard("reverse_kl_topk_shard_partial", N, Vl);
+  OPD_REQUIRE(v0 >= 0 && K1 > 0, "cuda::reverse_kl_topk_shard_partial: need v0 >= 0 and K1 > 0, got v0=", v0,
+              " K1=", K1);
+  if (N == 0) return;
+  topk_shard_partial_kernel<T><<<(N + kRowsPerBlock - 1) / kRowsPerBlock, 32 * kRowsPerBlock, 0, stream>>>(
+      zs, a, logits, lse, ids, logp_teacher, N, Vl, v0, K1);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void reverse_kl_topk_shard_grad(T* dlogits, const T* logits, const float* lse, const float* zs, const int* ids,
+                                const float* logp_teacher, const float* kl, const float* scale, int N, int Vl, int v0,
+                                int K1, cudaStream_t stream) {
+  check_shard("reverse_kl_topk_shard_grad", N, Vl);
+  OPD_REQUIRE(v0 >= 0 && K1 > 0 && K1 <= kMaxK1, "cuda::reverse_kl_topk_shard_grad: need v0 >= 0 and 0 < K1 <= ",
+              kMaxK1, ", got v0=", v0, " K1=", K1);
+  if (N == 0) return;
+  const size_t smem = sizeof(float) * K1;
+  if (packable(dlogits, Vl, sizeof(T)))
+    topk_shard_grad_kernel<T, kVecWidth<T>><<<N, kThreads, smem, stream>>>(dlogits, logits, lse, zs, ids,
+                                                                           logp_teacher, kl, scale, Vl, v0, K1);
+  else
+    topk_shard_grad_kernel<T, 1><<<N, kThreads, smem, stream>>>(dlogits, logits, lse, zs, ids, logp_teacher, kl,
+                                                                scale, Vl, v0, K1);
+  CUDA_CHECK_LAUNCH();
+}
+
 template void reverse_kl_full<float>(float*, float*, const float*, const float*, const float*, int, int, cudaStream_t);
 template void reverse_kl_full<bf16>(float*, bf16*, const bf16*, const bf16*, const float*, int, int, cudaStream_t);
 template void reverse_kl_topk<float>(float*, float*, const float*, const int*, const float*, const float*, int, int,
@@ -264,5 +387,15 @@ template void reverse_kl_full_shard_grad<float>(float*, const float*, const floa
                                                 const float*, int, int, cudaStream_t);
 template void reverse_kl_full_shard_grad<bf16>(bf16*, const bf16*, const float*, const bf16*, const float*,
                                                const float*, int, int, cudaStream_t);
+template void reverse_kl_topk_shard_partial<float>(float*, float*, const float*, const float*, const int*,
+                                                   const float*, int, int, int, int, cudaStream_t);
+template void reverse_kl_topk_shard_partial<bf16>(float*, float*, const bf16*, const float*, const int*, const float*,
+                                                  int, int, int, int, cudaStream_t);
+template void reverse_kl_topk_shard_grad<float>(float*, const float*, const float*, const float*, const int*,
+                                                const float*, const float*, const float*, int, int, int, int,
+                                                cudaStream_t);
+template void reverse_kl_topk_shard_grad<bf16>(bf16*, const bf16*, const float*, const float*, const int*,
+                                               const float*, const float*, const float*, int, int, int, int,
+                                               cudaStream_t);
 
 }  // namespace opd::cuda

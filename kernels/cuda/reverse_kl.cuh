@@ -47,4 +47,24 @@ template <typename T>
 void reverse_kl_full_shard_grad(T* dlogits, const T* logits, const float* lse, const T* logp_teacher, const float* kl,
                                 const float* scale, int N, int Vl, cudaStream_t stream = 0);
 
+// Vocabulary-parallel forms of reverse_kl_topk, as the CPU ops of the same names: logits is this
+// shard's [N, Vl] slab (type T) of global ids [v0, v0 + Vl); ids [N, K1] (entries < 0 absent) and
+// the teacher's log-probs logp_teacher [N, K1] (fp32) are the whole rows' on every rank, so that
+// log q_t is normalised over all of S_n. Duplicates in ids are not allowed and, unlike the CPU
+// ops, not checked. The caller sums zs and a over shards and combines (reverse_kl_topk_combine)
+// between the calls.
+
+// zs[n] = sum p_j, a[n] = sum p_j (log p_j - log q_t(j)) over S_n's entries in the shard (fp32).
+// One warp per row.
+template <typename T>
+void reverse_kl_topk_shard_partial(float* zs, float* a, const T* logits, const float* lse, const int* ids,
+                                   const float* logp_teacher, int N, int Vl, int v0, int K1, cudaStream_t stream = 0);
+
+// dlogits (overwritten, may be logits itself) = scale[n] q_s ((log q_s - log q_t) - kl[n]) on
+// S_n's entries in the shard, q_s = p / zs[n], 0 elsewhere and on rows with zs[n] = 0. K1 <= 8192.
+template <typename T>
+void reverse_kl_topk_shard_grad(T* dlogits, const T* logits, const float* lse, const float* zs, const int* ids,
+                                const float* logp_teacher, const float* kl, const float* scale, int N, int Vl, int v0,
+                                int K1, cudaStream_t stream = 0);
+
 }  // namespace opd::cuda

@@ -313,6 +313,104 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     r.ms = ctx.time_ms([&] { cuda::logprobs_shard_stats(m.p, s.p, tl.p, shard.p, t.p, N, Vl, 0); });
     rows.push_back(r);
   }
+  {  // vocabulary-parallel top-K ops on one shard: the teacher's candidates, the student's top-K
+     // reverse KL sums and gradient. Validated on the small rows' columns [v0, v0 + Vls) as a shard
+     // (global ids), against the CPU ops; timed on an eighth of the row.
+    const int K = 20, K1 = K + 1, Vls = Vs / 2, v0 = Vs / 3, Vl = V / 8;
+    std::vector<float> slab(size_t(Ns) * Vls), lse(Ns);
+    for (int n = 0; n < Ns; ++n) {
+      const float* x_n = xs.data() + size_t(n) * Vs;
+      std::copy(x_n + v0, x_n + v0 + Vls, slab.begin() + size_t(n) * Vls);
+      const double m = *std::max_element(x_n, x_n + Vs);
+      double se = 0;
+      for (int v = 0; v < Vs; ++v) se += std::exp(x_n[v] - m);
+      lse[n] = float(m + std::log(se));
+    }
+    std::mt19937 gen(6);
+    std::vector<int> ids(size_t(Ns) * K1);
+    for (int n = 0; n < Ns; ++n)
+      for (int j = 0; j < K1; ++j) {
+        int id;
+        do id = int(gen() % Vs); while (std::find(ids.begin() + size_t(n) * K1, ids.begin() + size_t(n) * K1 + j, id) !=
+                                       ids.begin() + size_t(n) * K1 + j);
+        ids[size_t(n) * K1 + j] = id;
+      }
+    std::vector<float> ltk(ids.size());
+    for (auto& e : ltk) e = -float(gen() % 1000) / 100.0f;
+    std::vector<int> cid(size_t(Ns) * K);
+    std::vector<float> clp(cid.size()), zs(Ns), a(Ns), kl(Ns), dxs(slab.size());
+    cpu::topk_shard_candidates(cid.data(), clp.data(), slab.data(), lse.data(), Ns, Vls, v0, K);
+    cpu::reverse_kl_topk_shard_partial(zs.data(), a.data(), slab.data(), lse.data(), ids.data(), ltk.data(), Ns, Vls,
+                                       v0, K1);
+    cpu::reverse_kl_topk_combine(kl.data(), zs.data(), a.data(), Ns);  // as if the shard held all of the sums
+    cpu::reverse_kl_topk_shard_grad(dxs.data(), slab.data(), lse.data(), zs.data(), ids.data(), ltk.data(), kl.data(),
+                                    scales.data(), Ns, Vls, v0, K1);
+    DeviceArray<T> vslab(slab.size()), vgrad(slab.size());
+    DeviceArray<int> vids(ids.size()), vcid(cid.size());
+    DeviceArray<float> vlse(Ns), vltk(ltk.size()), vclp(clp.size()), vzs(Ns), va(Ns), vkl(Ns);
+    vslab.upload(convert<T>(slab));
+    vlse.upload(lse);
+    vids.upload(ids);
+    vltk.upload(ltk);
+    cuda::topk_shard_candidates(vcid.p, vclp.p, vslab.p, vlse.p, Ns, Vls, v0, K);
+    cuda::reverse_kl_topk_shard_partial(vzs.p, va.p, vslab.p, vlse.p, vids.p, vltk.p, Ns, Vls, v0, K1);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    // A wrong id is a failure whatever its log-prob: it counts as an error of 1e9.
+    const double err_cand = vcid.download() == cid ? max_abs_error(vclp.download(), clp) : 1e9;
+    const double err_sums = std::max(max_abs_error(vzs.download(), zs), max_abs_error(va.download(), a));
+    vzs.upload(zs);  // the grad's inputs exactly as the CPU's
+    vkl.upload(kl);
+    cuda::reverse_kl_topk_shard_grad(vgrad.p, vslab.p, vlse.p, vzs.p, vids.p, vltk.p, vkl.p, vscale.p, Ns, Vls, v0, K1);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const double err_grad = max_abs_error(to_f32(vgrad.download()), dxs);
+
+    // Timed: a shard [N, Vl] holding ids [0, Vl), the validation ids (about half in it) repeated.
+    const int tile = std::min(N, 16);
+    const auto tile_x = vocab_logits(tile, Vl, 25);
+    std::vector<float> tile_lse(tile);
+    for (int n = 0; n < tile; ++n) {
+      const float* x_n = tile_x.data() + size_t(n) * Vl;
+      const double m = *std::max_element(x_n, x_n + Vl);
+      double se = 0;
+      for (int v = 0; v < Vl; ++v) se += std::exp(x_n[v] - m);
+      tile_lse[n] = float(m + std::log(se));
+    }
+    DeviceArray<T> shard(size_t(N) * Vl), grad(size_t(N) * Vl);
+    shard.fill_tiled(convert<T>(tile_x));
+    DeviceArray<float> tlse(N), tltk(size_t(N) * K1), tzs(N), ta(N), tclp(size_t(N) * K);
+    DeviceArray<int> tids(size_t(N) * K1), tcid(size_t(N) * K);
+    tlse.fill_tiled(tile_lse);
+    tids.fill_tiled(ids);
+    tltk.fill_tiled(ltk);
+    auto shard_row = [&](const char* op, double err, double tol, double bytes, const char* note,
+                         const std::function<void()>& fn) {
+      OpResult r;
+      r.op = op;
+      r.shape = str("N", N, " Vlocal", Vl);
+      r.dtype = dtype_name<T>();
+      r.max_err = err;
+      r.tol = tol;
+      r.ok = err <= tol;
+      r.bytes = bytes;
+      r.note = note;
+      r.ms = ctx.time_ms(fn);
+      rows.push_back(r);
+    };
+    shard_row("topk_shard_candidates", err_cand, tol_stat, sz * N * Vl + 8.0 * N * K, "K 20: K passes over the slab",
+              [&] { cuda::topk_shard_candidates(tcid.p, tclp.p, shard.p, tlse.p, N, Vl, 0, K); });
+    shard_row("reverse_kl_topk_shard_partial", err_sums, tol_stat, 12.0 * N * K1 + 12.0 * N,
+              "K1 21; reads the gathered logits only",
+              [&] { cuda::reverse_kl_topk_shard_partial(tzs.p, ta.p, shard.p, tlse.p, tids.p, tltk.p, N, Vl, 0, K1); });
+    DeviceArray<float> tkl(N);  // the grad's other inputs: every row with mass (zs = 0 would skip it)
+    tzs.fill_tiled(std::vector<float>{0.5f});
+    tkl.fill_tiled(std::vector<float>{0.1f});
+    shard_row("reverse_kl_topk_shard_grad", err_grad, tol_both, sz * N * Vl + 12.0 * N * K1 + 16.0 * N,
+              "K1 21; writes the zeroed dlogits slab",
+              [&] {
+                cuda::reverse_kl_topk_shard_grad(grad.p, shard.p, tlse.p, tzs.p, tids.p, tltk.p, tkl.p, scale.p, N,
+                                                 Vl, 0, K1);
+              });
+  }
 }
 
 // Sampling: exact token equality with the CPU op is the check (max_err = rows that differ).

@@ -22,6 +22,69 @@ std::vector<T> gather(Communicator& tp, const T* mine, size_t n) {
   return all;
 }
 
+// The per-shard ops where the rows live: the CPU ops, or with rows on the GPU their CUDA twins
+// (model/vocab_rows_gpu.h, which stage the [N]-sized host arrays). The split algorithm below calls
+// these for everything that reads or writes rows, so it is one algorithm for both.
+namespace shard_op {
+
+void stats(const VocabShard& vs, float* mx, float* se, float* tl, const float* logits, const int* targets, int N) {
+  if (vs.device) return vocab_rows_gpu::logprobs_shard_stats(vs, mx, se, tl, logits, targets, N);
+  cpu::logprobs_shard_stats(mx, se, tl, logits, targets, N, vs.size, vs.begin);
+}
+
+void entropy(const VocabShard& vs, float* out, const float* logits, const float* lse, int N) {
+  if (vs.device) return vocab_rows_gpu::entropy_shard(vs, out, logits, lse, N);
+  cpu::entropy_shard(out, logits, lse, N, vs.size);
+}
+
+void logprobs_backward(const VocabShard& vs, float* dlogits, const float* dlogp, const float* logits,
+                       const float* lse, const int* targets, int N) {
+  if (vs.device) return vocab_rows_gpu::logprobs_backward_shard(vs, dlogits, dlogp, logits, lse, targets, N);
+  cpu::logprobs_backward_shard(dlogits, dlogp, logits, lse, targets, N, vs.size, vs.begin);
+}
+
+void log_softmax(const VocabShard& vs, float* out, const float* logits, const float* lse, int N) {
+  if (vs.device) return vocab_rows_gpu::log_softmax_shard(vs, out, logits, lse, N);
+  cpu::log_softmax_shard(out, logits, lse, N, vs.size);
+}
+
+void topk_candidates(const VocabShard& vs, int* ids, float* logp, const float* logits, const float* lse, int N,
+                     int K) {
+  if (vs.device) return vocab_rows_gpu::topk_shard_candidates(vs, ids, logp, logits, lse, N, K);
+  cpu::topk_shard_candidates(ids, logp, logits, lse, N, vs.size, vs.begin, K);
+}
+
+// teacher_rows: where the rows live (vocab_rows_gpu::TeacherRows).
+void kl_full_partial(const VocabShard& vs, float* partial, const float* logits, const float* lse,
+                     const float* teacher_rows, int N) {
+  if (vs.device) return vocab_rows_gpu::reverse_kl_full_shard_partial(vs, partial, logits, lse, teacher_rows, N);
+  cpu::reverse_kl_full_shard_partial(partial, logits, lse, teacher_rows, N, vs.size);
+}
+
+void kl_full_grad(const VocabShard& vs, float* dlogits, const float* logits, const float* lse,
+                  const float* teacher_rows, const float* kl, const float* scale, int N) {
+  if (vs.device)
+    return vocab_rows_gpu::reverse_kl_full_shard_grad(vs, dlogits, logits, lse, teacher_rows, kl, scale, N);
+  cpu::reverse_kl_full_shard_grad(dlogits, logits, lse, teacher_rows, kl, scale, N, vs.size);
+}
+
+void kl_topk_partial(const VocabShard& vs, float* zs, float* a, const float* logits, const float* lse, const int* ids,
+                     const float* logp_teacher, int N, int K1) {
+  if (vs.device)
+    return vocab_rows_gpu::reverse_kl_topk_shard_partial(vs, zs, a, logits, lse, ids, logp_teacher, N, K1);
+  cpu::reverse_kl_topk_shard_partial(zs, a, logits, lse, ids, logp_teacher, N, vs.size, vs.begin, K1);
+}
+
+void kl_topk_grad(const VocabShard& vs, float* dlogits, const float* logits, const float* lse, const float* zs,
+                  const int* ids, const float* logp_teacher, const float* kl, const float* scale, int N, int K1) {
+  if (vs.device)
+    return vocab_rows_gpu::reverse_kl_topk_shard_grad(vs, dlogits, logits, lse, zs, ids, logp_teacher, kl, scale, N,
+                                                      K1);
+  cpu::reverse_kl_topk_shard_grad(dlogits, logits, lse, zs, ids, logp_teacher, kl, scale, N, vs.size, vs.begin, K1);
+}
+
+}  // namespace shard_op
+
 // Per row of a split vocabulary: log-sum-exp (and the target's log-prob when targets is given).
 void row_lse(const VocabShard& vs, float* lse, float* logp, const float* logits, const int* targets, int N) {
   std::vector<int> none;
@@ -30,7 +93,7 @@ void row_lse(const VocabShard& vs, float* lse, float* logp, const float* logits,
     targets = none.data();
   }
   std::vector<float> mx(N), se(N), tl(N), lp(N);
-  cpu::logprobs_shard_stats(mx.data(), se.data(), tl.data(), logits, targets, N, vs.size, vs.begin);
+  shard_op::stats(vs, mx.data(), se.data(), tl.data(), logits, targets, N);
   Communicator& tp = *vs.tp;
   const auto amx = gather(tp, mx.data(), N), ase = gather(tp, se.data(), N), atl = gather(tp, tl.data(), N);
   cpu::combine_shard_stats(logp ? logp : lp.data(), lse, amx.data(), ase.data(), atl.data(), targets, tp.size(), N);
@@ -66,8 +129,8 @@ void zero_rows(const VocabShard& vs, float* rows, int N) {
 
 void logprobs(const VocabShard& vs, float* logp, float* entropy, float* lse, const float* logits, const int* targets,
               int N) {
-  if (vs.device) return vocab_rows_gpu::logprobs(vs, logp, entropy, logits, targets, N);
   if (!vs.split()) {
+    if (vs.device) return vocab_rows_gpu::logprobs(vs, logp, entropy, logits, targets, N);
     cpu::logprobs_forward(logp, entropy, logits, targets, N, vs.vocab);
     return;
   }
@@ -79,7 +142,7 @@ void logprobs(const VocabShard& vs, float* logp, float* entropy, float* lse, con
   row_lse(vs, lse, logp, logits, targets, N);
   if (!entropy) return;
   // -sum p log p, each shard its share (not lse - sum p x, which loses lse's digits in float).
-  cpu::entropy_shard(entropy, logits, lse, N, vs.size);
+  shard_op::entropy(vs, entropy, logits, lse, N);
   vs.tp->all_reduce(entropy, N, ReduceOp::kSum);
   for (int n = 0; n < N; ++n)
     if (targets[n] < 0) entropy[n] = 0.0f;
@@ -87,15 +150,15 @@ void logprobs(const VocabShard& vs, float* logp, float* entropy, float* lse, con
 
 void logprobs_backward(const VocabShard& vs, float* dlogits, const float* dlogp, const float* logits,
                        const float* lse, const int* targets, int N) {
-  if (vs.device) return vocab_rows_gpu::logprobs_backward(vs, dlogits, dlogp, logits, targets, N);
+  if (!vs.split() && vs.device) return vocab_rows_gpu::logprobs_backward(vs, dlogits, dlogp, logits, targets, N);
   if (!vs.split()) return cpu::logprobs_backward(dlogits, dlogp, logits, targets, N, vs.vocab);
   OPD_REQUIRE(lse, "vocab_parallel::logprobs_backward: a split vocabulary needs the rows' log-sum-exp");
-  cpu::logprobs_backward_shard(dlogits, dlogp, logits, lse, targets, N, vs.size, vs.begin);
+  shard_op::logprobs_backward(vs, dlogits, dlogp, logits, lse, targets, N);
 }
 
 void cross_entropy(const VocabShard& vs, float* losses, float* dlogits, const float* logits, const int* targets,
                    float scale, int N) {
-  if (vs.device) return vocab_rows_gpu::cross_entropy(vs, losses, dlogits, logits, targets, scale, N);
+  if (!vs.split() && vs.device) return vocab_rows_gpu::cross_entropy(vs, losses, dlogits, logits, targets, scale, N);
   if (!vs.split()) return cpu::cross_entropy_forward_backward(losses, dlogits, logits, targets, scale, N, vs.vocab);
   std::vector<float> logp(N), lse(N), dlogp(N);
   logprobs(vs, logp.data(), nullptr, lse.data(), logits, targets, N);
@@ -105,27 +168,28 @@ void cross_entropy(const VocabShard& vs, float* losses, float* dlogits, const fl
   }
   if (!dlogits) return;
   zero_rows(vs, dlogits, N);
-  cpu::logprobs_backward_shard(dlogits, dlogp.data(), logits, lse.data(), targets, N, vs.size, vs.begin);
+  shard_op::logprobs_backward(vs, dlogits, dlogp.data(), logits, lse.data(), targets, N);
 }
 
 void log_softmax(const VocabShard& vs, float* out, const float* logits, int N) {
-  if (vs.device) return vocab_rows_gpu::log_softmax(vs, out, logits, N);
+  if (!vs.split() && vs.device) return vocab_rows_gpu::log_softmax(vs, out, logits, N);
   if (!vs.split()) return cpu::log_softmax_forward(out, logits, N, vs.vocab);
   std::vector<float> lse(N);
   row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
-  cpu::log_softmax_shard(out, logits, lse.data(), N, vs.size);
+  shard_op::log_softmax(vs, out, logits, lse.data(), N);
 }
 
 void topk_logprobs(const VocabShard& vs, int* ids, float* logp, const float* logits, const int* extra,
                    bool skip_without_extra, int N, int K) {
-  if (vs.device) return vocab_rows_gpu::topk_logprobs(vs, ids, logp, logits, extra, skip_without_extra, N, K);
+  if (!vs.split() && vs.device)
+    return vocab_rows_gpu::topk_logprobs(vs, ids, logp, logits, extra, skip_without_extra, N, K);
   if (!vs.split()) return cpu::topk_logprobs(ids, logp, logits, extra, skip_without_extra, N, vs.vocab, K);
   OPD_REQUIRE(K >= 1 && K <= vs.vocab, "topk_logprobs: K = ", K, " outside [1, vocab = ", vs.vocab, "]");
   std::vector<float> lse(N), extra_logp(N);
   logprobs(vs, extra_logp.data(), nullptr, lse.data(), logits, extra, N);
   std::vector<int> cand_ids(size_t(N) * K);
   std::vector<float> cand_logp(size_t(N) * K);
-  cpu::topk_shard_candidates(cand_ids.data(), cand_logp.data(), logits, lse.data(), N, vs.size, vs.begin, K);
+  shard_op::topk_candidates(vs, cand_ids.data(), cand_logp.data(), logits, lse.data(), N, K);
   const auto all_ids = gather(*vs.tp, cand_ids.data(), cand_ids.size());
   const auto all_logp = gather(*vs.tp, cand_logp.data(), cand_logp.size());
   cpu::topk_merge_shards(ids, logp, all_ids.data(), all_logp.data(), extra, extra_logp.data(), skip_without_extra,
@@ -134,33 +198,36 @@ void topk_logprobs(const VocabShard& vs, int* ids, float* logp, const float* log
 
 void reverse_kl_full(const VocabShard& vs, float* kl, float* dlogits, const float* logits, const float* logp_teacher,
                      const float* scale, int N) {
-  if (vs.device) return vocab_rows_gpu::reverse_kl_full(vs, kl, dlogits, logits, logp_teacher, scale, N);
+  if (!vs.split() && vs.device)
+    return vocab_rows_gpu::reverse_kl_full(vs, kl, dlogits, logits, logp_teacher, scale, N);
   if (!vs.split()) return cpu::reverse_kl_full(kl, dlogits, logits, logp_teacher, scale, N, vs.vocab);
   std::vector<float> lse(N);
   row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
-  cpu::reverse_kl_full_shard_partial(kl, logits, lse.data(), logp_teacher, N, vs.size);
+  const vocab_rows_gpu::TeacherRows teacher(vs, logp_teacher, size_t(N) * vs.size);  // read twice, sent once
+  shard_op::kl_full_partial(vs, kl, logits, lse.data(), teacher.get(), N);
   vs.tp->all_reduce(kl, N, ReduceOp::kSum);
-  if (dlogits) cpu::reverse_kl_full_shard_grad(dlogits, logits, lse.data(), logp_teacher, kl, scale, N, vs.size);
+  if (dlogits) shard_op::kl_full_grad(vs, dlogits, logits, lse.data(), teacher.get(), kl, scale, N);
 }
 
 void reverse_kl_topk(const VocabShard& vs, float* kl, float* dlogits, const float* logits, const int* ids,
                      const float* logp_teacher, const float* scale, int N, int K1) {
-  if (vs.device) return vocab_rows_gpu::reverse_kl_topk(vs, kl, dlogits, logits, ids, logp_teacher, scale, N, K1);
+  if (!vs.split() && vs.device)
+    return vocab_rows_gpu::reverse_kl_topk(vs, kl, dlogits, logits, ids, logp_teacher, scale, N, K1);
   if (!vs.split()) return cpu::reverse_kl_topk(kl, dlogits, logits, ids, logp_teacher, scale, N, vs.vocab, K1);
   std::vector<float> lse(N), za(2 * size_t(N));
   row_lse(vs, lse.data(), nullptr, logits, nullptr, N);
   float* zs = za.data();
   float* a = za.data() + N;
-  cpu::reverse_kl_topk_shard_partial(zs, a, logits, lse.data(), ids, logp_teacher, N, vs.size, vs.begin, K1);
+  shard_op::kl_topk_partial(vs, zs, a, logits, lse.data(), ids, logp_teacher, N, K1);
   vs.tp->all_reduce(za.data(), za.size(), ReduceOp::kSum);
   cpu::reverse_kl_topk_combine(kl, zs, a, N);
   if (dlogits)
-    cpu::reverse_kl_topk_shard_grad(dlogits, logits, lse.data(), zs, ids, logp_teacher, kl, scale, N, vs.size,
-                                    vs.begin, K1);
+    shard_op::kl_topk_grad(vs, dlogits, logits, lse.data(), zs, ids, logp_teacher, kl, scale, N, K1);
 }
 
 void sample(const VocabShard& vs, int* tokens, const float* logits, const uint32_t* seq, const uint32_t* pos, int N,
             const cpu::SampleParams& p) {
+  // Rows on the GPU, whole or split: the one place rows are gathered (see vocab_parallel.h).
   if (vs.device) return vocab_rows_gpu::sample(vs, tokens, logits, seq, pos, N, p);
   if (!vs.split()) return cpu::sample_tokens(tokens, logits, seq, pos, N, vs.vocab, p);
   Communicator& tp = *vs.tp;

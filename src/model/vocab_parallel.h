@@ -2,10 +2,21 @@
 // with a whole vocabulary each function is the CPU op itself; with a split one (each TP rank
 // holding the slab [N, size] of ids [begin, begin + size)) it runs the op's per-shard form and
 // combines rows over the TP group with all-reduces and all-gathers of [N]-sized statistics
-// (max, sum-exp, partial sums, top-K candidates). Full logits rows are never gathered. Every TP
-// rank gets the same per-row results (log-probs, KL, sampled tokens). With rows on the GPU
-// (VocabShard::device) each function is the CUDA op (model/vocab_rows_gpu.h): logits and dlogits
-// are device pointers, every other array stays on the host.
+// (max, sum-exp, partial sums, top-K candidates). Every TP rank gets the same per-row results
+// (log-probs, KL, sampled tokens).
+//
+// With rows on the GPU (VocabShard::device) logits and dlogits are device pointers and every other
+// array stays on the host. Whole rows go to the whole-row CUDA ops (model/vocab_rows_gpu.h). A split
+// runs the same split algorithm as on the CPU, each per-shard op replaced by its CUDA twin (the
+// [N]-sized arrays staged to and from the device); the [N] collectives stay on the host, over tp.
+//
+// Rows are never gathered, with one exception: sample() with split rows on the GPU. The CPU's split
+// sampler is a dozen per-shard ops and a data-dependent merge (top-p bisection over shards), each
+// step a collective; twinning all of it for the GPU would be most of the sampler again. Sampling
+// reads decode rows only ([B, V], one row per sequence, not [B*T, V]), so there it gathers the
+// slabs into whole rows (over VocabShard::device_tp when set, i.e. NCCL between GPUs, else through
+// host memory over tp) and runs the whole-row CUDA sampler, which draws cpu::sample_tokens' token.
+// Each rank then holds B * V floats for the step: 2.4 MB for B = 4 at Qwen3's 151936.
 #pragma once
 #include <cstdint>
 

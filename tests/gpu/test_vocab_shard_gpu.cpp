@@ -1,6 +1,7 @@
 // The vocabulary-parallel (tensor-parallel) row ops on the GPU against their CPU references,
-// shard by shard: entropy_shard, logprobs_backward_shard, log_softmax_shard and
-// reverse_kl_full_shard_{partial,grad}, for fp32 and bf16 logits. Whole rows are split into R
+// shard by shard: entropy_shard, logprobs_backward_shard, log_softmax_shard,
+// reverse_kl_full_shard_{partial,grad}, topk_shard_candidates and
+// reverse_kl_topk_shard_{partial,grad}, for fp32 and bf16 logits. Whole rows are split into R
 // shards of consecutive ids, uneven ones included (V % R != 0, shards narrower than a 16-byte
 // pack, and about half of Qwen3's 151936), each shard its own slab; the CPU op runs in double on
 // the very values the GPU reads, with the same fp32 lse.
@@ -8,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include "common/check.h"
@@ -155,6 +158,120 @@ void vocab_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
   }
 }
 
+// ---- top-K candidates and the top-K reverse KL on a shard ---------------------------------------
+
+// ids [N, K1] for the top-K reverse KL: distinct ids per row, some entries absent (-1), row 1 with
+// every third entry absent and the last row all absent (an empty set S_n). The teacher's log-probs
+// of them are any negative numbers (the op renormalises over S_n).
+std::vector<int> topk_ids(int N, int V, int K1, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::vector<int> ids(static_cast<size_t>(N) * K1), order(V);
+  for (int n = 0; n < N; ++n) {
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), gen);
+    if (n == 0) {  // the last id, and row 0's -inf logit
+      std::iter_swap(order.begin(), std::find(order.begin(), order.end(), V - 1));
+      if (K1 > 1 && V / 2 != V - 1) std::iter_swap(order.begin() + 1, std::find(order.begin(), order.end(), V / 2));
+    }
+    int* id = ids.data() + static_cast<size_t>(n) * K1;
+    for (int j = 0; j < K1; ++j) id[j] = order[j];
+    if (n == 1)
+      for (int j = 0; j < K1; j += 3) id[j] = -1;
+    if (n == N - 1) std::fill(id, id + K1, -1);
+  }
+  return ids;
+}
+
+template <typename T>
+void topk_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
+  const int N = k.N, V = k.V;
+  const size_t NV = static_cast<size_t>(N) * V;
+  auto xs = opd::testing::lm_logits(N, V, seed);
+  if (V > 1) xs[V / 2] = -INFINITY;  // row 0: a ruled-out token, ranked last, no mass
+  if (N > 2)  // row 2 in whole numbers: ties, which rank lower id first (bf16 rounding makes more)
+    for (int v = 0; v < V; ++v) xs[2 * static_cast<size_t>(V) + v] = std::floor(xs[2 * static_cast<size_t>(V) + v]);
+  const auto x = as<T>(xs);
+  const auto xd = opd::testing::to_double(x);
+  std::vector<float> xf(NV);  // the values the GPU reads, for the fp32 CPU op
+  for (size_t i = 0; i < NV; ++i) xf[i] = static_cast<float>(xd[i]);
+  const auto lse = full_lse(xd, N, V);
+  const auto lsed = opd::testing::to_double(lse);
+  const int K1 = std::min(13, V);
+  const auto ids = topk_ids(N, V, K1, seed + 1);
+  const auto lt = opd::testing::random_vector<float>(static_cast<size_t>(N) * K1, seed + 2, -9.0, -0.05);
+  const auto ltd = opd::testing::to_double(lt);
+  auto scale = opd::testing::random_vector<float>(N, seed + 3, 0.1, 1.0);
+  scale[N / 2] = 0.0f;
+  const auto scaled = opd::testing::to_double(scale);
+
+  // zs and a summed over all shards by the CPU op, combined, rounded to the fp32 the grad takes.
+  std::vector<double> zsum(N, 0.0), asum(N, 0.0);
+  for (int r = 0; r < k.R; ++r) {
+    const int v0 = shard_start(V, k.R, r), Vl = shard_start(V, k.R, r + 1) - v0;
+    const auto xsd = slab_of(xd, N, V, v0, Vl);
+    std::vector<double> z(N), a(N);
+    opd::cpu::reverse_kl_topk_shard_partial(z.data(), a.data(), xsd.data(), lsed.data(), ids.data(), ltd.data(), N,
+                                            Vl, v0, K1);
+    for (int n = 0; n < N; ++n) zsum[n] += z[n], asum[n] += a[n];
+  }
+  std::vector<double> kl_sum(N);
+  opd::cpu::reverse_kl_topk_combine(kl_sum.data(), zsum.data(), asum.data(), N);
+  const std::vector<float> zs(zsum.begin(), zsum.end()), kl(kl_sum.begin(), kl_sum.end());
+  const auto zsd = opd::testing::to_double(zs), kld = opd::testing::to_double(kl);
+
+  DeviceBuf<float> d_lse(lse), d_lt(lt), d_scale(scale), d_zs(zs), d_kl(kl);
+  DeviceBuf<int> d_ids(ids);
+  for (int r = 0; r < k.R; ++r) {
+    const int v0 = shard_start(V, k.R, r), Vl = shard_start(V, k.R, r + 1) - v0;
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " V=" << V << " shard " << r << " of " << k.R << " [" << v0
+                                      << ", " << v0 + Vl << ") offset=" << k.offset << " bf16=" << (sizeof(T) == 2));
+    const auto xs_t = slab_of(x, N, V, v0, Vl);
+    const auto xsd = opd::testing::to_double(xs_t);
+    const auto xsf = slab_of(xf, N, V, v0, Vl);
+    const size_t NVl = static_cast<size_t>(N) * Vl;
+    DeviceBuf<T> d_x(xs_t, k.offset), d_grad(NVl, k.offset), d_grad_inplace(xs_t, k.offset);
+
+    // Candidates: K below the shard's width and, on narrow shards, at and above it (a pass over
+    // the slab per pick: a K of Vl on a wide shard would take minutes). Exact: the ranking key
+    // x - lse is one fp32 subtraction on both sides.
+    std::vector<int> ks = {1, 4, 37};
+    if (Vl <= 64) ks.insert(ks.end(), {Vl, Vl + 3});
+    for (const int K : ks) {
+      std::vector<int> want_ids(static_cast<size_t>(N) * K);
+      std::vector<float> want_lp(static_cast<size_t>(N) * K);
+      opd::cpu::topk_shard_candidates(want_ids.data(), want_lp.data(), xsf.data(), lse.data(), N, Vl, v0, K);
+      DeviceBuf<int> d_cid(static_cast<size_t>(N) * K);
+      DeviceBuf<float> d_clp(static_cast<size_t>(N) * K);
+      opd::cuda::topk_shard_candidates(d_cid.get(), d_clp.get(), d_x.get(), d_lse.get(), N, Vl, v0, K);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(d_cid.host(), want_ids) << "topk_shard_candidates ids, K=" << K;
+      const auto got_lp = d_clp.host();
+      for (size_t i = 0; i < got_lp.size(); ++i)
+        ASSERT_TRUE(got_lp[i] == want_lp[i]) << "topk_shard_candidates logp, K=" << K << " at [" << i / K << ", "
+                                             << i % K << "]: got " << got_lp[i] << ", expected " << want_lp[i];
+    }
+
+    std::vector<double> z(N), a(N), grad(NVl);
+    opd::cpu::reverse_kl_topk_shard_partial(z.data(), a.data(), xsd.data(), lsed.data(), ids.data(), ltd.data(), N,
+                                            Vl, v0, K1);
+    opd::cpu::reverse_kl_topk_shard_grad(grad.data(), xsd.data(), lsed.data(), zsd.data(), ids.data(), ltd.data(),
+                                         kld.data(), scaled.data(), N, Vl, v0, K1);
+    DeviceBuf<float> d_z(N), d_a(N);
+    opd::cuda::reverse_kl_topk_shard_partial(d_z.get(), d_a.get(), d_x.get(), d_lse.get(), d_ids.get(), d_lt.get(), N,
+                                             Vl, v0, K1);
+    opd::cuda::reverse_kl_topk_shard_grad(d_grad.get(), d_x.get(), d_lse.get(), d_zs.get(), d_ids.get(), d_lt.get(),
+                                          d_kl.get(), d_scale.get(), N, Vl, v0, K1);
+    opd::cuda::reverse_kl_topk_shard_grad(d_grad_inplace.get(), d_grad_inplace.get(), d_lse.get(), d_zs.get(),
+                                          d_ids.get(), d_lt.get(), d_kl.get(), d_scale.get(), N, Vl, v0, K1);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    opd::testing::expect_near_all(d_z.host(), z, 1e-6, 1e-4, "reverse_kl_topk_shard_partial zs");
+    opd::testing::expect_near_all(d_a.host(), a, 3e-4, 1e-4, "reverse_kl_topk_shard_partial a");
+    opd::testing::expect_near_all(d_grad.host(), grad, 2e-5, 2 * tol, "reverse_kl_topk_shard_grad", Vl);
+    opd::testing::expect_near_all(d_grad_inplace.host(), grad, 2e-5, 2 * tol, "reverse_kl_topk_shard_grad (in place)",
+                                  Vl);
+  }
+}
+
 }  // namespace
 
 TEST_F(VocabShardGpu, Fp32MatchCpu) {
@@ -198,6 +315,16 @@ TEST_F(VocabShardGpu, SharesSumToWholeRow) {
   opd::testing::expect_near_all(kl_sum, kl, 5e-4, 1e-4, "sum of the KL partials");
 }
 
+TEST_F(VocabShardGpu, TopKFp32MatchCpu) {
+  uint32_t seed = 70;
+  for (const VocabCase& k : kVocabCases) topk_ops_match_cpu<float>(k, seed += 9, 1e-4);
+}
+
+TEST_F(VocabShardGpu, TopKBf16MatchCpu) {
+  uint32_t seed = 700;
+  for (const VocabCase& k : kVocabCases) topk_ops_match_cpu<opd::cuda::bf16>(k, seed += 9, 8e-3);
+}
+
 TEST_F(VocabShardGpu, RejectsBadShapes) {
   float* none = nullptr;
   EXPECT_THROW(opd::cuda::entropy_shard(none, none, none, 1, 0), opd::Error);
@@ -207,6 +334,16 @@ TEST_F(VocabShardGpu, RejectsBadShapes) {
       opd::Error);
   EXPECT_THROW(opd::cuda::reverse_kl_full_shard_partial(none, none, none, none, 1, 0), opd::Error);
   EXPECT_THROW(opd::cuda::reverse_kl_full_shard_grad(none, none, none, none, none, none, -2, 4), opd::Error);
+  const int* no_ids = nullptr;
+  int* no_out = nullptr;
+  EXPECT_THROW(opd::cuda::topk_shard_candidates(no_out, none, none, none, 1, 4, 0, 0), opd::Error);
+  EXPECT_THROW(opd::cuda::topk_shard_candidates(no_out, none, none, none, 1, 0, 0, 2), opd::Error);
+  EXPECT_THROW(opd::cuda::reverse_kl_topk_shard_partial(none, none, none, none, no_ids, none, 1, 4, -1, 3),
+               opd::Error);
+  EXPECT_THROW(opd::cuda::reverse_kl_topk_shard_partial(none, none, none, none, no_ids, none, 1, 4, 0, 0),
+               opd::Error);
+  EXPECT_THROW(opd::cuda::reverse_kl_topk_shard_grad(none, none, none, none, no_ids, none, none, none, 1, 4, 0, 8193),
+               opd::Error);
 }
 
 #else
