@@ -53,8 +53,9 @@ size_t kernel_workspace(const ModelConfig& c, const MemoryPlanOptions& o) {
 // Dimensions the kernels need: the attention kernels' head sizes, and rows of whole 16-byte packs
 // of bf16 for cuBLASLt and the vectorised pointwise kernels.
 void check_gpu_shape(const ModelConfig& c, int tp) {
-  OPD_REQUIRE(c.head_dim == 64 || c.head_dim == 128, "GPU model: head_dim = ", c.head_dim,
-              "; the CUDA attention kernels take 64 or 128 (run this model with --device cpu)");
+  OPD_REQUIRE(c.head_dim == 16 || c.head_dim == 32 || c.head_dim == 64 || c.head_dim == 128,
+              "GPU model: head_dim = ", c.head_dim,
+              "; the CUDA attention kernels take 16, 32, 64 or 128 (run this model with --device cpu)");
   for (auto [what, n] : {std::pair<const char*, int>{"d_model", c.d_model}, {"ffn_dim / tp", c.ffn_dim / tp}})
     OPD_REQUIRE(n % 8 == 0, "GPU model: ", what, " = ", n, " is not a multiple of 8 (16-byte rows of bf16)");
 }

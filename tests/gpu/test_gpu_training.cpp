@@ -73,14 +73,16 @@ class GpuTraining : public ::testing::Test {
     if (!cuda::device_available()) GTEST_SKIP() << "no usable CUDA device (no driver or no GPU)";
   }
   // launcher: what starts opd (e.g. mpirun), empty for one process.
+  // student: a model file (default: the test's own student).
   static std::string run(const std::string& method, const std::string& name, const std::string& extra,
-                         const std::string& student = "student.h5", const std::string& launcher = "") {
+                         const std::string& student = "", const std::string& launcher = "") {
     const std::string out = dir_ + "/" + name;
     // SFT reads completions (--data), the others prompts; rl sets its own batch.
     const std::string data = method == "sft" ? " --data " + dir_ + "/train.jsonl --prompts-per-step 16"
                              : method == "rl" ? " --prompts " + dir_ + "/train.jsonl"
                                               : " --prompts " + dir_ + "/train.jsonl --prompts-per-step 16";
-    const auto r = run_opd(method + " --student " + dir_ + "/" + student + data + " --eval " + dir_ +
+    const std::string model = student.empty() ? dir_ + "/student.h5" : student;
+    const auto r = run_opd(method + " --student " + model + data + " --eval " + dir_ +
                                "/eval.jsonl --micro-batch 8 --gen-batch 16 --lr 2e-3 --eval-every 3 --threads 2 " +
                                "--overwrite --out " + out + " " + extra,
                            launcher);
@@ -111,6 +113,19 @@ TEST_F(GpuTraining, DistillFollowsTheCpuRun) {
   }
 }
 
+// The shipped miniature models (head_dim 16 and 32: the small-head attention kernels), as `make
+// run DEVICE=cuda` trains them.
+TEST_F(GpuTraining, TheShippedModelsFollowTheCpuRun) {
+  const std::string args = "--teacher models/teacher.h5 --kl full --steps 4";
+  const auto gpu = metrics(run("distill", "shipped_gpu", args + " --device cuda", "models/student-base.h5"));
+  const auto cpu = metrics(run("distill", "shipped_cpu", args + " --device cpu", "models/student-base.h5"));
+  ASSERT_EQ(gpu.size(), 4u);
+  ASSERT_EQ(cpu.size(), 4u);
+  const double g = gpu[0]["loss"], c = cpu[0]["loss"];
+  EXPECT_LT(std::abs(g - c), 0.1 * std::abs(c) + 1e-3) << "step 1: GPU " << g << ", CPU " << c;
+  for (const auto& s : gpu) EXPECT_TRUE(std::isfinite(s["loss"].get<double>()));
+}
+
 // Two ranks of one tensor-parallel student (and colocated teacher), each on a GPU of its own or
 // both on one (activations summed through host memory then), against the same run on one GPU.
 TEST_F(GpuTraining, TensorParallelDistillFollowsOneGpu) {
@@ -119,8 +134,8 @@ TEST_F(GpuTraining, TensorParallelDistillFollowsOneGpu) {
   for (const std::string kl : {"sampled", "full", "topk:4"}) {
     SCOPED_TRACE("--kl " + kl);
     const std::string args = "--teacher " + dir_ + "/teacher.h5 --kl " + kl + " --steps 6 --device cuda";
-    const auto one = metrics(run("distill", "tp1_" + kl.substr(0, 4), args, "student_tp.h5"));
-    const auto two = metrics(run("distill", "tp2_" + kl.substr(0, 4), args + " --tp 2", "student_tp.h5", mpirun));
+    const auto one = metrics(run("distill", "tp1_" + kl.substr(0, 4), args, dir_ + "/student_tp.h5"));
+    const auto two = metrics(run("distill", "tp2_" + kl.substr(0, 4), args + " --tp 2", dir_ + "/student_tp.h5", mpirun));
     ASSERT_EQ(one.size(), 6u);
     ASSERT_EQ(two.size(), 6u);
     for (int i = 0; i < 6; ++i) {
