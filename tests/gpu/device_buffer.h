@@ -26,6 +26,7 @@ class DeviceBuffer {
     CUDA_CHECK(cudaMalloc(&base_, sizeof(T) * (n_ + offset_ + 1)));
     if (n_) CUDA_CHECK(cudaMemcpy(get(), host.data(), sizeof(T) * n_, cudaMemcpyHostToDevice));
   }
+  explicit DeviceBuffer(size_t n, size_t offset = 0) : DeviceBuffer(std::vector<T>(n), offset) {}  // zeroed
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   ~DeviceBuffer() { cudaFree(base_); }

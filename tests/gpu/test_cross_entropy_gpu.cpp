@@ -10,7 +10,7 @@
 #include "kernels/cuda/device.cuh"
 #include "vocab_gpu_util.h"
 
-using opd::testing::DeviceBuf;
+using opd::testing::DeviceBuffer;
 using opd::testing::expect_near_all;
 using opd::testing::to_double;
 
@@ -47,9 +47,9 @@ void check_case(const Case& k, uint32_t seed, double tol_grad) {
   std::vector<double> loss(N), dx(NV);
   opd::cpu::cross_entropy_forward_backward(loss.data(), dx.data(), xd.data(), t.data(), double(scale), N, V);
 
-  DeviceBuf<T> d_x(x, k.offset), d_inplace(x, k.offset), d_dx(std::vector<T>(NV, T(1.0f)), k.offset);
-  DeviceBuf<int> d_t(t);
-  DeviceBuf<float> d_loss(N), d_loss2(N), d_loss3(N);
+  DeviceBuffer<T> d_x(x, k.offset), d_inplace(x, k.offset), d_dx(std::vector<T>(NV, T(1.0f)), k.offset);
+  DeviceBuffer<int> d_t(t);
+  DeviceBuffer<float> d_loss(N), d_loss2(N), d_loss3(N);
   opd::cuda::cross_entropy_forward_backward(d_loss.get(), d_dx.get(), d_x.get(), d_t.get(), scale, N, V);
   opd::cuda::cross_entropy_forward_backward(d_loss2.get(), d_inplace.get(), d_inplace.get(), d_t.get(), scale, N, V);
   opd::cuda::cross_entropy_forward_backward(d_loss3.get(), static_cast<T*>(nullptr), d_x.get(), d_t.get(), scale, N,

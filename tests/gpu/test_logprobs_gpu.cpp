@@ -11,7 +11,7 @@
 #include "kernels/cuda/logprobs.cuh"
 #include "vocab_gpu_util.h"
 
-using opd::testing::DeviceBuf;
+using opd::testing::DeviceBuffer;
 using opd::testing::expect_near_all;
 using opd::testing::to_double;
 
@@ -57,9 +57,9 @@ void check_case(const Case& k, uint32_t seed, double tol_out) {
   opd::cpu::logprobs_backward(dx.data(), dlogpd.data(), xd.data(), t.data(), N, V);
   opd::cpu::log_softmax_forward(ls.data(), xd.data(), N, V);
 
-  DeviceBuf<T> d_x(x, k.offset), d_dx(dx0t, k.offset), d_ls(NV, k.offset);
-  DeviceBuf<int> d_t(t);
-  DeviceBuf<float> d_logp(N), d_ent(N), d_logp2(N), d_dlogp(dlogp);
+  DeviceBuffer<T> d_x(x, k.offset), d_dx(dx0t, k.offset), d_ls(NV, k.offset);
+  DeviceBuffer<int> d_t(t);
+  DeviceBuffer<float> d_logp(N), d_ent(N), d_logp2(N), d_dlogp(dlogp);
   opd::cuda::logprobs_forward(d_logp.get(), d_ent.get(), d_x.get(), d_t.get(), N, V);
   opd::cuda::logprobs_forward(d_logp2.get(), static_cast<float*>(nullptr), d_x.get(), d_t.get(), N, V);
   opd::cuda::logprobs_backward(d_dx.get(), d_dlogp.get(), d_x.get(), d_t.get(), N, V);
@@ -108,9 +108,9 @@ void check_topk(int N, int V, int K, bool skip, uint32_t seed) {
     extra[3] = ids[3 * K1 + K / 2];
     opd::cpu::topk_logprobs(ids.data(), lp.data(), xd.data(), extra.data(), skip, N, V, K);
   }
-  DeviceBuf<T> d_x(x);
-  DeviceBuf<int> d_extra(extra), d_ids(ids.size());
-  DeviceBuf<float> d_lp(ids.size());
+  DeviceBuffer<T> d_x(x);
+  DeviceBuffer<int> d_extra(extra), d_ids(ids.size());
+  DeviceBuffer<float> d_lp(ids.size());
   opd::cuda::topk_logprobs(d_ids.get(), d_lp.get(), d_x.get(), d_extra.get(), skip, N, V, K);
   CUDA_CHECK(cudaDeviceSynchronize());
   const auto got = d_ids.host();
@@ -142,20 +142,20 @@ TEST_F(LogprobsGpu, ShardStatsCombineToWholeRow) {
     std::vector<double> want(N);
     const auto xd = to_double(x);
     opd::cpu::logprobs_forward(want.data(), static_cast<double*>(nullptr), xd.data(), t.data(), N, V);
-    DeviceBuf<float> mx(static_cast<size_t>(R) * N), se(static_cast<size_t>(R) * N), tl(static_cast<size_t>(R) * N);
-    DeviceBuf<int> d_t(t);
+    DeviceBuffer<float> mx(static_cast<size_t>(R) * N), se(static_cast<size_t>(R) * N), tl(static_cast<size_t>(R) * N);
+    DeviceBuffer<int> d_t(t);
     for (int r = 0; r < R; ++r) {
       const int v0 = static_cast<int>(static_cast<long>(V) * r / R);
       const int Vl = static_cast<int>(static_cast<long>(V) * (r + 1) / R) - v0;
       std::vector<float> slab(static_cast<size_t>(N) * Vl);
       for (int n = 0; n < N; ++n)
         for (int v = 0; v < Vl; ++v) slab[static_cast<size_t>(n) * Vl + v] = x[static_cast<size_t>(n) * V + v0 + v];
-      DeviceBuf<float> d_slab(slab);
+      DeviceBuffer<float> d_slab(slab);
       opd::cuda::logprobs_shard_stats(mx.get() + r * N, se.get() + r * N, tl.get() + r * N, d_slab.get(), d_t.get(),
                                       N, Vl, v0);
       CUDA_CHECK(cudaDeviceSynchronize());
     }
-    DeviceBuf<float> logp(N), lse(N);
+    DeviceBuffer<float> logp(N), lse(N);
     opd::cuda::combine_shard_stats(logp.get(), lse.get(), mx.get(), se.get(), tl.get(), d_t.get(), R, N);
     CUDA_CHECK(cudaDeviceSynchronize());
     expect_near_all(logp.host(), want, 2e-4, 1e-5, "logp from shards");

@@ -13,7 +13,7 @@
 #include "kernels/cuda/reverse_kl.cuh"
 #include "vocab_gpu_util.h"
 
-using opd::testing::DeviceBuf;
+using opd::testing::DeviceBuffer;
 using opd::testing::expect_near_all;
 using opd::testing::to_double;
 
@@ -62,8 +62,8 @@ void check_full(const Case& k, uint32_t seed, double tol_grad) {
   std::vector<double> kl(N), dx(NV);
   opd::cpu::reverse_kl_full(kl.data(), dx.data(), xd.data(), ltd.data(), scaled.data(), N, V);
 
-  DeviceBuf<T> d_x(x, k.offset), d_lt(lt, k.offset), d_inplace(x, k.offset), d_dx(NV, k.offset);
-  DeviceBuf<float> d_scale(scale), d_kl(N), d_kl2(N), d_kl3(N);
+  DeviceBuffer<T> d_x(x, k.offset), d_lt(lt, k.offset), d_inplace(x, k.offset), d_dx(NV, k.offset);
+  DeviceBuffer<float> d_scale(scale), d_kl(N), d_kl2(N), d_kl3(N);
   opd::cuda::reverse_kl_full(d_kl.get(), d_dx.get(), d_x.get(), d_lt.get(), d_scale.get(), N, V);
   opd::cuda::reverse_kl_full(d_kl2.get(), d_inplace.get(), d_inplace.get(), d_lt.get(), d_scale.get(), N, V);
   opd::cuda::reverse_kl_full(d_kl3.get(), static_cast<T*>(nullptr), d_x.get(), d_lt.get(), d_scale.get(), N, V);
@@ -97,9 +97,9 @@ void check_topk(int N, int V, int K1, uint32_t seed, double tol_grad) {
   std::vector<double> kl(N), dx(NV);
   opd::cpu::reverse_kl_topk(kl.data(), dx.data(), xd.data(), ids.data(), ltd.data(), scaled.data(), N, V, K1);
 
-  DeviceBuf<T> d_x(x), d_dx(std::vector<T>(NV, T(1.0f))), d_inplace(x);
-  DeviceBuf<int> d_ids(ids);
-  DeviceBuf<float> d_lt(lt), d_scale(scale), d_kl(N), d_kl2(N), d_kl3(N);
+  DeviceBuffer<T> d_x(x), d_dx(std::vector<T>(NV, T(1.0f))), d_inplace(x);
+  DeviceBuffer<int> d_ids(ids);
+  DeviceBuffer<float> d_lt(lt), d_scale(scale), d_kl(N), d_kl2(N), d_kl3(N);
   opd::cuda::reverse_kl_topk(d_kl.get(), d_dx.get(), d_x.get(), d_ids.get(), d_lt.get(), d_scale.get(), N, V, K1);
   opd::cuda::reverse_kl_topk(d_kl2.get(), d_inplace.get(), d_inplace.get(), d_ids.get(), d_lt.get(), d_scale.get(), N,
                              V, K1);
@@ -142,7 +142,7 @@ TEST_F(ReverseKlGpu, SampledAndPolicyGradientMatchCpu) {
   const auto ad = to_double(a), bd = to_double(b), cd = to_double(c), advd = to_double(adv), wd = to_double(w);
   opd::cpu::reverse_kl_sampled(k.data(), ad.data(), bd.data(), N);
   opd::cpu::policy_gradient_loss(loss.data(), dlogp.data(), cd.data(), ad.data(), advd.data(), wd.data(), N);
-  DeviceBuf<float> d_a(a), d_b(b), d_c(c), d_adv(adv), d_w(w), d_k(N), d_loss(N), d_dlogp(N);
+  DeviceBuffer<float> d_a(a), d_b(b), d_c(c), d_adv(adv), d_w(w), d_k(N), d_loss(N), d_dlogp(N);
   opd::cuda::reverse_kl_sampled(d_k.get(), d_a.get(), d_b.get(), N);
   opd::cuda::policy_gradient_loss(d_loss.get(), d_dlogp.get(), d_c.get(), d_a.get(), d_adv.get(), d_w.get(), N);
   CUDA_CHECK(cudaDeviceSynchronize());

@@ -11,7 +11,7 @@
 #include "kernels/cuda/sample.cuh"
 #include "vocab_gpu_util.h"
 
-using opd::testing::DeviceBuf;
+using opd::testing::DeviceBuffer;
 
 namespace {
 
@@ -50,9 +50,9 @@ void check_same_tokens(int N, int V, const opd::cpu::SampleParams& p, uint32_t s
   for (int n = 0; n < N; ++n) seq[n] = gen() % 64, pos[n] = gen() % 4096;
   std::vector<int> want(N);
   opd::cpu::sample_tokens(want.data(), x.data(), seq.data(), pos.data(), N, V, p);
-  DeviceBuf<float> d_x(x);
-  DeviceBuf<uint32_t> d_seq(seq), d_pos(pos);
-  DeviceBuf<int> d_tok(N);
+  DeviceBuffer<float> d_x(x);
+  DeviceBuffer<uint32_t> d_seq(seq), d_pos(pos);
+  DeviceBuffer<int> d_tok(N);
   opd::cuda::sample_tokens(d_tok.get(), d_x.get(), d_seq.get(), d_pos.get(), N, V, p);
   CUDA_CHECK(cudaDeviceSynchronize());
   const auto got = d_tok.host();

@@ -23,7 +23,7 @@
 #include "kernels/cuda/reverse_kl.cuh"
 #include "vocab_gpu_util.h"
 
-using opd::testing::DeviceBuf;
+using opd::testing::DeviceBuffer;
 
 namespace {
 
@@ -114,8 +114,8 @@ void vocab_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
   const std::vector<float> kl(kl_sum.begin(), kl_sum.end());
   const auto kld = opd::testing::to_double(kl);
 
-  DeviceBuf<float> d_lse(lse), d_dlogp(dlogp), d_scale(scale), d_kl(kl);
-  DeviceBuf<int> d_t(targets);
+  DeviceBuffer<float> d_lse(lse), d_dlogp(dlogp), d_scale(scale), d_kl(kl);
+  DeviceBuffer<int> d_t(targets);
   for (int r = 0; r < k.R; ++r) {
     const int v0 = shard_start(V, k.R, r), Vl = shard_start(V, k.R, r + 1) - v0;
     SCOPED_TRACE(::testing::Message() << "N=" << N << " V=" << V << " shard " << r << " of " << k.R << " [" << v0
@@ -132,9 +132,9 @@ void vocab_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
     opd::cpu::reverse_kl_full_shard_grad(grad.data(), xsd.data(), lsed.data(), ltsd.data(), kld.data(),
                                          scaled.data(), N, Vl);
 
-    DeviceBuf<T> d_x(xs_t, k.offset), d_lt(lts_t, k.offset), d_dx(dxs_t, k.offset), d_ls(NVl, k.offset),
+    DeviceBuffer<T> d_x(xs_t, k.offset), d_lt(lts_t, k.offset), d_dx(dxs_t, k.offset), d_ls(NVl, k.offset),
         d_ls_inplace(xs_t, k.offset), d_grad(NVl, k.offset), d_grad_inplace(xs_t, k.offset);
-    DeviceBuf<float> d_ent(N), d_part(N);
+    DeviceBuffer<float> d_ent(N), d_part(N);
     opd::cuda::entropy_shard(d_ent.get(), d_x.get(), d_lse.get(), N, Vl);
     opd::cuda::logprobs_backward_shard(d_dx.get(), d_dlogp.get(), d_x.get(), d_lse.get(), d_t.get(), N, Vl, v0);
     opd::cuda::log_softmax_shard(d_ls.get(), d_x.get(), d_lse.get(), N, Vl);
@@ -219,8 +219,8 @@ void topk_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
   const std::vector<float> zs(zsum.begin(), zsum.end()), kl(kl_sum.begin(), kl_sum.end());
   const auto zsd = opd::testing::to_double(zs), kld = opd::testing::to_double(kl);
 
-  DeviceBuf<float> d_lse(lse), d_lt(lt), d_scale(scale), d_zs(zs), d_kl(kl);
-  DeviceBuf<int> d_ids(ids);
+  DeviceBuffer<float> d_lse(lse), d_lt(lt), d_scale(scale), d_zs(zs), d_kl(kl);
+  DeviceBuffer<int> d_ids(ids);
   for (int r = 0; r < k.R; ++r) {
     const int v0 = shard_start(V, k.R, r), Vl = shard_start(V, k.R, r + 1) - v0;
     SCOPED_TRACE(::testing::Message() << "N=" << N << " V=" << V << " shard " << r << " of " << k.R << " [" << v0
@@ -229,7 +229,7 @@ void topk_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
     const auto xsd = opd::testing::to_double(xs_t);
     const auto xsf = slab_of(xf, N, V, v0, Vl);
     const size_t NVl = static_cast<size_t>(N) * Vl;
-    DeviceBuf<T> d_x(xs_t, k.offset), d_grad(NVl, k.offset), d_grad_inplace(xs_t, k.offset);
+    DeviceBuffer<T> d_x(xs_t, k.offset), d_grad(NVl, k.offset), d_grad_inplace(xs_t, k.offset);
 
     // Candidates: K below the shard's width and, on narrow shards, at and above it (a pass over
     // the slab per pick: a K of Vl on a wide shard would take minutes). Exact: the ranking key
@@ -240,8 +240,8 @@ void topk_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
       std::vector<int> want_ids(static_cast<size_t>(N) * K);
       std::vector<float> want_lp(static_cast<size_t>(N) * K);
       opd::cpu::topk_shard_candidates(want_ids.data(), want_lp.data(), xsf.data(), lse.data(), N, Vl, v0, K);
-      DeviceBuf<int> d_cid(static_cast<size_t>(N) * K);
-      DeviceBuf<float> d_clp(static_cast<size_t>(N) * K);
+      DeviceBuffer<int> d_cid(static_cast<size_t>(N) * K);
+      DeviceBuffer<float> d_clp(static_cast<size_t>(N) * K);
       opd::cuda::topk_shard_candidates(d_cid.get(), d_clp.get(), d_x.get(), d_lse.get(), N, Vl, v0, K);
       CUDA_CHECK(cudaDeviceSynchronize());
       EXPECT_EQ(d_cid.host(), want_ids) << "topk_shard_candidates ids, K=" << K;
@@ -256,7 +256,7 @@ void topk_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
                                             Vl, v0, K1);
     opd::cpu::reverse_kl_topk_shard_grad(grad.data(), xsd.data(), lsed.data(), zsd.data(), ids.data(), ltd.data(),
                                          kld.data(), scaled.data(), N, Vl, v0, K1);
-    DeviceBuf<float> d_z(N), d_a(N);
+    DeviceBuffer<float> d_z(N), d_a(N);
     opd::cuda::reverse_kl_topk_shard_partial(d_z.get(), d_a.get(), d_x.get(), d_lse.get(), d_ids.get(), d_lt.get(), N,
                                              Vl, v0, K1);
     opd::cuda::reverse_kl_topk_shard_grad(d_grad.get(), d_x.get(), d_lse.get(), d_zs.get(), d_ids.get(), d_lt.get(),
@@ -300,11 +300,11 @@ TEST_F(VocabShardGpu, SharesSumToWholeRow) {
   opd::cpu::logprobs_forward(logp.data(), ent.data(), xd.data(), targets.data(), N, V);
   const std::vector<double> no_scale(N, 0.0);
   opd::cpu::reverse_kl_full(kl.data(), static_cast<double*>(nullptr), xd.data(), ltd.data(), no_scale.data(), N, V);
-  DeviceBuf<float> d_lse(full_lse(xd, N, V)), d_ent(N), d_part(N);
+  DeviceBuffer<float> d_lse(full_lse(xd, N, V)), d_ent(N), d_part(N);
   std::vector<double> ent_sum(N, 0.0), kl_sum(N, 0.0);
   for (int r = 0; r < R; ++r) {
     const int v0 = shard_start(V, R, r), Vl = shard_start(V, R, r + 1) - v0;
-    DeviceBuf<float> d_x(slab_of(xs, N, V, v0, Vl)), d_lt(slab_of(lt, N, V, v0, Vl));
+    DeviceBuffer<float> d_x(slab_of(xs, N, V, v0, Vl)), d_lt(slab_of(lt, N, V, v0, Vl));
     opd::cuda::entropy_shard(d_ent.get(), d_x.get(), d_lse.get(), N, Vl);
     opd::cuda::reverse_kl_full_shard_partial(d_part.get(), d_x.get(), d_lse.get(), d_lt.get(), N, Vl);
     CUDA_CHECK(cudaDeviceSynchronize());

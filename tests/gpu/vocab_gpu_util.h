@@ -1,5 +1,5 @@
-// Helpers for the vocabulary-row GPU tests: device buffers of any element type (optionally
-// misaligned), bf16 rounding, random targets and a worst-element comparison that names the row.
+// Helpers for the vocabulary-row GPU tests: language-model-like logits, random targets and a
+// worst-element comparison that names the row (device buffers and bf16 rounding: device_buffer.h).
 #pragma once
 #ifdef OPD_WITH_CUDA
 #include <cuda_bf16.h>
@@ -10,47 +10,10 @@
 #include <random>
 #include <vector>
 
+#include "gpu/device_buffer.h"
 #include "kernels/cuda/cuda_check.cuh"
 
 namespace opd::testing {
-
-// A device copy of a host vector starting `offset` elements into its allocation, so that a test
-// can hand the kernels pointers that are not 16-byte aligned.
-template <typename T>
-class DeviceBuf {
- public:
-  explicit DeviceBuf(const std::vector<T>& host, size_t offset = 0) : n_(host.size()), offset_(offset) {
-    CUDA_CHECK(cudaMalloc(&base_, sizeof(T) * (n_ + offset_ + 1)));
-    if (n_) CUDA_CHECK(cudaMemcpy(get(), host.data(), sizeof(T) * n_, cudaMemcpyHostToDevice));
-  }
-  explicit DeviceBuf(size_t n, size_t offset = 0) : DeviceBuf(std::vector<T>(n), offset) {}
-  DeviceBuf(const DeviceBuf&) = delete;
-  DeviceBuf& operator=(const DeviceBuf&) = delete;
-  ~DeviceBuf() { cudaFree(base_); }
-  T* get() { return base_ + offset_; }
-  std::vector<T> host() {
-    std::vector<T> h(n_);
-    if (n_) CUDA_CHECK(cudaMemcpy(h.data(), get(), sizeof(T) * n_, cudaMemcpyDeviceToHost));
-    return h;
-  }
-
- private:
-  T* base_ = nullptr;
-  size_t n_, offset_;
-};
-
-inline std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& v) {
-  std::vector<__nv_bfloat16> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16_rn(v[i]);
-  return r;
-}
-
-template <typename T>
-std::vector<double> to_double(const std::vector<T>& v) {
-  std::vector<double> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = static_cast<double>(static_cast<float>(v[i]));
-  return r;
-}
 
 // Logits that look like a language model's: a normal bulk, a few strong candidates, and (every
 // 7th row) one dominant token; `spread` scales them all.
