@@ -14,6 +14,7 @@
 
 #ifdef OPD_WITH_CUDA
 #include "gpu/device_buffer.h"
+#include "gpu/gpu_model_util.h"
 #include "kernels/cpu/logprobs.h"
 #include "kernels/cpu/reverse_kl.h"
 #include "kernels/cuda/device.cuh"
@@ -24,66 +25,9 @@
 #include "train/optimizer.h"
 
 using namespace opd;
-using opd::testing::bf16_rounded;
+using namespace opd::testing;
 
 namespace {
-
-ModelConfig small_config(bool tied) {
-  ModelConfig c;
-  c.vocab = 256;
-  c.d_model = 256;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 64;
-  c.ffn_dim = 512;
-  c.max_seq = 128;
-  c.tie_embeddings = tied;
-  return c;
-}
-
-std::shared_ptr<const Tokenizer> tokenizer(int n) {
-  std::vector<std::string> pieces;
-  for (int i = 0; i < n; ++i) pieces.push_back("<" + std::to_string(i) + ">");
-  return std::make_shared<CharTokenizer>(pieces, 1, 0);
-}
-
-// A random model whose weights are exactly representable in bf16, with larger-than-default
-// weights so that logits and gradients are well above rounding noise.
-std::unique_ptr<Transformer> bf16_model(bool tied, uint64_t seed) {
-  auto m = std::make_unique<Transformer>(small_config(tied), tokenizer(256));
-  m->init_random(seed);
-  for (float& w : m->params()) w *= 4.0f;
-  m->params() = bf16_rounded(m->params());
-  return m;
-}
-
-std::vector<int> random_tokens(size_t n, uint32_t seed) {
-  std::vector<int> t(n);
-  uint32_t x = seed;
-  for (int& v : t) {
-    x = x * 1664525u + 1013904223u;
-    v = static_cast<int>((x >> 8) % 256);
-  }
-  return t;
-}
-
-std::vector<float> to_host(const float* device, size_t n) {
-  std::vector<float> h(n);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  CUDA_CHECK(cudaMemcpy(h.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost));
-  return h;
-}
-
-// ||a - b|| / ||b||: the error measure for whole tensors computed through bf16 activations.
-double rel_l2(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num += double(a[i] - b[i]) * (a[i] - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 class GpuModel : public ::testing::Test {
  protected:
@@ -92,22 +36,13 @@ class GpuModel : public ::testing::Test {
   }
 };
 
-MemoryPlanOptions training(int B, int T, bool recompute = false) {
-  MemoryPlanOptions o;
-  o.train = true;
-  o.recompute = recompute;
-  o.batch = B;
-  o.seq = T;
-  return o;
-}
-
 TEST_F(GpuModel, LogitsAndGradientsFollowTheCpuModel) {
   for (bool tied : {false, true}) {
     SCOPED_TRACE(tied ? "tied LM head" : "untied LM head");
     auto cpu = bf16_model(tied, 7);
     const int B = 3, T = 40, N = B * T, V = cpu->config().vocab;
     const std::vector<int> tokens = random_tokens(N, 11);
-    GpuTransformer gpu(*cpu, training(B, T));
+    GpuTransformer gpu(*cpu, training_plan(B, T));
     const std::vector<float> logits = to_host(gpu.forward(tokens.data(), B, T), size_t(N) * V);
     const float* ref = cpu->forward(tokens.data(), B, T);
     EXPECT_LT(rel_l2(logits.data(), ref, logits.size()), 2e-2);
@@ -136,7 +71,7 @@ TEST_F(GpuModel, RecomputeGivesTheSameGradientsBitForBit) {
   std::vector<float> grads[2];
   size_t activations[2];
   for (int recompute = 0; recompute < 2; ++recompute) {
-    GpuTransformer gpu(*cpu, training(B, T, recompute));
+    GpuTransformer gpu(*cpu, training_plan(B, T, recompute));
     gpu.forward(tokens.data(), B, T);
     gpu.backward(d.get());
     grads[recompute] = to_host(gpu.grads(), gpu.num_params());
@@ -200,7 +135,7 @@ TEST_F(GpuModel, DistillationStepsFollowTheCpuLossCurve) {
     to.batch = B;
     to.seq = T;
     GpuTransformer t(*teacher, to);
-    GpuTransformer s(*student, training(B, T));
+    GpuTransformer s(*student, training_plan(B, T));
     GpuAdamW opt(s, oo);
     opd::testing::DeviceBuffer<float> lt{std::vector<float>(size_t(N) * V)}, kl{std::vector<float>(N)},
         scale{std::vector<float>(N, 1.0f / N)};
@@ -229,12 +164,12 @@ TEST_F(GpuModel, DistillationStepsFollowTheCpuLossCurve) {
 }
 
 TEST_F(GpuModel, ShapesTheKernelsCannotRunAreRefusedByName) {
-  ModelConfig c = small_config(false);
+  ModelConfig c = small_gpu_config(false);
   c.head_dim = 96;
   c.d_model = 128;
-  Transformer m(c, tokenizer(256));
+  Transformer m(c, numbered_tokenizer(256));
   try {
-    GpuTransformer g(m, training(1, 8));
+    GpuTransformer g(m, training_plan(1, 8));
     ADD_FAILURE();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("head_dim = 96"), std::string::npos) << e.what();
@@ -242,7 +177,7 @@ TEST_F(GpuModel, ShapesTheKernelsCannotRunAreRefusedByName) {
   // 2^17 sequences of 128 tokens: hundreds of GiB of activations and logits.
   auto ok = bf16_model(false, 1);
   try {
-    GpuTransformer g(*ok, training(1 << 17, 128));
+    GpuTransformer g(*ok, training_plan(1 << 17, 128));
     ADD_FAILURE() << "a plan beyond the device's memory was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("lower with"), std::string::npos) << e.what();

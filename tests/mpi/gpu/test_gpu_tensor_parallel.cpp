@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "gpu/device_buffer.h"
+#include "gpu/gpu_model_util.h"
 #include "model/gpu_transformer.h"
 #include "model/transformer.h"
 #include "parallel/mpi_communicator.h"
@@ -20,7 +20,7 @@
 namespace opd {
 namespace {
 
-using testing::bf16_rounded;
+using namespace testing;
 
 int visible_gpus() {
   int count = 0;
@@ -29,67 +29,6 @@ int visible_gpus() {
     count = 0;
   }
   return count;
-}
-
-ModelConfig small_config(bool tied) {
-  ModelConfig c;
-  c.vocab = 256;
-  c.d_model = 256;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 64;
-  c.ffn_dim = 512;
-  c.max_seq = 128;
-  c.tie_embeddings = tied;
-  return c;
-}
-
-// This rank's shards of one random model (the same at any TP degree), scaled so that logits and
-// gradients stand well above rounding noise, and rounded to bf16 so the CPU reference reads the
-// weights the GPU does.
-std::unique_ptr<Transformer> sharded_model(Communicator& tp, bool tied, uint64_t seed) {
-  std::vector<std::string> pieces;
-  for (int i = 0; i < 256; ++i) pieces.push_back("<" + std::to_string(i) + ">");
-  auto m = std::make_unique<Transformer>(small_config(tied), std::make_shared<CharTokenizer>(pieces, 1, 0), &tp);
-  m->init_random(seed);
-  for (float& w : m->params()) w *= 4.0f;
-  m->params() = bf16_rounded(m->params());
-  return m;
-}
-
-std::vector<int> random_tokens(size_t n, uint32_t seed) {
-  std::vector<int> t(n);
-  uint32_t x = seed;
-  for (int& v : t) {
-    x = x * 1664525u + 1013904223u;
-    v = static_cast<int>((x >> 8) % 256);
-  }
-  return t;
-}
-
-std::vector<float> to_host(const float* device, size_t n) {
-  std::vector<float> h(n);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  CUDA_CHECK(cudaMemcpy(h.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost));
-  return h;
-}
-
-double rel_l2(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num += double(a[i] - b[i]) * (a[i] - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
-MemoryPlanOptions training(int B, int T) {
-  MemoryPlanOptions o;
-  o.train = true;
-  o.batch = B;
-  o.seq = T;
-  return o;
 }
 
 class GpuTensorParallel : public ::testing::Test {
@@ -111,10 +50,10 @@ class GpuTensorParallel : public ::testing::Test {
 TEST_F(GpuTensorParallel, LogitsAndGradientsFollowTheCpuShards) {
   for (bool tied : {false, true}) {
     SCOPED_TRACE(tied ? "tied LM head" : "untied LM head");
-    auto cpu = sharded_model(*tp_, tied, 7);
+    auto cpu = bf16_model(tied, 7, tp_.get());
     Transformer gpu = *cpu;  // the same shards, to go on the GPU
     const int B = 3, T = 40, N = B * T, V = cpu->vocab_shard().size;
-    gpu.use_gpu(training(B, T), str("rank ", tp_->rank()));
+    gpu.use_gpu(training_plan(B, T), str("rank ", tp_->rank()));
     const std::vector<int> tokens = random_tokens(N, 11);
     const std::vector<float> logits = to_host(gpu.forward(tokens.data(), B, T), size_t(N) * V);
     const float* ref = cpu->forward(tokens.data(), B, T);
@@ -151,7 +90,7 @@ TEST_F(GpuTensorParallel, LogitsAndGradientsFollowTheCpuShards) {
 }
 
 TEST_F(GpuTensorParallel, DecodeFollowsTheCpuCache) {
-  auto cpu = sharded_model(*tp_, false, 9);
+  auto cpu = bf16_model(false, 9, tp_.get());
   Transformer gpu = *cpu;
   const int B = 4, P = 12, steps = 6, V = cpu->vocab_shard().size;
   MemoryPlanOptions o;
@@ -177,8 +116,8 @@ TEST_F(GpuTensorParallel, DecodeFollowsTheCpuCache) {
 }
 
 TEST_F(GpuTensorParallel, TheStartUpReportSaysHowActivationsAreSummed) {
-  auto m = sharded_model(*tp_, false, 1);
-  m->use_gpu(training(1, 8), "rank");
+  auto m = bf16_model(false, 1, tp_.get());
+  m->use_gpu(training_plan(1, 8), "rank");
   const std::string report = m->gpu_memory_report("student:");
   const bool own_gpus = visible_gpus() >= 2;
   EXPECT_NE(report.find(own_gpus ? "over NCCL" : "share a GPU"), std::string::npos) << report;
