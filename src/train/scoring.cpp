@@ -5,6 +5,13 @@
 #include "core/error.h"
 #include "model/shards.h"
 
+#ifdef OPD_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_check.cuh"
+#include "model/gpu_transformer.h"
+#endif
+
 namespace opd {
 
 double scoring_flops(const Transformer& teacher, const SequenceBatch& batch) {
@@ -19,20 +26,52 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
+#ifdef OPD_WITH_CUDA
+// The teacher's busy time on its stream: the forward, and the scores computed from its logits.
+struct ColocatedScoring::ForwardSpan {
+  cudaEvent_t marks[4] = {};  // forward begin, forward end, scores begin, scores end
+  ForwardSpan() {
+    for (cudaEvent_t& e : marks) CUDA_CHECK(cudaEventCreate(&e));
+  }
+  ~ForwardSpan() {
+    for (cudaEvent_t e : marks) cudaEventDestroy(e);
+  }
+  ForwardSpan(const ForwardSpan&) = delete;
+  ForwardSpan& operator=(const ForwardSpan&) = delete;
+  void mark(int i, cudaStream_t stream) { CUDA_CHECK(cudaEventRecord(marks[i], stream)); }
+  double busy_seconds() const {  // once the last mark has passed
+    CUDA_CHECK(cudaEventSynchronize(marks[3]));
+    float forward = 0, scores = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&forward, marks[0], marks[1]));
+    CUDA_CHECK(cudaEventElapsedTime(&scores, marks[2], marks[3]));
+    return (forward + scores) / 1e3;
+  }
+};
+#else
+struct ColocatedScoring::ForwardSpan {};
+#endif
+
 int ColocatedScoring::submit(const SequenceBatch& batch, const KlSpec& kl) {
   finish_pending();
   const auto t0 = std::chrono::steady_clock::now();
   double flops = 0;
   if (model_.on_gpu() && !shared_prefix_) {
-    pending_ = Pending{next_, batch, kl, teacher_.forward(batch)};
+#ifdef OPD_WITH_CUDA
+    auto span = std::make_shared<ForwardSpan>();
+    span->mark(0, model_.gpu()->stream());
+    const float* logits = teacher_.forward(batch);
+    span->mark(1, model_.gpu()->stream());
+    pending_ = Pending{next_, batch, kl, logits, std::move(span)};
+#endif
     flops = scoring_flops(model_, batch);
+    usage_.wait += seconds_since(t0);  // the host's part; the forward's own time is counted once done
   } else {
     done_[next_] = shared_prefix_ ? teacher_.score_shared_prefix(batch, kl, &flops) : teacher_.score(batch, kl);
     if (!shared_prefix_) flops = scoring_flops(model_, batch);
+    const double s = seconds_since(t0);
+    usage_.busy += s;
+    usage_.wait += s;
   }
-  const double s = seconds_since(t0);
-  usage_.busy += s;  // on the GPU path only the host's part: the forward runs on after submit() returns
-  usage_.wait += s;
   usage_.flops += flops;
   return next_++;
 }
@@ -40,11 +79,18 @@ int ColocatedScoring::submit(const SequenceBatch& batch, const KlSpec& kl) {
 void ColocatedScoring::finish_pending() {
   if (!pending_) return;
   const auto t0 = std::chrono::steady_clock::now();
+  double busy = 0;
+#ifdef OPD_WITH_CUDA
+  // The student waits here for the rest of the forward and for the scores; the teacher was busy
+  // for the whole forward (while the student trained, too) and for the scores.
+  pending_->span->mark(2, model_.gpu()->stream());
   done_[pending_->ticket] = teacher_.from_logits(pending_->logits, pending_->batch, pending_->kl);
+  pending_->span->mark(3, model_.gpu()->stream());
+  busy = pending_->span->busy_seconds();
+#endif
   pending_.reset();
-  const double s = seconds_since(t0);  // includes waiting for the rest of the forward
-  usage_.busy += s;
-  usage_.wait += s;
+  usage_.busy += busy;
+  usage_.wait += seconds_since(t0);
 }
 
 TeacherScores ColocatedScoring::collect(int ticket) {

@@ -3,6 +3,7 @@
 // sampled and collects the scores when it trains on them, so a remote teacher works meanwhile.
 #pragma once
 #include <map>
+#include <memory>
 #include <optional>
 
 #include "train/teacher.h"
@@ -48,11 +49,13 @@ class ColocatedScoring : public ScoringClient {
   TeacherScores collect(int ticket) override;
 
  private:
+  struct ForwardSpan;  // the forward's time on the teacher's stream (CUDA events)
   struct Pending {
     int ticket;
     SequenceBatch batch;
     KlSpec kl;
     const float* logits;
+    std::shared_ptr<ForwardSpan> span;
   };
   void finish_pending();  // the pending forward's scores into done_
 
