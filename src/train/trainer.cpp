@@ -327,8 +327,11 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     std::vector<std::vector<float>> teacher_logp_logged;
     size_t trained_micro = 0;  // micro-batches trained so far, in order
     // A colocated teacher on its own GPU model gets micro-batch i+1 before the student trains on
-    // i: its forward runs on the teacher's stream meanwhile (train/scoring.h).
-    const bool prefetch_scores = !remote && teacher && teacher != &student && teacher->on_gpu() && !c.shared_prefix;
+    // i: its forward runs on the teacher's stream meanwhile (train/scoring.h). Not under TP: two
+    // groups' collectives in flight at once on one GPU may be scheduled in different orders on
+    // different ranks and wait for each other.
+    const bool prefetch_scores = !remote && teacher && teacher != &student && teacher->on_gpu() && !teacher->tp() &&
+                                 !c.shared_prefix;
     std::map<size_t, int> local_tickets;  // micro-batch -> ticket of the colocated scorer
     const auto local_ticket = [&](const std::vector<Sequence>& all, size_t micro_index) {
       auto it = local_tickets.find(micro_index);
