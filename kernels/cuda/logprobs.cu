@@ -212,13 +212,19 @@ __global__ void __launch_bounds__(kThreads)
     });
     prev = block_first(best, pick_red);
     if (threadIdx.x == 0) picked[r] = prev.v;
+    // Nothing comes after a NaN in the order: the rest stay unpicked (the same on every thread).
+    if (prev.v < 0) {
+      if (threadIdx.x == 0)
+        for (int j = r + 1; j < K; ++j) picked[j] = -1;
+      break;
+    }
   }
   if (threadIdx.x == 0) {
     const float m = st.m, lse = logf(st.s);
     bool extra_in_top = false;
     for (int j = 0; j < K; ++j) {
       id[j] = picked[j];
-      lp[j] = (to_float(x[picked[j]]) - m) - lse;
+      lp[j] = picked[j] >= 0 ? (to_float(x[picked[j]]) - m) - lse : NAN;  // a NaN row stays NaN
       extra_in_top = extra_in_top || picked[j] == e;
     }
     id[K] = e >= 0 && !extra_in_top ? e : -1;
@@ -249,6 +255,10 @@ __global__ void __launch_bounds__(kThreads)
       if ((prev.v < 0 || before(prev, c)) && before(c, best)) best = c;
     });
     prev = block_first(best, pick_red);
+    if (prev.v < 0) {  // nothing comes after a NaN in the order (the same on every thread)
+      for (int j = r + threadIdx.x; j < kk; j += blockDim.x) id[j] = -1, lp[j] = NAN;  // the row stays NaN
+      break;
+    }
     if (threadIdx.x == 0) {
       id[r] = v0 + prev.v;
       lp[r] = prev.x;

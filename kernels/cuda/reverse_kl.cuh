@@ -51,8 +51,11 @@ void reverse_kl_full_shard_grad(T* dlogits, const T* logits, const float* lse, c
 // shard's [N, Vl] slab (type T) of global ids [v0, v0 + Vl); ids [N, K1] (entries < 0 absent) and
 // the teacher's log-probs logp_teacher [N, K1] (fp32) are the whole rows' on every rank, so that
 // log q_t is normalised over all of S_n. Duplicates in ids are not allowed and, unlike the CPU
-// ops, not checked. The caller sums zs and a over shards and combines (reverse_kl_topk_combine)
-// between the calls.
+// ops, not checked (two threads would write one gradient element: the result is not
+// deterministic). The caller sums zs and a over shards and combines (reverse_kl_topk_combine)
+// between the calls. Like every kernel of this file (a fast-math build), a probability whose log
+// is below about -87 counts as 0: where the teacher gives such a token log-prob -inf, the CPU's KL
+// is +inf and this one's finite.
 
 // zs[n] = sum p_j, a[n] = sum p_j (log p_j - log q_t(j)) over S_n's entries in the shard (fp32).
 // One warp per row.

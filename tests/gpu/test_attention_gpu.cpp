@@ -219,7 +219,17 @@ TEST_F(AttentionGpu, DecodeMatchesCpu) {
     CUDA_CHECK(cudaDeviceSynchronize());
     expect_near_all(to_float(dkc.host()), kc_ref, 0, 0, "k_cache [B,S,Hkv,D]", {B, c.S, c.Hkv, c.D});
     expect_near_all(to_float(dvc.host()), vc_ref, 0, 0, "v_cache [B,S,Hkv,D]", {B, c.S, c.Hkv, c.D});
-    expect_near_all(to_float(dout.host()), out, 2e-2, 0, "out [B,H,D]", {B, c.H, c.D});
+    const auto got = to_float(dout.host());
+    expect_near_all(got, out, 2e-2, 0, "out [B,H,D]", {B, c.H, c.D});
+    // At long positions the output is small: a key dropped or counted twice moves it by less than
+    // the absolute tolerance, but not by less than 1% of each sequence's output (relative RMS).
+    const size_t per_seq = size_t(c.H) * c.D;
+    for (int b = 0; b < B; ++b) {
+      double se = 0, sw = 0;
+      for (size_t i = b * per_seq; i < (b + 1) * per_seq; ++i)
+        se += double(got[i] - out[i]) * (got[i] - out[i]), sw += double(out[i]) * out[i];
+      EXPECT_LT(std::sqrt(se / std::max(sw, 1e-30)), 1e-2) << "sequence " << b << " at position " << c.pos[b];
+    }
   }
 }
 

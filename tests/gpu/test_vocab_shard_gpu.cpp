@@ -196,7 +196,8 @@ void topk_ops_match_cpu(const VocabCase& k, uint32_t seed, double tol) {
   for (size_t i = 0; i < NV; ++i) xf[i] = static_cast<float>(xd[i]);
   const auto lse = full_lse(xd, N, V);
   const auto lsed = opd::testing::to_double(lse);
-  const int K1 = std::min(13, V);
+  // Wide vocabularies take K1 past 64, so the kernels' per-lane loops (32 ids a lane step) turn twice.
+  const int K1 = std::min(V > 64 ? 65 : 13, V);
   const auto ids = topk_ids(N, V, K1, seed + 1);
   const auto lt = opd::testing::random_vector<float>(static_cast<size_t>(N) * K1, seed + 2, -9.0, -0.05);
   const auto ltd = opd::testing::to_double(lt);
@@ -323,6 +324,25 @@ TEST_F(VocabShardGpu, TopKFp32MatchCpu) {
 TEST_F(VocabShardGpu, TopKBf16MatchCpu) {
   uint32_t seed = 700;
   for (const VocabCase& k : kVocabCases) topk_ops_match_cpu<opd::cuda::bf16>(k, seed += 9, 8e-3);
+}
+
+// A NaN logit (a diverging model) leaves the row NaN: each pick is a real id with its log-prob, or
+// -1 with NaN once nothing ranks after the NaN; never a made-up id with a log-prob of 0.
+TEST_F(VocabShardGpu, TopKOfANanRowStaysNan) {
+  const int N = 2, Vl = 40, v0 = 40, K = 6;
+  std::vector<float> x = opd::testing::lm_logits(N, Vl, 5);
+  x[7] = NAN;  // row 0
+  const std::vector<float> lse = {NAN, 3.0f};  // a NaN anywhere in the whole row makes its lse NaN
+  DeviceBuffer<float> d_x(x), d_lse(lse), d_lp(static_cast<size_t>(N) * K);
+  DeviceBuffer<int> d_ids(static_cast<size_t>(N) * K);
+  opd::cuda::topk_shard_candidates(d_ids.get(), d_lp.get(), d_x.get(), d_lse.get(), N, Vl, v0, K);
+  const auto ids = d_ids.host();
+  const auto lp = d_lp.host();
+  for (int j = 0; j < K; ++j) {
+    EXPECT_TRUE(ids[j] == -1 || (ids[j] >= v0 && ids[j] < v0 + Vl)) << "pick " << j << ": id " << ids[j];
+    EXPECT_TRUE(std::isnan(lp[j])) << "pick " << j << ": log-prob " << lp[j];
+    EXPECT_TRUE(ids[K + j] >= v0 && ids[K + j] < v0 + Vl && std::isfinite(lp[K + j])) << "row 1 pick " << j;
+  }
 }
 
 TEST_F(VocabShardGpu, RejectsBadShapes) {
