@@ -107,6 +107,11 @@ std::string gpu_plan_report(const po::variables_map& vm, Method method, const Mo
     return plan_model_memory(m, o, {});
 #endif
   };
+#ifdef OPD_WITH_CUDA
+  // What the run would refuse, the dry run refuses too.
+  check_gpu_shape(student, tp, "the student");
+  if (teacher) check_gpu_shape(*teacher, colocated ? tp : teacher_tp, "the teacher");
+#endif
   const MemoryPlan s = plan(student, gpu_plan(c, seq, true, true), tp);
   std::string out = str("# --device cuda: memory planned per GPU for micro-batches of ", c.micro_batch, " x ", seq,
                         has_data ? " tokens (the longest prompt + sampled tokens)" : " tokens (max_seq: no data given)",

@@ -52,15 +52,18 @@ size_t kernel_workspace(const ModelConfig& c, const MemoryPlanOptions& o) {
 
 // Dimensions the kernels need: the attention kernels' head sizes, and rows of whole 16-byte packs
 // of bf16 for cuBLASLt and the vectorised pointwise kernels.
-void check_gpu_shape(const ModelConfig& c, int tp) {
-  OPD_REQUIRE(c.head_dim == 16 || c.head_dim == 32 || c.head_dim == 64 || c.head_dim == 128,
-              "GPU model: head_dim = ", c.head_dim,
-              "; the CUDA attention kernels take 16, 32, 64 or 128 (run this model with --device cpu)");
-  for (auto [what, n] : {std::pair<const char*, int>{"d_model", c.d_model}, {"ffn_dim / tp", c.ffn_dim / tp}})
-    OPD_REQUIRE(n % 8 == 0, "GPU model: ", what, " = ", n, " is not a multiple of 8 (16-byte rows of bf16)");
-}
-
 }  // namespace
+
+void check_gpu_shape(const ModelConfig& c, int tp, const std::string& who) {
+  OPD_REQUIRE(c.head_dim == 16 || c.head_dim == 32 || c.head_dim == 64 || c.head_dim == 128, who,
+              ": --device cuda: head_dim = ", c.head_dim,
+              "; the CUDA attention kernels take 16, 32, 64 or 128 (run this model with --device cpu)");
+  OPD_REQUIRE(c.d_model % 8 == 0, who, ": --device cuda: d_model = ", c.d_model,
+              " is not a multiple of 8 (the GPU kernels read rows in 16-byte packs of bf16)");
+  OPD_REQUIRE((c.ffn_dim / tp) % 8 == 0, who, ": --device cuda: ffn_dim = ", c.ffn_dim, " over tp = ", tp, " is ",
+              c.ffn_dim / tp, " per rank, not a multiple of 8 (the GPU kernels read rows in 16-byte packs of bf16)",
+              tp > 1 ? "; choose another --tp" : "");
+}
 
 WorkspaceSizes gpu_workspace(const ModelConfig& cfg, const MemoryPlanOptions& options) {
   return {kernel_workspace(cfg, options), ops::Matmul::kDefaultWorkspace};
@@ -74,7 +77,7 @@ GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions&
   OPD_REQUIRE(opt_.tp == degree, "GPU model: planned for tp = ", opt_.tp, " but the model is split over ", degree,
               " ranks");
   OPD_REQUIRE(tp_ || !device_tp, "GPU model: a device TP group for a whole model");
-  check_gpu_shape(cfg_, degree);
+  check_gpu_shape(cfg_, degree, who);
   OPD_REQUIRE(opt_.seq <= cfg_.max_seq && opt_.kv_capacity <= cfg_.max_seq, "GPU model: planned sequences of ",
               std::max(opt_.seq, opt_.kv_capacity), " exceed max_seq = ", cfg_.max_seq);
   n_params_ = host.params().size();
@@ -91,7 +94,14 @@ GpuTransformer::GpuTransformer(const Transformer& host, const MemoryPlanOptions&
   plan_.check_fits(free_bytes, who);
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   if (tp_) tp_reduce_ = std::make_unique<DeviceAllReduce>(*tp_, device_tp, stream_);
-  CUDA_CHECK(cudaMalloc(&arena_, std::max<size_t>(plan_.arena_bytes(), 1)));
+  // Another process on this GPU (a rank sharing it) may have taken memory since the check.
+  if (cudaMalloc(&arena_, std::max<size_t>(plan_.arena_bytes(), 1)) != cudaSuccess) {
+    cudaGetLastError();
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    cudaStreamDestroy(stream_);
+    throw Error(str(who, ": allocating the planned ", format_bytes(plan_.arena_bytes()), " of device memory failed (",
+                    format_bytes(free_bytes), " free now; ranks sharing this GPU take from the same memory)"));
+  }
   mm_ = std::make_unique<ops::Matmul>(ops::Matmul::kDefaultWorkspace);
   w_ = block<bf16>("weights.bf16");
   if (opt_.batch * opt_.seq > 0)
@@ -170,6 +180,10 @@ void GpuTransformer::check_tokens(const int* tokens, size_t n) const {
 
 void GpuTransformer::upload_tokens(int* dst, const int* tokens, size_t n) {
   CUDA_CHECK(cudaMemcpyAsync(dst, tokens, n * sizeof(int), cudaMemcpyHostToDevice, stream_));
+}
+
+void GpuTransformer::finish_collectives() {
+  if (tp_reduce_ && tp_reduce_->over_nccl()) sync();
 }
 
 void GpuTransformer::tp_sum(bf16* x, size_t n) {
@@ -267,6 +281,7 @@ float* GpuTransformer::forward(const int* tokens, int B, int T, int fill_cache) 
   ops::rmsnorm_forward(lnf, block<float>("final.rstd"), final_resid, w_ + off_.final_norm, int(N), C, eps, stream_);
   float* logits = block<float>("logits");
   mm_->forward(logits, lnf, w_ + off_.lm_head, int(N), C, V, false, stream_);
+  finish_collectives();
   return logits;
 }
 
@@ -342,6 +357,7 @@ void GpuTransformer::backward(const float* dlogits) {
     ops::embedding_backward_shard(grads_ + off_.embed, dresid, block<int>("tokens"), N, C, v0_, V_, s);
   else
     ops::embedding_backward(grads_ + off_.embed, dresid, block<int>("tokens"), N, V, C, s);
+  finish_collectives();
 }
 
 float* GpuTransformer::prefill_last(const int* tokens, int B, int T, const int* len) {
@@ -421,6 +437,7 @@ float* GpuTransformer::decode(const int* tokens, const int* pos, int B) {
   ops::rmsnorm_forward(ln, rstd, x, w_ + off_.final_norm, B, C, eps, s);
   float* logits = block<float>("dec.logits");
   mm_->forward(logits, ln, w_ + off_.lm_head, B, C, V, false, s);
+  finish_collectives();
   return logits;
 }
 

@@ -28,6 +28,10 @@ class Matmul;
 // The kernels' scratch and cuBLASLt's workspace a model planned with `options` needs.
 WorkspaceSizes gpu_workspace(const ModelConfig& cfg, const MemoryPlanOptions& options);
 
+// Refuses, naming `who` and the option, a model the GPU kernels cannot run split over tp ranks
+// (head size, rows not in 16-byte packs).
+void check_gpu_shape(const ModelConfig& cfg, int tp, const std::string& who);
+
 class GpuTransformer {
  public:
   using bf16 = __nv_bfloat16;
@@ -104,6 +108,10 @@ class GpuTransformer {
   void layer_backward(int l, const Layer& a, int B, int T);
   float* workspace(size_t bytes) const;
   bool split() const { return tp_ != nullptr; }
+  // Under TP over NCCL, waits for this model's collectives: another model's (a colocated teacher's,
+  // on its own stream and communicator) must not run alongside them, where ranks could schedule
+  // the two in different orders and wait for each other.
+  void finish_collectives();
   // out = (residual) + inp @ w^T for a row-parallel w [M, K]: the residual joins on TP rank 0 only
   // and the partial products are summed over the group. out may be residual.
   void row_parallel(bf16* out, const bf16* residual, const bf16* inp, const bf16* w, int N, int K, int M);

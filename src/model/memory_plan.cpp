@@ -64,7 +64,8 @@ const char* lever(MemoryKind kind) {
     case MemoryKind::kMaster:
     case MemoryKind::kGrads:
     case MemoryKind::kOptimizer:
-      return "--tp (a student) or --teacher-tp (a teacher): tensor parallelism splits them over that many GPUs";
+      return "--tp (the student, and a colocated teacher with it) or --teacher-tp (dedicated teacher ranks): "
+             "tensor parallelism splits them over that many GPUs";
     case MemoryKind::kWorkspace:
       return "--micro-batch (the attention backward's scratch grows with it)";
   }

@@ -33,7 +33,15 @@ bool ranks_have_own_gpus(Communicator& group, std::string* why) {
 std::unique_ptr<Communicator> device_group(Communicator& group, const std::string& name, std::string* why) {
 #ifdef OPD_WITH_NCCL
   if (!ranks_have_own_gpus(group, why)) return nullptr;  // collective: every rank decides alike
-  return std::make_unique<NcclCommunicator>(group, name);
+  auto nccl = std::make_unique<NcclCommunicator>(group, name);
+  // NCCL connects the ranks and allocates its buffers at the first collective: one now, so that a
+  // model's memory plan, checked next, sees what is left.
+  float* one = nullptr;
+  CUDA_CHECK(cudaMalloc(&one, sizeof(float)));
+  CUDA_CHECK(cudaMemset(one, 0, sizeof(float)));
+  nccl->all_reduce(one, 1, ReduceOp::kSum);
+  CUDA_CHECK(cudaFree(one));
+  return nccl;
 #else
   (void)group;
   (void)name;

@@ -21,7 +21,7 @@ namespace opd {
 bool ranks_have_own_gpus(Communicator& group, std::string* why = nullptr);
 
 // The NCCL communicator over `group` when NCCL is built and every rank has its own GPU (collective),
-// else null, with *why saying which.
+// connected and with its buffers allocated; else null, with *why saying which.
 std::unique_ptr<Communicator> device_group(Communicator& group, const std::string& name, std::string* why = nullptr);
 
 // Sums device arrays over a group, in place, queued on `stream`: over `device` (an NCCL

@@ -27,7 +27,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 #ifdef OPD_WITH_CUDA
-// The teacher's busy time on its stream: the forward, and the scores computed from its logits.
+// The teacher's busy time, as stream time: from queueing its forward to the forward's end, and
+// from the student asking for the scores to their end (a stream gap, while the host stages a
+// transfer, counts as busy).
 struct ColocatedScoring::ForwardSpan {
   cudaEvent_t marks[4] = {};  // forward begin, forward end, scores begin, scores end
   ForwardSpan() {
