@@ -49,11 +49,12 @@ class GpuTensorParallel : public ::testing::Test {
 
 TEST_F(GpuTensorParallel, LogitsAndGradientsFollowTheCpuShards) {
   for (bool tied : {false, true}) {
-    SCOPED_TRACE(tied ? "tied LM head" : "untied LM head");
+    const bool recompute = tied;  // the second run also recomputes each layer in backward, sums included
+    SCOPED_TRACE(tied ? "tied LM head, --recompute" : "untied LM head");
     auto cpu = bf16_model(tied, 7, tp_.get());
     Transformer gpu = *cpu;  // the same shards, to go on the GPU
     const int B = 3, T = 40, N = B * T, V = cpu->vocab_shard().size;
-    gpu.use_gpu(training_plan(B, T), str("rank ", tp_->rank()));
+    gpu.use_gpu(training_plan(B, T, recompute), str("rank ", tp_->rank()));
     const std::vector<int> tokens = random_tokens(N, 11);
     const std::vector<float> logits = to_host(gpu.forward(tokens.data(), B, T), size_t(N) * V);
     const float* ref = cpu->forward(tokens.data(), B, T);
@@ -92,23 +93,26 @@ TEST_F(GpuTensorParallel, LogitsAndGradientsFollowTheCpuShards) {
 TEST_F(GpuTensorParallel, DecodeFollowsTheCpuCache) {
   auto cpu = bf16_model(false, 9, tp_.get());
   Transformer gpu = *cpu;
+  // Prompts of different lengths, prefilled two at a time into a cache planned for more sequences
+  // than this batch uses.
   const int B = 4, P = 12, steps = 6, V = cpu->vocab_shard().size;
+  const std::vector<int> len = {12, 9, 11, 7};
   MemoryPlanOptions o;
-  o.batch = B;
+  o.batch = 2;
   o.seq = P;
-  o.kv_batch = B;
+  o.kv_batch = B + 2;
   o.kv_capacity = P + steps;
   gpu.use_gpu(o, str("rank ", tp_->rank()));
   KVCache cpu_cache, gpu_cache;
   cpu->reset_cache(cpu_cache, B, P + steps);
   gpu.reset_cache(gpu_cache, B, P + steps);
   const std::vector<int> prompt = random_tokens(size_t(B) * P, 21);
-  const std::vector<int> len(B, P);
   const std::vector<float> first = to_host(gpu.prefill_last(gpu_cache, prompt.data(), B, P, len.data()), size_t(B) * V);
   EXPECT_LT(rel_l2(first.data(), cpu->prefill_last(cpu_cache, prompt.data(), B, P, len.data()), first.size()), 2e-2);
   for (int s = 0; s < steps; ++s) {
     const std::vector<int> next = random_tokens(B, 100 + s);
-    const std::vector<int> pos(B, P + s);
+    std::vector<int> pos(B);
+    for (int b = 0; b < B; ++b) pos[b] = len[b] + s;
     const std::vector<float> got = to_host(gpu.decode(gpu_cache, next.data(), pos.data()), size_t(B) * V);
     EXPECT_LT(rel_l2(got.data(), cpu->decode(cpu_cache, next.data(), pos.data()), got.size()), 3e-2)
         << "step " << s;
