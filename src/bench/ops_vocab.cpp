@@ -146,11 +146,12 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
   DeviceArray<float> out(N), out2(N), scale(N);
   scale.upload(std::vector<float>(N, 1.0f / N));
 
-  auto row = [&](const char* op, double err, double tol, double bytes, const char* note,
-                 const std::function<void()>& fn) {
+  // A validated, timed row: its worst error against the CPU op and the tolerance it had to meet.
+  auto shaped_row = [&](const char* op, const std::string& shape, double err, double tol, double bytes,
+                        const char* note, const std::function<void()>& fn) {
     OpResult r;
     r.op = op;
-    r.shape = shape_name(N, V);
+    r.shape = shape;
     r.dtype = dtype_name<T>();
     r.max_err = err;
     r.tol = tol;
@@ -160,6 +161,8 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     r.ms = ctx.time_ms(fn);
     rows.push_back(r);
   };
+  auto row = [&](const char* op, double err, double tol, double bytes, const char* note,
+                 const std::function<void()>& fn) { shaped_row(op, shape_name(N, V), err, tol, bytes, note, fn); };
   const double rowb = sz * NV;
 
   {  // logprobs_forward with entropy
@@ -300,18 +303,9 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     }
     cuda::combine_shard_stats(vout.p, nullptr, pm.p, ps.p, pt.p, vt.p, R, Ns);
     CUDA_CHECK(cudaDeviceSynchronize());
-    const double err = max_abs_error(vout.download(), want);
-    OpResult r;
-    r.op = "logprobs_shard_stats";
-    r.shape = str("N", N, " Vlocal", Vl);
-    r.dtype = dtype_name<T>();
-    r.max_err = err;
-    r.tol = tol_stat;
-    r.ok = err <= tol_stat;
-    r.bytes = sz * N * Vl + 16.0 * N;
-    r.note = "one vocab shard of 8; validated: 4 shards combined vs the whole row";
-    r.ms = ctx.time_ms([&] { cuda::logprobs_shard_stats(m.p, s.p, tl.p, shard.p, t.p, N, Vl, 0); });
-    rows.push_back(r);
+    shaped_row("logprobs_shard_stats", str("N", N, " Vlocal", Vl), max_abs_error(vout.download(), want), tol_stat,
+               sz * N * Vl + 16.0 * N, "one vocab shard of 8; validated: 4 shards combined vs the whole row",
+               [&] { cuda::logprobs_shard_stats(m.p, s.p, tl.p, shard.p, t.p, N, Vl, 0); });
   }
   {  // vocabulary-parallel top-K ops on one shard: the teacher's candidates, the student's top-K
      // reverse KL sums and gradient. Validated on the small rows' columns [v0, v0 + Vls) as a shard
@@ -384,17 +378,7 @@ void cuda_rows(OpContext& ctx, std::vector<OpResult>& rows) {
     tltk.fill_tiled(ltk);
     auto shard_row = [&](const char* op, double err, double tol, double bytes, const char* note,
                          const std::function<void()>& fn) {
-      OpResult r;
-      r.op = op;
-      r.shape = str("N", N, " Vlocal", Vl);
-      r.dtype = dtype_name<T>();
-      r.max_err = err;
-      r.tol = tol;
-      r.ok = err <= tol;
-      r.bytes = bytes;
-      r.note = note;
-      r.ms = ctx.time_ms(fn);
-      rows.push_back(r);
+      shaped_row(op, str("N", N, " Vlocal", Vl), err, tol, bytes, note, fn);
     };
     shard_row("topk_shard_candidates", err_cand, tol_stat, sz * N * Vl + 8.0 * N * K, "K 20: K passes over the slab",
               [&] { cuda::topk_shard_candidates(tcid.p, tclp.p, shard.p, tlse.p, N, Vl, 0, K); });
