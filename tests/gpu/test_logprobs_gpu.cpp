@@ -133,6 +133,31 @@ TEST_F(LogprobsGpu, TopkMatchesCpu) {
   check_topk<opd::cuda::bf16>(2, 50257, 8, true, 8);
 }
 
+// A NaN logit (a diverging model) leaves its row NaN: no pick reads before the row or makes up an
+// id; the other rows are untouched.
+TEST_F(LogprobsGpu, TopkOfANanRowStaysNan) {
+  const int N = 2, V = 300, K = 5;
+  std::vector<float> x = opd::testing::lm_logits(N, V, 9);
+  x[17] = NAN;  // row 0
+  const std::vector<int> extra = {3, 4};
+  std::vector<int> want_ids(size_t(N) * (K + 1));
+  std::vector<float> want_lp(size_t(N) * (K + 1));
+  opd::cpu::topk_logprobs(want_ids.data(), want_lp.data(), x.data() + V, extra.data() + 1, false, 1, V, K);
+  DeviceBuffer<float> d_x(x), d_lp(size_t(N) * (K + 1));
+  DeviceBuffer<int> d_extra(extra), d_ids(size_t(N) * (K + 1));
+  opd::cuda::topk_logprobs(d_ids.get(), d_lp.get(), d_x.get(), d_extra.get(), false, N, V, K);
+  const auto ids = d_ids.host();
+  const auto lp = d_lp.host();
+  for (int j = 0; j < K; ++j) {
+    EXPECT_TRUE(ids[j] >= -1 && ids[j] < V) << "row 0 pick " << j << ": id " << ids[j];
+    EXPECT_TRUE(std::isnan(lp[j])) << "row 0 pick " << j << ": log-prob " << lp[j];
+  }
+  for (int j = 0; j <= K; ++j) {
+    EXPECT_EQ(ids[K + 1 + j], want_ids[j]) << "row 1 pick " << j;
+    EXPECT_NEAR(lp[K + 1 + j], want_lp[j], 1e-4) << "row 1 pick " << j;
+  }
+}
+
 // Shards of consecutive ids, each its own slab, combined on the GPU: the whole row's logp.
 TEST_F(LogprobsGpu, ShardStatsCombineToWholeRow) {
   for (auto [N, V, R] : {std::tuple{5, 1000, 4}, std::tuple{3, 151936, 8}, std::tuple{7, 17, 3}}) {
