@@ -323,7 +323,6 @@ int run_training(Method method, const Args& args) {
   if (method == Method::kDistill) {
     OPD_REQUIRE(teacher || groups.layout.teacher_ranks > 0, "opd distill: --teacher is required");
     c.distill.kl = parse_kl(vm["kl"].as<std::string>(), student->config().vocab);
-    OPD_REQUIRE(!gpu || !c.shared_prefix, "--shared-prefix is not on the GPU path yet (extending a KV cache)");
     OPD_REQUIRE(groups.layout.teacher_ranks == 0 || !vm.count("anchor-teacher"),
                 "--anchor-teacher needs --teacher-ranks 0 (colocated)");
     if (vm.count("anchor-teacher")) {

@@ -4,7 +4,7 @@
 #include "train/gpu_plan.h"
 
 #ifdef OPD_WITH_CUDA
-#include "model/gpu_transformer.h"
+#include "model/backend_cuda.h"
 #endif
 
 namespace opd::cli {
