@@ -9,6 +9,10 @@
 
 namespace opd::cli {
 
+void apply_chat_template(ChatTemplate t, std::vector<Example>& examples) {
+  for (Example& e : examples) e.prompt = opd::apply_chat_template(t, e.prompt);
+}
+
 TrainConfig train_config(const po::variables_map& vm, Method method) {
   TrainConfig c;
   c.method = method;

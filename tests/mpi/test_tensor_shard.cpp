@@ -1,4 +1,4 @@
-// Collective parallel-HDF5 writes of tensor shards (ARCHITECTURE §5) on 2-4 ranks: one file that
+// Collective parallel-HDF5 writes of tensor shards (docs/ARCHITECTURE.md §6) on 2-4 ranks: one file that
 // the serial reader, h5py and any other split read back, with the crc32 a serial write gives.
 #include <gtest/gtest.h>
 #include <hdf5.h>
