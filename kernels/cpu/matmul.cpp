@@ -46,7 +46,7 @@ void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* 
   check_shape("matmul_backward", N, K, M);
   if (N == 0 || K == 0 || M == 0) return;
   if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, K, M, dout, M, weight, K, T(1), dinp, K);
-  gemm(CblasTrans, CblasNoTrans, M, K, N, dout, M, inp, K, T(1), dweight, K);
+  if (dweight) gemm(CblasTrans, CblasNoTrans, M, K, N, dout, M, inp, K, T(1), dweight, K);
 }
 
 void set_blas_threads(int n) {

@@ -8,7 +8,8 @@ namespace opd::cpu {
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, int N, int K, int M, bool accumulate = false);
 
-// dinp += dout @ weight (skipped when dinp is null); dweight += dout^T @ inp.
+// dinp += dout @ weight (skipped when dinp is null); dweight += dout^T @ inp (skipped when dweight is
+// null: a frozen weight, as under LoRA).
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int N, int K, int M);
 

@@ -37,6 +37,7 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
     const T k = dot * r * r / C;
     for (int c = 0; c < C; ++c) dxr[c] += r * (w[c] * dy[c] - xr[c] * k);
   }
+  if (!dw) return;  // a frozen weight
   // dw sums over rows; threads split columns instead, so each sum runs in row order whatever the
   // thread count. Blocks of columns keep the row-major reads sequential.
   constexpr int kBlock = 64;

@@ -119,11 +119,11 @@ const Matmul::Plan& Matmul::plan(const Key& key) {
 }
 
 void Matmul::gemm(bool trans_a, bool trans_b, int m, int n, int k, const bf16* a, int lda, const bf16* b, int ldb,
-                  void* d, bool d_is_float, int ldd, bool accumulate, cudaStream_t stream) {
+                  void* d, bool d_is_float, int ldd, bool accumulate, cudaStream_t stream, float alpha) {
   const Key key = {m,   n,   k, trans_a, trans_b, lda, ldb, ldd, d_is_float, accumulate, alignment(a), alignment(b),
                    alignment(d)};
   const Plan& p = plan(key);
-  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  const float beta = accumulate ? 1.0f : 0.0f;  // alpha is a scalar of the call, not of the plan
   CUBLAS_CHECK(cublasLtMatmul(lt(handle_), p.op, &alpha, a, p.a, b, p.b, &beta, d, p.d, d, p.d, &p.algo, workspace_,
                               workspace_bytes_, stream));
 }
@@ -135,30 +135,31 @@ void Matmul::gemm(bool trans_a, bool trans_b, int m, int n, int k, const bf16* a
 //   dweight  dweight^T [K x M] += inp^T . dout           A: inp, stored K x N; B: dout, stored M x N, op T
 template <typename TOut>
 void Matmul::forward(TOut* out, const bf16* inp, const bf16* weight, int N, int K, int M, bool accumulate,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, float alpha) {
   check_shape("forward", N, K, M);
   if (N == 0 || M == 0) return;
   if (K == 0) {  // cuBLASLt rejects an empty inner dimension; the product is all zeros
     if (!accumulate) CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(TOut) * size_t(N) * M, stream));
     return;
   }
-  gemm(true, false, M, N, K, weight, K, inp, K, out, sizeof(TOut) == sizeof(float), M, accumulate, stream);
+  gemm(true, false, M, N, K, weight, K, inp, K, out, sizeof(TOut) == sizeof(float), M, accumulate, stream, alpha);
 }
 
 template <typename TIn>
 void Matmul::backward(TIn* dinp, float* dweight, const bf16* dout, const bf16* inp, const bf16* weight, int N, int K,
-                      int M, cudaStream_t stream) {
+                      int M, cudaStream_t stream, float alpha) {
   check_shape("backward", N, K, M);
   if (N == 0 || K == 0 || M == 0) return;
-  if (dinp) gemm(false, false, K, N, M, weight, K, dout, M, dinp, sizeof(TIn) == sizeof(float), K, true, stream);
-  gemm(false, true, K, M, N, inp, K, dout, M, dweight, true, K, true, stream);
+  if (dinp)
+    gemm(false, false, K, N, M, weight, K, dout, M, dinp, sizeof(TIn) == sizeof(float), K, true, stream, alpha);
+  if (dweight) gemm(false, true, K, M, N, inp, K, dout, M, dweight, true, K, true, stream, alpha);
 }
 
-template void Matmul::forward<bf16>(bf16*, const bf16*, const bf16*, int, int, int, bool, cudaStream_t);
-template void Matmul::forward<float>(float*, const bf16*, const bf16*, int, int, int, bool, cudaStream_t);
+template void Matmul::forward<bf16>(bf16*, const bf16*, const bf16*, int, int, int, bool, cudaStream_t, float);
+template void Matmul::forward<float>(float*, const bf16*, const bf16*, int, int, int, bool, cudaStream_t, float);
 template void Matmul::backward<bf16>(bf16*, float*, const bf16*, const bf16*, const bf16*, int, int, int,
-                                     cudaStream_t);
+                                     cudaStream_t, float);
 template void Matmul::backward<float>(float*, float*, const bf16*, const bf16*, const bf16*, int, int, int,
-                                      cudaStream_t);
+                                      cudaStream_t, float);
 
 }  // namespace opd::cuda

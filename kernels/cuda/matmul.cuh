@@ -32,17 +32,17 @@ class Matmul {
   Matmul(const Matmul&) = delete;
   Matmul& operator=(const Matmul&) = delete;
 
-  // accumulate=false: out = inp @ weight^T; accumulate=true: out += inp @ weight^T (residual add).
-  // TOut: bf16 or float.
+  // accumulate=false: out = alpha inp @ weight^T; accumulate=true: out += alpha inp @ weight^T
+  // (residual add; alpha scales a LoRA adapter's term). TOut: bf16 or float.
   template <typename TOut>
   void forward(TOut* out, const bf16* inp, const bf16* weight, int N, int K, int M, bool accumulate = false,
-               cudaStream_t stream = 0);
+               cudaStream_t stream = 0, float alpha = 1.0f);
 
-  // dinp += dout @ weight (skipped when dinp is null; TIn: bf16 or float); dweight += dout^T @ inp
-  // into the fp32 gradient.
+  // dinp += alpha dout @ weight (skipped when dinp is null; TIn: bf16 or float); dweight += alpha
+  // dout^T @ inp into the fp32 gradient (skipped when dweight is null: a frozen weight).
   template <typename TIn>
   void backward(TIn* dinp, float* dweight, const bf16* dout, const bf16* inp, const bf16* weight, int N, int K, int M,
-                cudaStream_t stream = 0);
+                cudaStream_t stream = 0, float alpha = 1.0f);
 
   // Algorithms cached so far (one per distinct GEMM shape, layout, type and pointer alignment).
   size_t cached_plans() const { return plans_.size(); }
@@ -54,7 +54,7 @@ class Matmul {
 
   // Column-major D[m, n] = op(A) op(B) (+ D): the one place cuBLASLt is called.
   void gemm(bool trans_a, bool trans_b, int m, int n, int k, const bf16* a, int lda, const bf16* b, int ldb,
-            void* d, bool d_is_float, int ldd, bool accumulate, cudaStream_t stream);
+            void* d, bool d_is_float, int ldd, bool accumulate, cudaStream_t stream, float alpha);
   const Plan& plan(const Key& key);
 
   void* handle_ = nullptr;  // cublasLtHandle_t, kept opaque so this header needs no cublasLt.h

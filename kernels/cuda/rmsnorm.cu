@@ -220,8 +220,10 @@ void launch_backward(T* dx, float* dw, const T* dout, const T* x, const T* w, co
   if (!workspace) CUDA_CHECK(cudaMallocAsync(&dw_part, sizeof(float) * blocks * C, stream));
   kernel<<<blocks, kThreads, smem, stream>>>(dx, dw_part, dout, x, w, rstd, N, C);
   CUDA_CHECK_LAUNCH();
-  rmsnorm_dw_reduce_kernel<<<cdiv(C, 32), dim3(32, kReduceRows), 0, stream>>>(dw, dw_part, blocks, C);
-  CUDA_CHECK_LAUNCH();
+  if (dw) {  // null: a frozen weight (LoRA); the partial sums are left unread
+    rmsnorm_dw_reduce_kernel<<<cdiv(C, 32), dim3(32, kReduceRows), 0, stream>>>(dw, dw_part, blocks, C);
+    CUDA_CHECK_LAUNCH();
+  }
   if (!workspace) CUDA_CHECK(cudaFreeAsync(dw_part, stream));
 }
 

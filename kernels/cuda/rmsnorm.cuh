@@ -13,7 +13,8 @@ namespace opd::cuda {
 template <typename T>
 void rmsnorm_forward(T* out, float* rstd, const T* x, const T* w, int N, int C, float eps, cudaStream_t stream = 0);
 
-// dx += d/dx (summed in fp32, rounded once to T), dw += d/dw (fp32). dw is summed in a fixed order:
+// dx += d/dx (summed in fp32, rounded once to T), dw += d/dw (fp32; dw null: a frozen weight, not
+// summed). dw is summed in a fixed order:
 // bit-identical from run to run. dx may not alias dout or x.
 // The per-block partial sums of dw go to `workspace` when it is given (at least
 // rmsnorm_backward_workspace_bytes(N, C) bytes, 4-byte aligned, not used by other work queued

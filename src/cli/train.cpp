@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/runtime.h"
 #include "cli/train_inputs.h"
+#include "io/adapter_file.h"
 #include "io/model_file.h"
 #include "model/chat_template.h"
 #include "model/memory_plan.h"
@@ -161,6 +162,16 @@ void add_common(po::options_description& d, Method method) {
       "beta1", po::value<double>()->default_value(0.9)->notifier(in_range("beta1", 0.0, 0.999999)), "AdamW beta1")(
       "beta2", po::value<double>()->default_value(0.99)->notifier(in_range("beta2", 0.0, 0.999999)), "AdamW beta2");
 
+  po::options_description lora("LoRA (low-rank adapters)");
+  lora.add_options()("lora-rank", po::value<int>()->default_value(0)->notifier(in_range("lora-rank", 0, 1 << 16)),
+                     "train rank-R adapters W + (alpha/R) B A on the targeted projections instead of every weight "
+                     "(0: full fine-tuning); the base weights stay frozen, final.h5 holds the adapters and names "
+                     "the base (opd merge, opd export --hf)")(
+      "lora-alpha", po::value<double>()->default_value(32.0)->notifier(in_range("lora-alpha", 1e-6, 1e6)),
+      "the adapters' scale is alpha / rank")(
+      "lora-targets", po::value<std::string>()->default_value("q,k,v,o,gate,up,down"),
+      "projections that get adapters, of q,k,v,o,gate,up,down");
+
   po::options_description ev("Evaluation");
   ev.add_options()("eval-every", po::value<int>()->default_value(10)->notifier(in_range("eval-every", 0, 10000000)),
                    "evaluate every N steps (and before and after)")(
@@ -196,7 +207,7 @@ void add_common(po::options_description& d, Method method) {
     par.add_options()("teacher-timeout",
                       po::value<double>()->default_value(600.0)->notifier(in_range("teacher-timeout", 1.0, 1e7)),
                       "seconds a student waits for scores, and a teacher for a request, before failing the job");
-  d.add(model).add(data).add(roll).add(algo).add(optim).add(ev).add(runo).add(par);
+  d.add(model).add(data).add(roll).add(algo).add(optim).add(lora).add(ev).add(runo).add(par);
 }
 
 int run_training(Method method, const Args& args) {
@@ -306,7 +317,15 @@ int run_training(Method method, const Args& args) {
     if (colocated_teacher) t = read_model_config(teacher_path);
     layout_for(layout_opts, groups.layout.world, &s, t ? &*t : nullptr);
   }
+  const bool from_scratch = student != nullptr;
   if (!student) student = load_model(student_path, groups.tp.get());
+  const LoraConfig lora = lora_config(vm);
+  if (lora.enabled()) {
+    // The loaded weights become the frozen base, named by path and checksum in every checkpoint.
+    OPD_REQUIRE(!from_scratch, "--lora-rank: a model trained from scratch (--init SHAPE) has no base weights to "
+                "adapt; train it fully first");
+    student->enable_lora(lora, c.seed, lora_base_of(student_path));
+  }
   if (colocated_teacher) {
     teacher = load_model(teacher_path, groups.tp.get());
     check_same_tokenizer(*student, student_path, *teacher, teacher_path);
@@ -375,7 +394,11 @@ int run_training(Method method, const Args& args) {
   ctx.world_rank = groups.world->rank();
   if (writer) {
     std::cerr << "[" << name << "] student " << student_path << " (" << student->config().num_parameters()
-              << " parameters)";
+              << " parameters";
+    if (lora.enabled())
+      std::cerr << "; LoRA rank " << lora.rank << ", alpha " << lora.alpha << " on " << lora.targets_text() << ": "
+                << total_size(lora_specs(student->config(), lora)) << " trained";
+    std::cerr << ")";
     if (teacher)
       std::cerr << ", teacher " << vm["teacher"].as<std::string>() << " (" << teacher->config().num_parameters()
                 << " parameters)";

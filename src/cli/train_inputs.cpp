@@ -1,5 +1,7 @@
 #include "cli/train_inputs.h"
 
+#include <cmath>
+
 #include "model/memory_plan.h"
 #include "train/gpu_plan.h"
 
@@ -66,6 +68,14 @@ TrainConfig train_config(const po::variables_map& vm, Method method) {
   return c;
 }
 
+LoraConfig lora_config(const po::variables_map& vm) {
+  LoraConfig l;
+  l.rank = vm["lora-rank"].as<int>();
+  l.alpha = vm["lora-alpha"].as<double>();
+  l.targets = parse_lora_targets(vm["lora-targets"].as<std::string>(), "--lora-targets");
+  return l;
+}
+
 RunData load_run_data(const po::variables_map& vm, Method method) {
   RunData d;
   const std::string name = method_name(method);
@@ -116,14 +126,28 @@ std::string gpu_plan_report(const po::variables_map& vm, Method method, const Mo
   check_gpu_shape(student, tp, "the student");
   if (teacher) check_gpu_shape(*teacher, colocated ? tp : teacher_tp, "the teacher");
 #endif
-  const MemoryPlan s = plan(student, gpu_plan(c, seq, true, true), tp);
+  MemoryPlanOptions student_options = gpu_plan(c, seq, true, true);
+  student_options.lora = lora_config(vm);
+  if (student_options.lora.enabled()) check_lora(student_options.lora, student, "--lora-rank");
+  const MemoryPlan s = plan(student, student_options, tp);
   std::string out = str("# --device cuda: memory planned per GPU for micro-batches of ", c.micro_batch, " x ", seq,
                         has_data ? " tokens (the longest prompt + sampled tokens)" : " tokens (max_seq: no data given)",
                         " and a KV cache of ", c.gen_batch, " sequences\n");
 #ifndef OPD_WITH_CUDA
   out += "# (this opd was built without CUDA: the kernels' scratch is not counted)\n";
 #endif
+  if (student_options.lora.enabled()) {
+    const LoraConfig& l = student_options.lora;
+    const size_t adapters = total_size(lora_specs(student, l));
+    out += str("# LoRA rank ", l.rank, " on ", l.targets_text(), ": ", adapters, " adapter parameters (",
+               std::round(1e4 * double(adapters) / double(student.num_parameters())) / 100,
+               "% of the model) hold the fp32 master copy, gradients and optimizer state; the base stays bf16\n");
+  }
   out += s.report("# student:");
+  out += str("# student: gradients + optimizer state ",
+             format_bytes(s.bytes(MemoryKind::kGrads) + s.bytes(MemoryKind::kOptimizer)), ", + master weights ",
+             format_bytes(s.bytes(MemoryKind::kGrads) + s.bytes(MemoryKind::kOptimizer) + s.bytes(MemoryKind::kMaster)),
+             "\n");
   if (teacher) {
     const MemoryPlan t =
         plan(*teacher, gpu_plan(c, seq, false, colocated && c.sft_from_teacher), colocated ? tp : teacher_tp);

@@ -6,6 +6,7 @@
 
 #include "core/options.h"
 #include "model/config.h"
+#include "model/lora.h"
 #include "model/tokenizer.h"
 #include "model/chat_template.h"
 #include "tasks/builtin.h"
@@ -17,6 +18,9 @@ namespace opd::cli {
 // Every TrainConfig field that comes from an option (the KL mode, which needs the student's
 // vocabulary, is left to the caller). Errors name the option.
 TrainConfig train_config(const po::variables_map& vm, Method method);
+
+// --lora-rank, --lora-alpha, --lora-targets (rank 0: full fine-tuning). Errors name the option.
+LoraConfig lora_config(const po::variables_map& vm);
 
 // Wraps every example's prompt in the chat template.
 void apply_chat_template(ChatTemplate t, std::vector<Example>& examples);
@@ -31,7 +35,8 @@ struct RunData {
 RunData load_run_data(const po::variables_map& vm, Method method);
 
 // --dry-run --device cuda: each model's device memory as the run would plan it (from the models'
-// shapes, the student's tokenizer and the data, without loading a weight), for one GPU per rank.
+// shapes, the student's tokenizer and the data, without loading a weight; with --lora-rank the
+// student's adapters), for one GPU per rank.
 // `teacher` is null without a teacher; `colocated`: it shares the student's GPU. tp, teacher_tp:
 // the degrees each model is split over (a colocated teacher is split like the student).
 std::string gpu_plan_report(const po::variables_map& vm, Method method, const ModelConfig& student,

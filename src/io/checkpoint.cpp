@@ -48,7 +48,10 @@ std::vector<fs::path> checkpoints_newest_first(const std::string& run_dir) {
 void save_checkpoint(const std::string& path, const Transformer& model, const std::vector<float>& adam_m,
                      const std::vector<float>& adam_v, int adam_updates, const TrainState& state,
                      const std::string& config) {
-  OPD_REQUIRE(adam_m.size() == model.params().size() && adam_v.size() == model.params().size(),
+  // What is trained and checkpointed: the model, or a LoRA model's adapters (its base is named).
+  const bool lora = model.has_lora();
+  const std::vector<ParamSpec>& specs = model.trainable_specs();
+  OPD_REQUIRE(adam_m.size() == model.trainable_params().size() && adam_v.size() == model.trainable_params().size(),
               path, ": optimizer state does not match the model");
   // Everything but the tensors; the optimizer group exists already in a sharded save.
   auto describe = [&](h5::File& f) {
@@ -70,20 +73,32 @@ void save_checkpoint(const std::string& path, const Transformer& model, const st
     h5::write_attr(st.id(), "counters", state.counters);
   };
   if (model.tp()) {
-    save_sharded(path, model, {{"model", &model.params()}, {"optimizer/m", &adam_m}, {"optimizer/v", &adam_v}},
-                 describe, state.step);
+    const auto describe_sharded = [&](h5::File& f) {
+      describe(f);
+      if (!lora) return;
+      h5::Handle g = h5::open_group(f, "adapter");
+      write_adapter_description(g.id(), model);
+    };
+    save_sharded(path, model,
+                 {{lora ? "adapter" : "model", &model.trainable_params(), &specs},
+                  {"optimizer/m", &adam_m, &specs},
+                  {"optimizer/v", &adam_v, &specs}},
+                 describe_sharded, state.step);
     return;
   }
   const std::string tmp = path + ".tmp";
   {
     h5::File f = h5::File::create(tmp);
     describe(f);
-    write_model_group(f, model);
+    if (lora)
+      write_adapter_group(f, model);
+    else
+      write_model_group(f, model);
     crash_drill("OPD_FAULT_MID_SAVE", state.step);
     {
       h5::Handle opt = h5::open_group(f, "optimizer");
       h5::Handle m = h5::create_group(opt.id(), "m"), v = h5::create_group(opt.id(), "v");
-      for (const ParamSpec& s : model.specs()) {
+      for (const ParamSpec& s : specs) {
         write_tensor(m.id(), s.name, adam_m.data() + s.offset, s.shape);
         write_tensor(v.id(), s.name, adam_v.data() + s.offset, s.shape);
       }
@@ -110,21 +125,32 @@ Checkpoint read_checkpoint(const std::string& path, Communicator* tp) {
   };
   constexpr int64_t kMaxInt = std::numeric_limits<int>::max(), kMaxInt64 = std::numeric_limits<int64_t>::max();
   Checkpoint c;
-  c.model = read_model_group(f, tp);
+  if (h5::exists(f.id(), "adapter"))
+    c.adapters = read_adapter_group(f, tp);
+  else
+    c.model = read_model_group(f, tp);
   c.state.step = counter(f.id(), "step", path, kMaxInt - 1);
   c.state.tokens = counter(f.id(), "tokens_seen", path, kMaxInt64);
   c.config = h5::read_attr_string(f.id(), "config", path);
   h5::Handle opt = h5::open_group(f, "optimizer");
   c.adam_updates = static_cast<int>(counter(opt.id(), "updates", path + ":/optimizer", kMaxInt));
   h5::Handle m = h5::open_group(f, "optimizer/m"), v = h5::open_group(f, "optimizer/v");
-  const size_t n = c.model->params().size();
+  // The moments are laid out like what was trained: the model's parameters or the adapters.
+  const std::vector<ParamSpec>& specs = c.adapters ? c.adapters->specs : c.model->specs();
+  const size_t n = total_size(specs);
   c.adam_m.assign(n, 0.0f);
   c.adam_v.assign(n, 0.0f);
-  if (c.model->tp()) {
+  const bool split = tp && tp->size() > 1;
+  if (split && c.adapters) {
+    const Adapters& a = *c.adapters;
+    const auto specs_of = [&](int r) { return lora_specs(a.base_config, a.lora, tp->size(), r); };
+    read_tensor_blocks(m.id(), *tp, specs_of, c.adam_m.data(), path + ":/optimizer/m");
+    read_tensor_blocks(v.id(), *tp, specs_of, c.adam_v.data(), path + ":/optimizer/v");
+  } else if (split) {
     read_tensor_blocks(m.id(), *c.model, c.adam_m.data(), path + ":/optimizer/m");
     read_tensor_blocks(v.id(), *c.model, c.adam_v.data(), path + ":/optimizer/v");
   } else {
-    for (const ParamSpec& s : c.model->specs()) {
+    for (const ParamSpec& s : specs) {
       read_tensor(m.id(), s.name, c.adam_m.data() + s.offset, s.shape, path + ":/optimizer/m");
       read_tensor(v.id(), s.name, c.adam_v.data() + s.offset, s.shape, path + ":/optimizer/v");
     }
@@ -158,6 +184,31 @@ std::optional<Checkpoint> newest_valid_checkpoint(const std::string& run_dir, st
     }
   }
   return std::nullopt;
+}
+
+void restore_trained(Checkpoint& ck, Transformer& student, const std::string& from) {
+  if (!ck.adapters) {
+    OPD_REQUIRE(!student.has_lora(), from, ": the checkpoint is of full fine-tuning, but this run trains LoRA "
+                "adapters (--lora-rank ", student.lora().rank, "); resume without --lora-rank");
+    // Files hold whole tensors; under TP each rank has read its shards, whatever tp wrote the file.
+    OPD_REQUIRE(ck.model->params().size() == student.params().size() &&
+                    ck.model->tokenizer().same_as(student.tokenizer()),
+                from, ": the checkpoint's model does not match the student's shape or tokenizer");
+    student.params() = ck.model->params();
+    return;
+  }
+  const Adapters& a = *ck.adapters;
+  OPD_REQUIRE(student.has_lora(), from, ": the checkpoint holds LoRA adapters; resume with --lora-rank ", a.lora.rank,
+              " --lora-alpha ", a.lora.alpha, " --lora-targets ", a.lora.targets_text());
+  OPD_REQUIRE(a.lora == student.lora(), from, ": the checkpoint's adapters (rank ", a.lora.rank, ", alpha ",
+              a.lora.alpha, ", targets ", a.lora.targets_text(), ") differ from this run's (rank ", student.lora().rank,
+              ", alpha ", student.lora().alpha, ", targets ", student.lora().targets_text(), ")");
+  OPD_REQUIRE(a.base.checksum == student.lora_base().checksum, from, ": the adapters were trained on ", a.base.path,
+              " (tensor checksum ", a.base.checksum, "), but this run's base ", student.lora_base().path,
+              " has checksum ", student.lora_base().checksum);
+  OPD_REQUIRE(a.params.size() == student.lora_params().size(), from, ": ", a.params.size(),
+              " adapter values for a student that takes ", student.lora_params().size());
+  student.lora_params() = a.params;
 }
 
 void prune_checkpoints(const std::string& run_dir, int keep) {

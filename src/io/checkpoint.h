@@ -1,12 +1,15 @@
-// Training checkpoints (docs/ARCHITECTURE.md §6): the /model group of a model file plus the optimizer's
-// moments, the training state needed to continue bit for bit, and the resolved configuration.
-// Every dataset carries a crc32 checked on load; files are written to *.tmp and renamed.
+// Training checkpoints (docs/ARCHITECTURE.md §6): the /model group of a model file (a LoRA run: the
+// /adapter group of an adapter file, io/adapter_file.h, naming its base) plus the optimizer's
+// moments of what is trained, the training state needed to continue bit for bit, and the resolved
+// configuration. Every dataset carries a crc32 checked on load; files are written to *.tmp and
+// renamed.
 #pragma once
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "io/adapter_file.h"
 #include "io/model_file.h"
 
 namespace opd {
@@ -19,13 +22,15 @@ struct TrainState {
 };
 
 struct Checkpoint {
-  std::unique_ptr<Transformer> model;
-  std::vector<float> adam_m, adam_v;
+  std::unique_ptr<Transformer> model;  // full fine-tuning: the model; null for a LoRA run's
+  std::optional<Adapters> adapters;    // a LoRA run: the adapters (their base is not in the file)
+  std::vector<float> adam_m, adam_v;   // laid out like the model's, or the adapters', parameters
   int adam_updates = 0;
   TrainState state;
   std::string config;  // the resolved INI text of the run that wrote it
 };
 
+// adam_m, adam_v: laid out like model.trainable_params() (the adapters of a LoRA model).
 void save_checkpoint(const std::string& path, const Transformer& model, const std::vector<float>& adam_m,
                      const std::vector<float>& adam_v, int adam_updates, const TrainState& state,
                      const std::string& config);
@@ -37,6 +42,11 @@ Checkpoint load_checkpoint(const std::string& path, Communicator* tp = nullptr);
 // not are listed in `skipped` with the reason. nullopt when there is none.
 std::optional<Checkpoint> newest_valid_checkpoint(const std::string& run_dir, std::vector<std::string>& skipped,
                                                   std::string* path = nullptr, Communicator* tp = nullptr);
+
+// Puts a checkpoint's trained parameters into the run's student (errors name `from`): the whole
+// model's, whose shape and tokenizer must match; or a LoRA run's adapters, which need a student
+// with adapters of the same rank, alpha and targets on the same base (by checksum).
+void restore_trained(Checkpoint& ck, Transformer& student, const std::string& from);
 
 // Deletes all but the newest `keep` checkpoints/step_*.h5 of a run directory.
 void prune_checkpoints(const std::string& run_dir, int keep);

@@ -10,6 +10,7 @@
 #include "core/crc32.h"
 #include "core/durable.h"
 #include "core/error.h"
+#include "io/adapter_file.h"
 #include "io/h5_check.h"
 #include "model/bpe_tokenizer.h"
 #include "parallel/mpi_check.h"
@@ -230,26 +231,28 @@ void write_tensor_shard(hid_t group, const std::string& name, const float* local
   write_crc(group, name, crc);
 }
 
+void write_config_attrs(hid_t cg, const ModelConfig& c) {
+  ModelConfig copy = c;
+  for (const char* k : kConfigInts) h5::write_attr(cg, k, static_cast<int64_t>(*config_int(copy, k)));
+  h5::write_attr(cg, "rope_theta", c.rope_theta);
+  if (c.rope_scaling.enabled()) {  // plain RoPE writes none of these, as files did before them
+    h5::write_attr(cg, "rope_type", std::string("llama3"));
+    h5::write_attr(cg, "rope_factor", c.rope_scaling.factor);
+    h5::write_attr(cg, "rope_low_freq_factor", c.rope_scaling.low_freq_factor);
+    h5::write_attr(cg, "rope_high_freq_factor", c.rope_scaling.high_freq_factor);
+    h5::write_attr(cg, "rope_original_max_position_embeddings",
+                   static_cast<int64_t>(c.rope_scaling.original_max_position_embeddings));
+  }
+  h5::write_attr(cg, "rms_eps", c.rms_eps);
+  h5::write_attr(cg, "qk_norm", static_cast<int64_t>(c.qk_norm));
+  h5::write_attr(cg, "tie_embeddings", static_cast<int64_t>(c.tie_embeddings));
+}
+
 namespace {
 // /model/config and /model/tokenizer: everything of the /model group but the tensors.
 void write_model_description(hid_t g, const Transformer& model) {
-  const ModelConfig& c = model.config();
   h5::Handle cg = h5::create_group(g, "config");
-  ModelConfig copy = c;
-  for (const char* k : kConfigInts) h5::write_attr(cg.id(), k, static_cast<int64_t>(*config_int(copy, k)));
-  h5::write_attr(cg.id(), "rope_theta", c.rope_theta);
-  if (c.rope_scaling.enabled()) {  // plain RoPE writes none of these, as files did before them
-    h5::write_attr(cg.id(), "rope_type", std::string("llama3"));
-    h5::write_attr(cg.id(), "rope_factor", c.rope_scaling.factor);
-    h5::write_attr(cg.id(), "rope_low_freq_factor", c.rope_scaling.low_freq_factor);
-    h5::write_attr(cg.id(), "rope_high_freq_factor", c.rope_scaling.high_freq_factor);
-    h5::write_attr(cg.id(), "rope_original_max_position_embeddings",
-                   static_cast<int64_t>(c.rope_scaling.original_max_position_embeddings));
-  }
-  h5::write_attr(cg.id(), "rms_eps", c.rms_eps);
-  h5::write_attr(cg.id(), "qk_norm", static_cast<int64_t>(c.qk_norm));
-  h5::write_attr(cg.id(), "tie_embeddings", static_cast<int64_t>(c.tie_embeddings));
-
+  write_config_attrs(cg.id(), model.config());
   write_tokenizer(g, model.tokenizer());
 }
 }  // namespace
@@ -268,13 +271,14 @@ MPI_Comm tp_handle(const Transformer& model, const std::string& where) {
 }
 }  // namespace
 
-void read_tensor_blocks(hid_t group, const Transformer& model, float* out, const std::string& where) {
-  Communicator& tp = *model.tp();
-  const MPI_Comm comm = tp_handle(model, where);
+void read_tensor_blocks(hid_t group, Communicator& tp, const std::function<std::vector<ParamSpec>(int)>& specs_of,
+                        float* out, const std::string& where) {
+  const MPI_Comm comm = mpi_handle(tp, where);
   std::vector<std::vector<ParamSpec>> all;  // every rank's shards, to combine the checksums in order
-  for (int r = 0; r < tp.size(); ++r) all.push_back(param_specs(model.config(), tp.size(), r));
-  for (size_t i = 0; i < model.specs().size(); ++i) {
-    const ParamSpec& s = model.specs()[i];
+  for (int r = 0; r < tp.size(); ++r) all.push_back(specs_of(r));
+  const std::vector<ParamSpec>& mine = all[tp.rank()];
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const ParamSpec& s = mine[i];
     require_shape(group, s.name, s.shard.full_shape, where);
     std::vector<int64_t> start(s.shape.size(), 0);
     if (!s.shard.replicated()) start[s.shard.split_dim] = s.shard.offset;
@@ -293,6 +297,12 @@ void read_tensor_blocks(hid_t group, const Transformer& model, float* out, const
     OPD_REQUIRE(stored == static_cast<int64_t>(actual), dwhere, ": checksum mismatch (stored crc32 ", stored,
                 ", data gives ", actual, "): the file is corrupt");
   }
+}
+
+void read_tensor_blocks(hid_t group, const Transformer& model, float* out, const std::string& where) {
+  const ModelConfig& c = model.config();
+  const int P = model.tp()->size();
+  read_tensor_blocks(group, *model.tp(), [&](int r) { return param_specs(c, P, r); }, out, where);
 }
 
 void save_sharded(const std::string& path, const Transformer& model, const std::vector<ShardedGroup>& groups,
@@ -316,15 +326,16 @@ void save_sharded(const std::string& path, const Transformer& model, const std::
                                                    : h5::create_group(at, name));
         at = path_groups.back().id();
       }
-      OPD_REQUIRE(sg.data->size() == model.params().size(), path, ": ", sg.group, " holds ", sg.data->size(),
-                  " floats for a shard of ", model.params().size());
-      for (const ParamSpec& s : model.specs()) write_tensor_shard(at, s.name, sg.data->data() + s.offset, s.shard, comm);
+      const std::vector<ParamSpec>& specs = sg.specs ? *sg.specs : model.specs();
+      OPD_REQUIRE(sg.data->size() == total_size(specs), path, ": ", sg.group, " holds ", sg.data->size(),
+                  " floats for a shard of ", total_size(specs));
+      for (const ParamSpec& s : specs) write_tensor_shard(at, s.name, sg.data->data() + s.offset, s.shard, comm);
     }
     f.close();
   }
   if (tp->rank() == 0) {
     h5::File f = h5::File::open_rw(tmp);
-    {
+    if (h5::exists(f.id(), "model")) {
       h5::Handle g = h5::open_group(f, "model");
       write_model_description(g.id(), model);
     }
@@ -340,24 +351,21 @@ void save_sharded(const std::string& path, const Transformer& model, const std::
   tp->barrier();  // the file is in place for every rank when the call returns
 }
 
-namespace {
-ModelConfig read_config(const h5::File& file) {
-  h5::Handle cg = h5::open_group(file, "model/config");
-  const std::string cwhere = file.path() + ":/model/config";
+ModelConfig read_config_attrs(hid_t cg, const std::string& cwhere) {
   ModelConfig c;
   for (const char* k : kConfigInts) {
-    int64_t v = h5::read_attr_int(cg.id(), k, cwhere);
+    int64_t v = h5::read_attr_int(cg, k, cwhere);
     OPD_REQUIRE(v > 0 && v < (int64_t(1) << 31), cwhere, ": attribute '", k, "' = ", v, " is out of range");
     *config_int(c, k) = static_cast<int>(v);
   }
-  c.rope_theta = h5::read_attr_double(cg.id(), "rope_theta", cwhere);
-  if (h5::has_attr(cg.id(), "rope_type")) {
-    const std::string rt = h5::read_attr_string(cg.id(), "rope_type", cwhere);
+  c.rope_theta = h5::read_attr_double(cg, "rope_theta", cwhere);
+  if (h5::has_attr(cg, "rope_type")) {
+    const std::string rt = h5::read_attr_string(cg, "rope_type", cwhere);
     OPD_REQUIRE(rt == "llama3", cwhere, ": attribute 'rope_type' = '", rt, "' is not supported (llama3 only)");
-    c.rope_scaling.factor = h5::read_attr_double(cg.id(), "rope_factor", cwhere);
-    c.rope_scaling.low_freq_factor = h5::read_attr_double(cg.id(), "rope_low_freq_factor", cwhere);
-    c.rope_scaling.high_freq_factor = h5::read_attr_double(cg.id(), "rope_high_freq_factor", cwhere);
-    const int64_t omp = h5::read_attr_int(cg.id(), "rope_original_max_position_embeddings", cwhere);
+    c.rope_scaling.factor = h5::read_attr_double(cg, "rope_factor", cwhere);
+    c.rope_scaling.low_freq_factor = h5::read_attr_double(cg, "rope_low_freq_factor", cwhere);
+    c.rope_scaling.high_freq_factor = h5::read_attr_double(cg, "rope_high_freq_factor", cwhere);
+    const int64_t omp = h5::read_attr_int(cg, "rope_original_max_position_embeddings", cwhere);
     OPD_REQUIRE(omp > 0 && omp < (int64_t(1) << 31), cwhere, ": attribute 'rope_original_max_position_embeddings' = ",
                 omp, " is out of range");
     c.rope_scaling.original_max_position_embeddings = static_cast<int>(omp);
@@ -366,13 +374,19 @@ ModelConfig read_config(const h5::File& file) {
   } else {
     for (const char* k : {"rope_factor", "rope_low_freq_factor", "rope_high_freq_factor",
                           "rope_original_max_position_embeddings"})
-      OPD_REQUIRE(!h5::has_attr(cg.id(), k), cwhere, ": attribute '", k, "' without a 'rope_type'");
+      OPD_REQUIRE(!h5::has_attr(cg, k), cwhere, ": attribute '", k, "' without a 'rope_type'");
   }
-  c.rms_eps = h5::read_attr_double(cg.id(), "rms_eps", cwhere);
-  c.qk_norm = h5::read_attr_int(cg.id(), "qk_norm", cwhere) != 0;
-  c.tie_embeddings = h5::read_attr_int(cg.id(), "tie_embeddings", cwhere) != 0;
+  c.rms_eps = h5::read_attr_double(cg, "rms_eps", cwhere);
+  c.qk_norm = h5::read_attr_int(cg, "qk_norm", cwhere) != 0;
+  c.tie_embeddings = h5::read_attr_int(cg, "tie_embeddings", cwhere) != 0;
   c.validate(cwhere);
   return c;
+}
+
+namespace {
+ModelConfig read_config(const h5::File& file) {
+  h5::Handle cg = h5::open_group(file, "model/config");
+  return read_config_attrs(cg.id(), file.path() + ":/model/config");
 }
 }  // namespace
 
@@ -408,6 +422,7 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file, Communicator
 }
 
 void save_model(const std::string& path, const Transformer& model) {
+  if (model.has_lora()) return save_adapters(path, model);  // the base stays where it is, named
   auto describe = [](h5::File& f) {
     h5::write_attr(f.id(), "format", std::string("opd-model"));
     h5::write_attr(f.id(), "format_version", kModelFormatVersion);
@@ -425,9 +440,19 @@ void save_model(const std::string& path, const Transformer& model) {
   publish_file(tmp, path);
 }
 
+namespace {
+// A LoRA run's adapters (an adapter file, or a checkpoint holding /adapter instead of /model).
+bool holds_adapters(const h5::File& f) { return h5::exists(f.id(), "adapter") && !h5::exists(f.id(), "model"); }
+}  // namespace
+
 ModelConfig read_model_config(const std::string& path) {
   try {
-    return read_config(h5::File::open_read(path));
+    const h5::File f = h5::File::open_read(path);
+    if (holds_adapters(f)) {  // the base's shape, which the merged model has
+      h5::Handle cg = h5::open_group(f, "adapter/base_config");
+      return read_config_attrs(cg.id(), path + ":/adapter/base_config");
+    }
+    return read_config(f);
   } catch (const Error& e) {
     h5::rethrow_naming(path, e);
   }
@@ -436,6 +461,7 @@ ModelConfig read_model_config(const std::string& path) {
 std::shared_ptr<const Tokenizer> read_model_tokenizer(const std::string& path) {
   try {
     const h5::File f = h5::File::open_read(path);
+    if (holds_adapters(f)) return read_model_tokenizer(load_adapters(path).base.path);
     return read_tokenizer(f, read_config(f));
   } catch (const Error& e) {
     h5::rethrow_naming(path, e);
@@ -446,11 +472,12 @@ std::unique_ptr<Transformer> load_model(const std::string& path, Communicator* t
   try {
     h5::File f = h5::File::open_read(path);
     const std::string format = h5::read_attr_string(f.id(), "format", path);
-    OPD_REQUIRE(format == "opd-model" || format == "opd-checkpoint", path, ": format '", format,
-                "' is not an opd model or checkpoint");
+    OPD_REQUIRE(format == "opd-model" || format == "opd-checkpoint" || format == kAdapterFormat, path, ": format '",
+                format, "' is not an opd model, checkpoint or adapter file");
     const int64_t version = h5::read_attr_int(f.id(), "format_version", path);
     OPD_REQUIRE(version == kModelFormatVersion, path, ": format_version ", version,
                 " is not supported (this opd reads ", kModelFormatVersion, ")");
+    if (holds_adapters(f)) return load_merged(path, "", tp);
     return read_model_group(f, tp);
   } catch (const Error& e) {
     h5::rethrow_naming(path, e);

@@ -17,10 +17,12 @@ namespace opd {
 inline constexpr int64_t kModelFormatVersion = 1;
 
 // Writes `path` atomically: into `path.tmp`, flushed and closed, then renamed over `path`. A
-// tensor-parallel model is written collectively by its TP group (save_sharded).
+// tensor-parallel model is written collectively by its TP group (save_sharded). A model with LoRA
+// adapters is saved as its adapters, naming its base (io/adapter_file.h: save_adapters).
 void save_model(const std::string& path, const Transformer& model);
 // With tp (of size > 1): collective over it, each rank reading only its blocks of the tensors, whatever
-// tp wrote the file; checksums are verified by combining the ranks' piece checksums.
+// tp wrote the file; checksums are verified by combining the ranks' piece checksums. An adapter
+// file (a LoRA run's final.h5) loads as its base with the adapters merged in (load_merged).
 std::unique_ptr<Transformer> load_model(const std::string& path, Communicator* tp = nullptr);
 // The shape alone (to plan a rank layout before loading anything large).
 ModelConfig read_model_config(const std::string& path);
@@ -43,6 +45,9 @@ void write_tensor_shard(hid_t group, const std::string& name, const float* local
 
 // The /model group alone, for files that hold more (checkpoints, fixtures); a whole model.
 void write_model_group(h5::File& file, const Transformer& model);
+// A ModelConfig as the attributes of a group (/model/config, and an adapter file's base_config), and back.
+void write_config_attrs(hid_t group, const ModelConfig& config);
+ModelConfig read_config_attrs(hid_t group, const std::string& where);
 
 // Under tensor parallelism: collective over the model's TP group. Each group (e.g. "model",
 // "optimizer/m") gets one full-shape dataset per tensor of `data` (a flat buffer laid out like the
@@ -50,9 +55,12 @@ void write_model_group(h5::File& file, const Transformer& model);
 // TP rank 0 adds the /model description and whatever `describe` writes, and renames the file into
 // place (written to path.tmp first, like every save). `step`: a checkpoint's, for the
 // crash drills of core/durable.h (-1: none).
+// `specs`: how `data` is laid out (null: the model's specs(); a LoRA model's adapters pass theirs).
+// The /model description is added when a "model" group is written; `describe` writes the rest.
 struct ShardedGroup {
   std::string group;
   const std::vector<float>* data;
+  const std::vector<ParamSpec>* specs = nullptr;
 };
 void save_sharded(const std::string& path, const Transformer& model, const std::vector<ShardedGroup>& groups,
                   const std::function<void(h5::File&)>& describe, int64_t step);
@@ -60,5 +68,8 @@ std::unique_ptr<Transformer> read_model_group(const h5::File& file, Communicator
 // This rank's blocks of the tensors of `group` into `out` (laid out like model.specs()), each
 // checked against its crc32: collective over the model's TP group.
 void read_tensor_blocks(hid_t group, const Transformer& model, float* out, const std::string& where);
+// The same for tensors laid out by specs_of(tp.rank()), specs_of(r) giving rank r's shards.
+void read_tensor_blocks(hid_t group, Communicator& tp, const std::function<std::vector<ParamSpec>(int)>& specs_of,
+                        float* out, const std::string& where);
 
 }  // namespace opd

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/embedding.h"
+#include "kernels/cpu/lora.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
@@ -43,10 +44,11 @@ void CpuBackend::all_reduce_grads(Communicator& dp, size_t n) {
 }
 
 TrainingMemory CpuBackend::training_memory() {
+  std::vector<float>& trained = frozen_ ? lora_ : params_;
   TrainingMemory m;
-  m.params = params_.data();
+  m.params = trained.data();
   m.grads = grads_.data();
-  m.size = params_.size();
+  m.size = trained.size();
   return m;
 }
 
@@ -82,6 +84,15 @@ void CpuBackend::matmul_forward(act* out, const act* x, const act* w, int N, int
 void CpuBackend::matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K,
                                  int M) {
   ops::matmul_backward(dx, dw, dout, x, w, N, K, M);
+}
+void CpuBackend::lora_forward(act* out, const act* x, const act* A, const act* B, int N, int K, int R, int M,
+                              float scale) {
+  ops::lora_forward(out, buffer<float>("lora.u", size_t(N) * R), x, A, B, N, K, R, M, scale);
+}
+void CpuBackend::lora_backward(act* dx, float* dA, float* dB, const act* dout, const act* x, const act* A,
+                               const act* B, int N, int K, int R, int M, float scale) {
+  ops::lora_backward(dx, dA, dB, buffer<float>("lora.u", size_t(N) * R), buffer<float>("lora.du", size_t(N) * R), dout,
+                     x, A, B, N, K, R, M, scale);
 }
 void CpuBackend::logits_forward(float* logits, const act* x, const act* w, int N, int K, int M) {
   ops::matmul_forward(logits, x, w, N, K, M);
@@ -136,8 +147,10 @@ void CpuBackend::embedding_backward(float* dtable, const act* dout, const int* t
 template class DecoderImpl<CpuBackend>;
 
 std::unique_ptr<Decoder> make_cpu_decoder(const DecoderShape& shape, std::vector<float>& params,
-                                          std::vector<float>& grads, Communicator* tp, const ModelConfig& cfg) {
-  return std::make_unique<DecoderImpl<CpuBackend>>(shape, std::make_unique<CpuBackend>(params, grads, tp, cfg));
+                                          std::vector<float>& lora, std::vector<float>& grads, Communicator* tp,
+                                          const ModelConfig& cfg) {
+  return std::make_unique<DecoderImpl<CpuBackend>>(
+      shape, std::make_unique<CpuBackend>(params, lora, grads, shape.lora.enabled(), tp, cfg));
 }
 
 }  // namespace opd

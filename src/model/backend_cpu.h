@@ -16,10 +16,13 @@ class CpuBackend {
   using act = float;  // activations
   static constexpr bool kDevice = false;
 
-  // params, grads: the host model's flat arrays, read and written in place (they may be reassigned
-  // between calls, so they are held by reference). tp: the model's tensor-parallel group, or null.
-  CpuBackend(std::vector<float>& params, std::vector<float>& grads, Communicator* tp, const ModelConfig& cfg)
-      : params_(params), grads_(grads), tp_(tp), cfg_(cfg) {}
+  // params, lora, grads: the host model's flat arrays, read and written in place (they may be
+  // reassigned between calls, so they are held by reference): the weights, the LoRA adapters (empty
+  // without), and the gradients of what is trained (the adapters' under LoRA, then the weights are
+  // frozen). tp: the model's tensor-parallel group, or null.
+  CpuBackend(std::vector<float>& params, std::vector<float>& lora, std::vector<float>& grads, bool frozen,
+             Communicator* tp, const ModelConfig& cfg)
+      : params_(params), lora_(lora), grads_(grads), frozen_(frozen), tp_(tp), cfg_(cfg) {}
 
   // ---- memory ----
   // A named array of at least n elements, kept between calls (what the GPU plans up front).
@@ -28,7 +31,11 @@ class CpuBackend {
   // Host ints made visible to the ops: here a kept copy.
   const int* ints(const std::string& name, const int* host, size_t n);
   const act* weights() const { return params_.data(); }
-  float* grads() { return grads_.data(); }
+  const act* lora_weights() const { return lora_.data(); }
+  float* grads() { return grads_.data(); }  // of what is trained
+  // The gradient of the weight at `offset`; null when the weights are frozen (LoRA).
+  float* weight_grad(size_t offset) { return frozen_ ? nullptr : grads_.data() + offset; }
+  float* lora_grad(size_t offset) { return grads_.data() + offset; }
   // Each layer's keys and values within a cache.
   act* cache_k(KVCache& c, int layer) { return c.k[layer].data(); }
   act* cache_v(KVCache& c, int layer) { return c.v[layer].data(); }
@@ -62,6 +69,10 @@ class CpuBackend {
                         int C);
   void matmul_forward(act* out, const act* x, const act* w, int N, int K, int M, bool accumulate);
   void matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K, int M);
+  // LoRA: out += scale (x A^T) B^T, and its gradients (kernels/cpu/lora.h; scratch kept here).
+  void lora_forward(act* out, const act* x, const act* A, const act* B, int N, int K, int R, int M, float scale);
+  void lora_backward(act* dx, float* dA, float* dB, const act* dout, const act* x, const act* A, const act* B, int N,
+                     int K, int R, int M, float scale);
   // The LM head: fp32 logits from activations, and back.
   void logits_forward(float* logits, const act* x, const act* w, int N, int K, int M);
   void logits_backward(act* dx, float* dw, const float* dlogits, const act* x, const act* w, int N, int K, int M);
@@ -82,15 +93,18 @@ class CpuBackend {
 
  private:
   std::vector<float>& params_;
+  std::vector<float>& lora_;
   std::vector<float>& grads_;
+  bool frozen_;
   Communicator* tp_;
   const ModelConfig& cfg_;
   std::unordered_map<std::string, std::vector<float>> floats_;
   std::unordered_map<std::string, std::vector<int>> ints_;
 };
 
-// The decoder of a host model on the CPU (model/decoder_impl.h) over its flat arrays.
+// The decoder of a host model on the CPU (model/decoder_impl.h) over its flat arrays (see CpuBackend).
 std::unique_ptr<Decoder> make_cpu_decoder(const DecoderShape& shape, std::vector<float>& params,
-                                          std::vector<float>& grads, Communicator* tp, const ModelConfig& cfg);
+                                          std::vector<float>& lora, std::vector<float>& grads, Communicator* tp,
+                                          const ModelConfig& cfg);
 
 }  // namespace opd

@@ -8,6 +8,7 @@
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/lora.cuh"
 #include "kernels/cuda/matmul.cuh"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "kernels/cuda/rope.cuh"
@@ -55,10 +56,15 @@ WorkspaceSizes gpu_workspace(const ModelConfig& cfg, const MemoryPlanOptions& op
 }
 
 CudaBackend::CudaBackend(const ModelConfig& cfg, const std::vector<ParamSpec>& specs,
-                         const std::vector<float>& host_params, const MemoryPlanOptions& options,
+                         const std::vector<float>& host_params, const std::vector<ParamSpec>& lora_specs,
+                         const std::vector<float>& host_lora, const MemoryPlanOptions& options,
                          const std::string& who, Communicator* tp, Communicator* device_tp,
                          const std::string& why_not_nccl)
-    : cfg_(cfg), opt_(options), specs_(specs), n_params_(host_params.size()), tp_(tp) {
+    : cfg_(cfg), opt_(options), specs_(specs), lora_specs_(lora_specs), n_params_(host_params.size()),
+      n_lora_(host_lora.size()), tp_(tp) {
+  n_trained_ = frozen() ? n_lora_ : n_params_;
+  OPD_REQUIRE(frozen() == !lora_specs_.empty() && n_lora_ == total_size(lora_specs_),
+              "GPU model: planned ", frozen() ? "with" : "without", " LoRA adapters, given ", n_lora_);
   const int degree = tp_ ? tp_->size() : 1;
   OPD_REQUIRE(opt_.tp == degree, "GPU model: planned for tp = ", opt_.tp, " but the model is split over ", degree,
               " ranks");
@@ -85,12 +91,13 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const std::vector<ParamSpec>& s
   }
   mm_ = std::make_unique<ops::Matmul>(ops::Matmul::kDefaultWorkspace);
   w_ = buffer<act>("weights.bf16", n_params_);
+  if (frozen()) lw_ = buffer<act>("lora.bf16", n_lora_);
   if (opt_.kv_batch > 0)
     for (int l = 0; l < cfg_.n_layers; ++l) {
       kv_k_.push_back(static_cast<act*>(block_bytes(str("kv.L", l, ".k"), 0)));
       kv_v_.push_back(static_cast<act*>(block_bytes(str("kv.L", l, ".v"), 0)));
     }
-  upload_params(host_params);
+  upload_params(host_params, host_lora);
 }
 
 CudaBackend::~CudaBackend() {
@@ -102,30 +109,41 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-void CudaBackend::upload_params(const std::vector<float>& host) {
-  const size_t P = n_params_;
+void CudaBackend::upload_weights(act* bf16, float* master, const float* host, size_t n) {
+  if (master) {
+    CUDA_CHECK(cudaMemcpyAsync(master, host, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    ops::convert(bf16, master, n, stream_);
+    return;
+  }
+  // No fp32 copy is planned: the weights pass through a bounded staging buffer on their way to bf16.
+  const size_t chunk = std::min<size_t>(n, size_t(1) << 24);
+  if (chunk == 0) return;
+  float* staging = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&staging, chunk * sizeof(float), stream_));
+  for (size_t i = 0; i < n; i += chunk) {
+    const size_t k = std::min(chunk, n - i);
+    CUDA_CHECK(cudaMemcpyAsync(staging, host + i, k * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    ops::convert(bf16 + i, staging, k, stream_);
+  }
+  CUDA_CHECK(cudaFreeAsync(staging, stream_));
+}
+
+void CudaBackend::upload_params(const std::vector<float>& host, const std::vector<float>& host_lora) {
+  // The fp32 master copy is of what is trained: the weights, or under LoRA the adapters (the
+  // frozen base needs only its bf16 copy).
+  float* master = opt_.train ? buffer<float>(master_block(), n_trained_) : nullptr;
+  upload_weights(w_, frozen() ? nullptr : master, host.data(), n_params_);
+  if (frozen()) upload_weights(lw_, master, host_lora.data(), n_lora_);
   if (opt_.train) {
-    float* master = buffer<float>("weights.master", P);
-    CUDA_CHECK(cudaMemcpyAsync(master, host.data(), P * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    ops::convert(w_, master, P, stream_);
+    const size_t P = n_trained_;
     zero(buffer<float>("grads", P), P);
     zero(buffer<float>("adam.m", P), P);
     zero(buffer<float>("adam.v", P), P);
     std::vector<unsigned char> mask(P, 0);
-    for (const ParamSpec& s : specs_) std::fill_n(mask.begin() + s.offset, s.size, s.decay ? 1 : 0);
+    for (const ParamSpec& s : frozen() ? lora_specs_ : specs_)
+      std::fill_n(mask.begin() + s.offset, s.size, s.decay ? 1 : 0);
     CUDA_CHECK(cudaMemcpyAsync(buffer<unsigned char>("adam.decay_mask", P), mask.data(), P, cudaMemcpyHostToDevice,
                                stream_));
-  } else {
-    // No fp32 copy is planned: the weights pass through a bounded staging buffer on their way to bf16.
-    const size_t chunk = std::min<size_t>(P, size_t(1) << 24);
-    float* staging = nullptr;
-    CUDA_CHECK(cudaMallocAsync(&staging, chunk * sizeof(float), stream_));
-    for (size_t i = 0; i < P; i += chunk) {
-      const size_t n = std::min(chunk, P - i);
-      CUDA_CHECK(cudaMemcpyAsync(staging, host.data() + i, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
-      ops::convert(w_ + i, staging, n, stream_);
-    }
-    CUDA_CHECK(cudaFreeAsync(staging, stream_));
   }
   sync();
 }
@@ -157,7 +175,7 @@ const int* CudaBackend::ints(const std::string& name, const int* host, size_t n)
 
 float* CudaBackend::grads() {
   OPD_REQUIRE(opt_.train, "GPU model: gradients of a model planned without training");
-  return buffer<float>("grads", n_params_);
+  return buffer<float>("grads", n_trained_);
 }
 
 void* CudaBackend::workspace(size_t bytes) const {
@@ -244,23 +262,23 @@ void CudaBackend::all_reduce_grads(Communicator& dp, size_t n) {
 TrainingMemory CudaBackend::training_memory() {
   OPD_REQUIRE(opt_.train, "GPU model: training state of a model planned without training");
   TrainingMemory m;
-  m.params = buffer<float>("weights.master", n_params_);
+  m.params = buffer<float>(master_block(), n_trained_);
   m.grads = grads();
-  m.adam_m = buffer<float>("adam.m", n_params_);
-  m.adam_v = buffer<float>("adam.v", n_params_);
-  m.decay_mask = buffer<unsigned char>("adam.decay_mask", n_params_);
-  m.weights_bf16 = w_;
+  m.adam_m = buffer<float>("adam.m", n_trained_);
+  m.adam_v = buffer<float>("adam.v", n_trained_);
+  m.decay_mask = buffer<unsigned char>("adam.decay_mask", n_trained_);
+  m.weights_bf16 = frozen() ? lw_ : w_;
   m.stream = stream_;
-  m.size = n_params_;
+  m.size = n_trained_;
   m.device = true;
   return m;
 }
 
 void CudaBackend::download_params(std::vector<float>& host) {
   if (!opt_.train) return;  // a forward-only model keeps no fp32 weights: the host copy is the original
-  OPD_REQUIRE(host.size() == n_params_, "GPU model: downloading ", n_params_, " parameters into a model of ",
+  OPD_REQUIRE(host.size() == n_trained_, "GPU model: downloading ", n_trained_, " trained parameters into ",
               host.size());
-  CUDA_CHECK(cudaMemcpyAsync(host.data(), buffer<float>("weights.master", n_params_), n_params_ * sizeof(float),
+  CUDA_CHECK(cudaMemcpyAsync(host.data(), buffer<float>(master_block(), n_trained_), n_trained_ * sizeof(float),
                              cudaMemcpyDeviceToHost, stream_));
   sync();
 }
@@ -287,6 +305,15 @@ void CudaBackend::matmul_forward(act* out, const act* x, const act* w, int N, in
 void CudaBackend::matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K,
                                   int M) {
   mm_->backward(dx, dw, dout, x, w, N, K, M, stream_);
+}
+void CudaBackend::lora_forward(act* out, const act* x, const act* A, const act* B, int N, int K, int R, int M,
+                               float scale) {
+  ops::lora_forward(*mm_, out, buffer<act>("lora.u", size_t(N) * R), x, A, B, N, K, R, M, scale, stream_);
+}
+void CudaBackend::lora_backward(act* dx, float* dA, float* dB, const act* dout, const act* x, const act* A,
+                                const act* B, int N, int K, int R, int M, float scale) {
+  ops::lora_backward(*mm_, dx, dA, dB, buffer<act>("lora.u", size_t(N) * R), buffer<act>("lora.du", size_t(N) * R),
+                     dout, x, A, B, N, K, R, M, scale, stream_);
 }
 void CudaBackend::logits_forward(float* logits, const act* x, const act* w, int N, int K, int M) {
   mm_->forward(logits, x, w, N, K, M, false, stream_);
@@ -348,8 +375,8 @@ template class DecoderImpl<CudaBackend>;
 std::unique_ptr<Decoder> make_cuda_decoder(const Transformer& host, const MemoryPlanOptions& options,
                                            const std::string& who, Communicator* device_tp,
                                            const std::string& why_not_nccl) {
-  auto backend = std::make_unique<CudaBackend>(host.config(), host.specs(), host.params(), options, who, host.tp(),
-                                               device_tp, why_not_nccl);
+  auto backend = std::make_unique<CudaBackend>(host.config(), host.specs(), host.params(), host.lora_specs(),
+                                               host.lora_params(), options, who, host.tp(), device_tp, why_not_nccl);
   return std::make_unique<DecoderImpl<CudaBackend>>(host.decoder_shape(options.train, options.recompute),
                                                     std::move(backend));
 }

@@ -39,9 +39,12 @@ class CudaBackend {
 
   // Plans the memory for `options` on the current CUDA device, refuses a plan that does not fit
   // (naming `who` and what to lower), allocates it and uploads `host_params` (this rank's shards,
-  // in the flat layout of `specs`). tp: the model's TP group (null without TP); device_tp: the same
-  // group over NCCL (nullable; why_not_nccl says why it is null, for the memory report).
+  // in the flat layout of `specs`) and, with options.lora, the adapters `host_lora` (laid out by
+  // `lora_specs`; then only they are trained). tp: the model's TP group (null without TP);
+  // device_tp: the same group over NCCL (nullable; why_not_nccl says why it is null, for the
+  // memory report).
   CudaBackend(const ModelConfig& cfg, const std::vector<ParamSpec>& specs, const std::vector<float>& host_params,
+              const std::vector<ParamSpec>& lora_specs, const std::vector<float>& host_lora,
               const MemoryPlanOptions& options, const std::string& who, Communicator* tp, Communicator* device_tp,
               const std::string& why_not_nccl = "");
   ~CudaBackend();
@@ -53,7 +56,10 @@ class CudaBackend {
   T* buffer(const std::string& name, size_t n);
   const int* ints(const std::string& name, const int* host, size_t n);  // uploaded to the planned block
   const act* weights() const { return w_; }
-  float* grads();
+  const act* lora_weights() const { return lw_; }
+  float* grads();  // of what is trained: the weights, or under LoRA the adapters
+  float* weight_grad(size_t offset) { return frozen() ? nullptr : grads() + offset; }  // null: frozen
+  float* lora_grad(size_t offset) { return grads() + offset; }
   act* cache_k(KVCache& c, int layer);
   act* cache_v(KVCache& c, int layer);
   void reset_cache(KVCache& c, int B, int capacity, size_t kv_dim) const;
@@ -85,6 +91,9 @@ class CudaBackend {
                         int C);
   void matmul_forward(act* out, const act* x, const act* w, int N, int K, int M, bool accumulate);
   void matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K, int M);
+  void lora_forward(act* out, const act* x, const act* A, const act* B, int N, int K, int R, int M, float scale);
+  void lora_backward(act* dx, float* dA, float* dB, const act* dout, const act* x, const act* A, const act* B, int N,
+                     int K, int R, int M, float scale);
   void logits_forward(float* logits, const act* x, const act* w, int N, int K, int M);
   void logits_backward(act* dx, float* dw, const float* dlogits, const act* x, const act* w, int N, int K, int M);
   void rope_forward(act* x, const int* pos, int N, int H, int D);
@@ -105,14 +114,19 @@ class CudaBackend {
  private:
   void* block_bytes(const std::string& name, size_t bytes) const;
   void* workspace(size_t bytes) const;
-  void upload_params(const std::vector<float>& host);
+  // Uploads n host floats to `bf16` and, when `master` is given, to that fp32 copy.
+  void upload_weights(act* bf16, float* master, const float* host, size_t n);
+  void upload_params(const std::vector<float>& host, const std::vector<float>& host_lora);
+  bool frozen() const { return opt_.lora.enabled(); }
+  const char* master_block() const { return frozen() ? "lora.master" : "weights.master"; }
   void sync() const;
 
   ModelConfig cfg_;
   MemoryPlanOptions opt_;
   MemoryPlan plan_;
-  std::vector<ParamSpec> specs_;
-  size_t n_params_ = 0;
+  std::vector<ParamSpec> specs_, lora_specs_;
+  size_t n_params_ = 0, n_lora_ = 0;
+  size_t n_trained_ = 0;  // the weights, or under LoRA the adapters
   Communicator* tp_ = nullptr;
   std::string tp_transport_;  // how TP sums travel, for the memory report
   std::unique_ptr<DeviceAllReduce> tp_reduce_;
@@ -120,6 +134,7 @@ class CudaBackend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::Matmul> mm_;
   act* w_ = nullptr;
+  act* lw_ = nullptr;  // the adapters (LoRA), null without
   std::vector<act*> kv_k_, kv_v_;  // each layer's cache [kv_batch, kv_capacity, Hkv, D]
 };
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/lora.h"
 #include "model/params.h"
 #include "parallel/communicator.h"
 
@@ -22,9 +23,10 @@ struct KVCache {
   std::vector<std::vector<float>> k, v;
 };
 
-// Where a model's parameters, gradients and optimizer state live, for the optimizer: host
-// memory, or device memory queued on `stream` (then `weights_bf16` is the copy the forward reads,
-// refreshed by every update). adam_m / adam_v are null where the optimizer keeps its own host state.
+// Where the trained parameters (every weight, or under LoRA the adapters only), their gradients and
+// optimizer state live, for the optimizer: host memory, or device memory queued on `stream` (then
+// `weights_bf16` is the copy the forward reads, refreshed by every update). adam_m / adam_v are
+// null where the optimizer keeps its own host state.
 struct TrainingMemory {
   float* params = nullptr;  // fp32: the master weights
   float* grads = nullptr;
@@ -47,6 +49,14 @@ struct DecoderShape {
   int v0 = 0, V = 0;                          // this rank's vocabulary rows [v0, v0 + V)
   bool train = true;                          // keep what backward needs
   bool recompute = false;                     // keep only each layer's input; recompute in backward
+  // LoRA (model/lora.h): the base weights frozen, the adapters in a buffer of their own laid out by
+  // lora_specs, this rank's shards; rank 0 without adapters.
+  LoraConfig lora;
+  std::vector<ParamSpec> lora_specs;
+  std::vector<LoraLayer> lora_off;
+  // What the optimizer trains, laid out as the gradient buffer is: the adapters under LoRA, else
+  // every parameter.
+  const std::vector<ParamSpec>& trainable_specs() const { return lora.enabled() ? lora_specs : specs; }
 };
 
 class Decoder {
@@ -57,7 +67,8 @@ class Decoder {
   // vocabulary shard) in the decoder's memory, valid until the next forward. With fill >= 0 the
   // layers' keys and values also go to rows [0, T) of cache sequences [fill, fill + B).
   virtual const float* forward(const int* tokens, int B, int T, KVCache* cache = nullptr, int fill = 0) = 0;
-  // Backward of the last forward from dL/dlogits [B*T, V] (decoder memory); accumulates gradients.
+  // Backward of the last forward from dL/dlogits [B*T, V] (decoder memory); accumulates the
+  // gradients of what is trained (DecoderShape::trainable_specs; a frozen weight gets none).
   virtual void backward(const float* dlogits) = 0;
 
   virtual void reset_cache(KVCache& cache, int B, int capacity) const = 0;
@@ -84,7 +95,8 @@ class Decoder {
   // host memory).
   virtual void all_reduce_grads(Communicator& dp) = 0;
   virtual TrainingMemory training_memory() = 0;
-  // The fp32 master weights into the host's parameter array (nothing on the CPU, where they are it).
+  // The fp32 master copy of what is trained into the host's array of it (the parameters, or under
+  // LoRA the adapters; nothing on the CPU, where the host arrays are the parameters).
   virtual void download_params(std::vector<float>& host) = 0;
 
   virtual bool device() const = 0;

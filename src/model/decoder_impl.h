@@ -46,9 +46,9 @@ class DecoderImpl final : public Decoder {
     return rows;
   }
   void copy_floats(float* dst, const float* src, size_t n) override { be_->copy(dst, src, n); }
-  void zero_grad() override { be_->zero(be_->grads(), total_size(s_.specs)); }
+  void zero_grad() override { be_->zero(be_->grads(), total_size(s_.trainable_specs())); }
   void reduce_partial_grads() override;
-  void all_reduce_grads(Communicator& dp) override { be_->all_reduce_grads(dp, total_size(s_.specs)); }
+  void all_reduce_grads(Communicator& dp) override { be_->all_reduce_grads(dp, total_size(s_.trainable_specs())); }
   TrainingMemory training_memory() override { return be_->training_memory(); }
   void download_params(std::vector<float>& host) override { be_->download_params(host); }
   bool device() const override { return Backend::kDevice; }
@@ -72,7 +72,7 @@ class DecoderImpl final : public Decoder {
   act* layer_output(int l, size_t N);
   act* grad(const char* name, size_t n) { return be_->template buffer<act>(std::string("grad.") + name, n); }
   const act* weight(size_t offset) const { return be_->weights() + offset; }
-  float* wgrad(size_t offset) { return be_->grads() + offset; }
+  float* wgrad(size_t offset) { return be_->weight_grad(offset); }  // null: frozen (LoRA)
   void check_tokens(const int* tokens, size_t n) const;
 
   // The layer's blocks, forward and backward side by side. pos: positions of the N rows.
@@ -100,9 +100,24 @@ template <class Backend>
 DecoderImpl<Backend>::DecoderImpl(DecoderShape shape, std::unique_ptr<Backend> backend)
     : s_(std::move(shape)), be_(std::move(backend)) {
   const int C = s_.cfg.d_model;
-  for (const LayerOffsets& o : s_.off.layers) {
-    Layer L{o.input_norm, o.post_norm, o.q_norm, o.k_norm, {o.q, C, s_.QD}, {o.k, C, s_.KD}, {o.v, C, s_.KD},
-            {o.gate, C, s_.F}, {o.up, C, s_.F}, {o.o, s_.QD, C}, {o.down, s_.F, C}};
+  for (size_t l = 0; l < s_.off.layers.size(); ++l) {
+    const LayerOffsets& o = s_.off.layers[l];
+    // Each projection's LoRA adapter, where it has one.
+    const auto lora = [&](int target) {
+      if (!s_.lora.enabled() || !s_.lora_off[l][target].active()) return LoraTerm{};
+      return LoraTerm{s_.lora_off[l][target].a, s_.lora_off[l][target].b, s_.lora.rank, s_.lora.scale()};
+    };
+    Layer L{o.input_norm,
+            o.post_norm,
+            o.q_norm,
+            o.k_norm,
+            {o.q, C, s_.QD, lora(kLoraQ)},
+            {o.k, C, s_.KD, lora(kLoraK)},
+            {o.v, C, s_.KD, lora(kLoraV)},
+            {o.gate, C, s_.F, lora(kLoraGate)},
+            {o.up, C, s_.F, lora(kLoraUp)},
+            {o.o, s_.QD, C, lora(kLoraO)},
+            {o.down, s_.F, C, lora(kLoraDown)}};
     layers_.push_back(L);
   }
   embedding_ = VocabParallelEmbedding<Backend>(s_.off.embed, C, s_.v0, s_.V, s_.cfg.vocab);
@@ -304,7 +319,7 @@ void DecoderImpl<Backend>::backward(const float* dlogits) {
 
 template <class Backend>
 void DecoderImpl<Backend>::reduce_partial_grads() {
-  for (const ParamSpec& p : s_.specs)
+  for (const ParamSpec& p : s_.trainable_specs())
     if (p.partial_grad) be_->tp_sum(be_->grads() + p.offset, p.size);
   be_->finish();
 }

@@ -61,11 +61,13 @@ const char* lever(MemoryKind kind) {
     case MemoryKind::kKVCache:
       return "--gen-batch (fewer sequences sampled at once) or a shorter --max-new-tokens";
     case MemoryKind::kWeights:
+      return "--tp (the student, and a colocated teacher with it) or --teacher-tp (dedicated teacher ranks): "
+             "tensor parallelism splits them over that many GPUs";
     case MemoryKind::kMaster:
     case MemoryKind::kGrads:
     case MemoryKind::kOptimizer:
-      return "--tp (the student, and a colocated teacher with it) or --teacher-tp (dedicated teacher ranks): "
-             "tensor parallelism splits them over that many GPUs";
+      return "--lora-rank (train low-rank adapters: master weights, gradients and optimizer state for them "
+             "only), or --tp (tensor parallelism splits them over that many GPUs)";
     case MemoryKind::kWorkspace:
       return "--micro-batch (the attention backward's scratch grows with it)";
   }
@@ -113,17 +115,22 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
               "memory plan: extending a KV cache needs a forward batch and a cache");
   constexpr size_t kBf16 = 2, kF32 = 4;
   const size_t P = total_size(param_specs(cfg, o.tp, 0));
+  const bool lora = o.lora.enabled();
+  if (lora) check_lora(o.lora, cfg, "memory plan");
+  const size_t PA = total_size(lora_specs(cfg, o.lora, o.tp, 0));
+  const size_t trained = lora ? PA : P;  // what gradients and optimizer state are kept for
   const size_t N = size_t(o.batch) * o.seq, C = cfg.d_model, F = cfg.ffn_dim / o.tp, V = cfg.vocab / o.tp;
   const size_t H = cfg.n_heads / o.tp, HK = cfg.n_kv_heads / o.tp, QD = H * cfg.head_dim, KD = HK * cfg.head_dim;
 
   MemoryPlan plan;
   plan.add("weights.bf16", MemoryKind::kWeights, P * kBf16);
+  if (lora) plan.add("lora.bf16", MemoryKind::kWeights, PA * kBf16);
   if (o.train) {
-    plan.add("weights.master", MemoryKind::kMaster, P * kF32);
-    plan.add("grads", MemoryKind::kGrads, P * kF32);
-    plan.add("adam.m", MemoryKind::kOptimizer, P * kF32);
-    plan.add("adam.v", MemoryKind::kOptimizer, P * kF32);
-    plan.add("adam.decay_mask", MemoryKind::kOptimizer, P);
+    plan.add(lora ? "lora.master" : "weights.master", MemoryKind::kMaster, trained * kF32);
+    plan.add("grads", MemoryKind::kGrads, trained * kF32);
+    plan.add("adam.m", MemoryKind::kOptimizer, trained * kF32);
+    plan.add("adam.v", MemoryKind::kOptimizer, trained * kF32);
+    plan.add("adam.decay_mask", MemoryKind::kOptimizer, trained);
   }
   // One layer's activations for n rows: name, bytes.
   const auto layer_set = [&](size_t n) {
@@ -179,6 +186,11 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
       plan.add("dec.pos_t", MemoryKind::kActivations, B * sizeof(int));
       plan.add("scores.logits", MemoryKind::kLogits, N * V * kF32);
     }
+  }
+  if (lora) {  // the rank-R intermediates of one adapter at a time: a forward's rows, or a cache step's
+    const size_t rows = std::max(N, o.kv_batch > 0 && o.kv_capacity > 0 ? std::max(size_t(o.kv_batch), o.extend ? N : 0) : 0);
+    plan.add("lora.u", MemoryKind::kActivations, rows * o.lora.rank * kBf16);
+    plan.add("lora.du", MemoryKind::kActivations, rows * o.lora.rank * kBf16);
   }
   if (N > 0) {
     plan.add("tokens", MemoryKind::kActivations, N * sizeof(int));

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/lora.h"
 
 namespace opd {
 
@@ -27,6 +28,9 @@ struct MemoryPlanOptions {
   // The KV-cache paths extend by whole completions (shared-prefix scoring): their scratch holds a
   // forward's batch x seq rows, and the scored rows are assembled in one more logits buffer.
   bool extend = false;
+  // LoRA adapters (model/lora.h): their bf16 copy beside the weights, and with `train` the fp32
+  // master, gradients and AdamW state of the adapters only; the base weights stay bf16, frozen.
+  LoraConfig lora;
 };
 
 struct MemoryBlock {
@@ -68,7 +72,9 @@ struct WorkspaceSizes {
 };
 
 // The blocks of a model on one GPU, named as the decoder (model/decoder_impl.h) and the CUDA backend look them up:
-//   "weights.bf16", "weights.master", "grads", "adam.m", "adam.v", "adam.decay_mask";
+//   "weights.bf16", "weights.master", "grads", "adam.m", "adam.v", "adam.decay_mask"; under LoRA
+//   "lora.bf16" beside "weights.bf16", "lora.master" instead of "weights.master", and "grads",
+//   "adam.*" sized to the adapters, and the adapters' rank-R scratch "lora.u", "lora.du";
 //   the activations of layer l as "L<l>.<name>" (training without --recompute), or "L<l>.resid"
 //   per layer and one "layer.<name>" set (with --recompute), or "stream.resid" and "layer.<name>"
 //   (forward only), names: ln1 rstd1 q k v qr kr q_rstd k_rstd att lse mid ln2 rstd2 gate up h;

@@ -8,6 +8,20 @@
 // - VocabParallelEmbedding / VocabParallelHead: rows split by vocabulary id; a token's row is on
 //   one rank (the others add zeros), each rank's logits are its [N, V / tp] slab, never gathered.
 // Without tensor parallelism every collective is a no-op. Weights are [out, in] (Hugging Face).
+//
+// A linear may carry a LoRA adapter (model/lora.h): y += scale (x A^T) B^T, A [R, in] and B
+// [out, R] in the backend's adapter buffer, split like the linear (docs/ARCHITECTURE.md §4):
+// - column-parallel: B holds this rank's output rows, A is whole. The rank's output rows are
+//   x W_r^T + scale (x A^T) B_r^T, exactly its block of the whole adapted output. In backward
+//   dB_r = scale dy_r^T (x A^T) is local, du_r = scale dy_r B_r is this rank's share of du, so
+//   dA = sum_r du_r^T x is partial (summed over TP) and du_r A joins dx's share, which
+//   column_parallel_backward already sums.
+// - row-parallel: A holds this rank's input columns, B is whole. x A^T = sum_r x_r A_r^T, so by
+//   linearity each rank adds scale (x_r A_r^T) B^T to its partial product before the one output
+//   sum. In backward dy is whole: du = scale dy B is the same on every rank, dA_r = du^T x_r and
+//   dx_r += du A_r are local, and dB = scale dy^T sum_r x_r A_r^T is partial (summed over TP).
+// Under LoRA the base weights are frozen: backends return a null weight gradient, and the ops
+// then compute the input's gradient only.
 #pragma once
 #include <cstddef>
 #include <initializer_list>
@@ -15,26 +29,56 @@
 
 namespace opd {
 
+// A linear's LoRA adapter: A and B offsets in the backend's adapter buffer, the rank and alpha / R;
+// inactive (rank 0) on a linear without one.
+struct LoraTerm {
+  size_t a = 0, b = 0;
+  int rank = 0;
+  float scale = 0;
+  bool active() const { return rank > 0; }
+};
+
+// y += scale (x A^T) B^T, and its backward: the adapter's part of either kind of linear, whose
+// shapes (in, out) are this rank's.
+template <class Backend>
+void lora_forward(Backend& be, const LoraTerm& t, typename Backend::act* y, const typename Backend::act* x, int N,
+                  int in, int out) {
+  if (t.active())
+    be.lora_forward(y, x, be.lora_weights() + t.a, be.lora_weights() + t.b, N, in, t.rank, out, t.scale);
+}
+template <class Backend>
+void lora_backward(Backend& be, const LoraTerm& t, typename Backend::act* dx, const typename Backend::act* dy,
+                   const typename Backend::act* x, int N, int in, int out) {
+  if (t.active())
+    be.lora_backward(dx, be.lora_grad(t.a), be.lora_grad(t.b), dy, x, be.lora_weights() + t.a,
+                     be.lora_weights() + t.b, N, in, t.rank, out, t.scale);
+}
+
 template <class Backend>
 class ColumnParallelLinear {
  public:
   using act = typename Backend::act;
   ColumnParallelLinear() = default;
-  ColumnParallelLinear(size_t offset, int in, int out) : offset_(offset), in_(in), out_(out) {}
+  ColumnParallelLinear(size_t offset, int in, int out, LoraTerm lora = {})
+      : offset_(offset), in_(in), out_(out), lora_(lora) {}
 
-  // y = x W^T over this rank's output rows.
+  // y = x W^T (+ the adapter's term) over this rank's output rows.
   void forward(Backend& be, act* y, const act* x, int N) const {
     be.matmul_forward(y, x, be.weights() + offset_, N, in_, out_, /*accumulate=*/false);
+    lora_forward(be, lora_, y, x, N, in_, out_);
   }
-  // Adds this rank's share of dL/dx to dx, and dL/dW to the gradients (column_parallel_backward).
+  // Adds this rank's share of dL/dx to dx, and dL/dW (or the adapter's gradients) to the gradients
+  // (column_parallel_backward).
   void add_backward_share(Backend& be, act* dx, const act* dy, const act* x, int N) const {
-    be.matmul_backward(dx, be.grads() + offset_, dy, x, be.weights() + offset_, N, in_, out_);
+    be.matmul_backward(dx, be.weight_grad(offset_), dy, x, be.weights() + offset_, N, in_, out_);
+    lora_backward(be, lora_, dx, dy, x, N, in_, out_);
   }
   int in() const { return in_; }
 
  private:
   size_t offset_ = 0;
   int in_ = 0, out_ = 0;
+  LoraTerm lora_;
 };
 
 // dx = sum over the linears reading x, and over the TP group, of their shares of dL/dx.
@@ -53,25 +97,31 @@ class RowParallelLinear {
  public:
   using act = typename Backend::act;
   RowParallelLinear() = default;
-  RowParallelLinear(size_t offset, int in, int out) : offset_(offset), in_(in), out_(out) {}
+  RowParallelLinear(size_t offset, int in, int out, LoraTerm lora = {})
+      : offset_(offset), in_(in), out_(out), lora_(lora) {}
 
-  // out = residual + x W^T, the ranks' partial products summed. out may be residual.
+  // out = residual + x W^T (+ the adapter's term), the ranks' partial products summed. out may be
+  // residual.
   void forward(Backend& be, act* out, const act* residual, const act* x, int N) const {
     const size_t n = size_t(N) * out_;
     const bool joins = be.tp_rank() == 0;  // the residual joins once
     if (joins) be.copy(out, residual, n);
     be.matmul_forward(out, x, be.weights() + offset_, N, in_, out_, /*accumulate=*/joins);
+    lora_forward(be, lora_, out, x, N, in_, out_);  // a partial product too, summed with the rest
     be.tp_sum(out, n);
   }
-  // dx = dy W on this rank's input columns (dy is whole on every rank: no collective), and dL/dW.
+  // dx = dy W on this rank's input columns (dy is whole on every rank: no collective), and dL/dW
+  // (or the adapter's gradients).
   void backward(Backend& be, act* dx, const act* dy, const act* x, int N) const {
     be.zero(dx, size_t(N) * in_);
-    be.matmul_backward(dx, be.grads() + offset_, dy, x, be.weights() + offset_, N, in_, out_);
+    be.matmul_backward(dx, be.weight_grad(offset_), dy, x, be.weights() + offset_, N, in_, out_);
+    lora_backward(be, lora_, dx, dy, x, N, in_, out_);
   }
 
  private:
   size_t offset_ = 0;
   int in_ = 0, out_ = 0;
+  LoraTerm lora_;
 };
 
 template <class Backend>
@@ -87,9 +137,11 @@ class VocabParallelEmbedding {
     be.embedding_forward(out, tokens, be.weights() + offset_, N, C_, v0_, rows_, split_);
     if (split_) be.tp_sum(out, size_t(N) * C_);  // one rank holds each row, the others add zeros
   }
-  // Scatter-adds dout into this rank's rows (each rank's tokens are the same: no collective).
+  // Scatter-adds dout into this rank's rows (each rank's tokens are the same: no collective);
+  // nothing for a frozen table.
   void backward(Backend& be, const act* dout, const int* tokens, int N) const {
-    be.embedding_backward(be.grads() + offset_, dout, tokens, N, C_, v0_, rows_, split_);
+    if (float* dtable = be.weight_grad(offset_))
+      be.embedding_backward(dtable, dout, tokens, N, C_, v0_, rows_, split_);
   }
 
  private:
@@ -113,7 +165,7 @@ class VocabParallelHead {
   void backward(Backend& be, act* dx, const float* dlogits, const act* x, int N) const {
     const size_t n = size_t(N) * C_;
     be.zero(dx, n);
-    be.logits_backward(dx, be.grads() + offset_, dlogits, x, be.weights() + offset_, N, C_, rows_);
+    be.logits_backward(dx, be.weight_grad(offset_), dlogits, x, be.weights() + offset_, N, C_, rows_);
     be.tp_sum(dx, n);
   }
 

@@ -33,12 +33,41 @@ Transformer::Transformer(const ModelConfig& config, std::shared_ptr<const Tokeni
               " tokens but the config says vocab = ", cfg_.vocab);
   params_.assign(total_size(specs_), 0.0f);
   grads_.assign(params_.size(), 0.0f);
-  decoder_ = make_cpu_decoder(decoder_shape(/*train=*/true, /*recompute=*/false), params_, grads_, tp, cfg_);
+  decoder_ = make_cpu_decoder(decoder_shape(/*train=*/true, /*recompute=*/false), params_, lora_params_, grads_, tp,
+                              cfg_);
 }
 
 Transformer::Transformer(const Transformer& o) : Transformer(o.cfg_, o.tok_, o.vocab_.tp) {
   params_ = o.params_;
+  if (o.has_lora()) {
+    enable_lora(o.lora_, 0, o.lora_base_);
+    lora_params_ = o.lora_params_;
+  }
   if (o.grads_.size() == grads_.size()) grads_ = o.grads_;  // a model on the GPU keeps no host gradients
+}
+
+void Transformer::enable_lora(const LoraConfig& lora, uint64_t seed, LoraBase base) {
+  OPD_REQUIRE(!on_gpu(), "model: LoRA adapters are added on the CPU, before the model moves to its GPU");
+  OPD_REQUIRE(!has_lora(), "model: the model has LoRA adapters already");
+  check_lora(lora, cfg_, "model");
+  const int P = vocab_.split() ? vocab_.tp->size() : 1, r = vocab_.split() ? vocab_.tp->rank() : 0;
+  lora_ = lora;
+  lora_base_ = std::move(base);
+  lora_specs_ = opd::lora_specs(cfg_, lora_, P, r);
+  lora_params_.assign(total_size(lora_specs_), 0.0f);
+  init_lora(lora_specs_, lora_params_.data(), seed);
+  // The gradients and, through them, the optimizer's state are the adapters' only.
+  grads_.assign(lora_params_.size(), 0.0f);
+  decoder_ = make_cpu_decoder(decoder_shape(/*train=*/true, /*recompute=*/false), params_, lora_params_, grads_,
+                              vocab_.tp, cfg_);
+}
+
+std::unique_ptr<Transformer> Transformer::merged() const {
+  OPD_REQUIRE(!vocab_.split(), "model: merging LoRA adapters into a tensor-parallel model (merge a whole model)");
+  auto m = std::make_unique<Transformer>(cfg_, tok_);
+  m->params_ = params_;
+  if (has_lora()) merge_lora(lora_, lora_specs_, lora_params_.data(), specs_, m->params_.data());
+  return m;
 }
 
 Transformer::~Transformer() = default;
@@ -58,6 +87,9 @@ DecoderShape Transformer::decoder_shape(bool train, bool recompute) const {
   s.V = vocab_.size;
   s.train = train;
   s.recompute = recompute;
+  s.lora = lora_;
+  s.lora_specs = lora_specs_;
+  s.lora_off = lora_offsets(cfg_, lora_, lora_specs_);
   return s;
 }
 
@@ -65,6 +97,7 @@ void Transformer::use_gpu(const MemoryPlanOptions& plan, const std::string& who)
 #ifdef OPD_WITH_CUDA
   MemoryPlanOptions planned = plan;
   planned.tp = vocab_.split() ? vocab_.tp->size() : 1;  // the model's own degree, whatever the caller planned
+  planned.lora = lora_;                                 // and its own adapters
   std::string why_not_nccl;
   // A group of its own: NCCL work follows the model's stream, and another model's would not.
   if (vocab_.split()) device_tp_ = device_group(*vocab_.tp, vocab_.tp->name() + " (nccl)", &why_not_nccl);

@@ -10,6 +10,7 @@
 
 #include "model/config.h"
 #include "model/decoder.h"
+#include "model/lora.h"
 #include "model/params.h"
 #include "model/tokenizer.h"
 #include "parallel/communicator.h"
@@ -58,8 +59,34 @@ class Transformer {
   const VocabShard& vocab_shard() const { return vocab_; }
   std::vector<float>& params() { return params_; }
   const std::vector<float>& params() const { return params_; }
+  // The gradients of what is trained, laid out by trainable_specs(): every parameter's, or under
+  // LoRA the adapters' only (the base weights get none).
   std::vector<float>& grads() { return grads_; }
   float* param(const ParamSpec& s) { return params_.data() + s.offset; }
+
+  // LoRA (model/lora.h; docs/ARCHITECTURE.md §2): from here on the weights are the frozen base and
+  // low-rank adapters on the targeted projections are trained instead, A drawn from `seed`, B zero
+  // (the model is its base exactly until the first update). `base` names the file the weights came
+  // from, with its tensors' checksum (io/adapter_file.h), for checkpoints, merging and export. On
+  // the CPU only, before use_gpu; a tensor-parallel model takes its shards of the adapters.
+  struct LoraBase {
+    std::string path;        // the base model file
+    uint32_t checksum = 0;   // of its tensors (model_file_checksum)
+  };
+  void enable_lora(const LoraConfig& lora, uint64_t seed, LoraBase base);
+  bool has_lora() const { return lora_.enabled(); }
+  const LoraConfig& lora() const { return lora_; }
+  const LoraBase& lora_base() const { return lora_base_; }
+  const std::vector<ParamSpec>& lora_specs() const { return lora_specs_; }
+  std::vector<float>& lora_params() { return lora_params_; }
+  const std::vector<float>& lora_params() const { return lora_params_; }
+  // What the optimizer trains and checkpoints hold: the adapters under LoRA, else every parameter.
+  const std::vector<ParamSpec>& trainable_specs() const { return has_lora() ? lora_specs_ : specs_; }
+  std::vector<float>& trainable_params() { return has_lora() ? lora_params_ : params_; }
+  const std::vector<float>& trainable_params() const { return has_lora() ? lora_params_ : params_; }
+  // A plain model of the same weights with the adapters merged in, W + (alpha / R) B A (a whole
+  // model only: merging is done on files, after training).
+  std::unique_ptr<Transformer> merged() const;
 
   // Gaussian initialisation with std 0.02 (0.02/sqrt(2 n_layers) for residual outputs), norms at 1.
   void init_random(uint64_t seed);
@@ -113,14 +140,15 @@ class Transformer {
   // current CUDA device with the CUDA backend planned for `plan` (bf16 weights and activations;
   // fp32 master weights, gradients and statistics), logits rows are device memory
   // (vocab_shard().device) and every other array stays on the host. params() remains the host
-  // copy, refreshed from the master weights by sync_to_host(). Under TP each rank puts its shards
+  // copy, refreshed from the master weights by sync_to_host() (under LoRA: the adapters, the base
+  // being frozen). Under TP each rank puts its shards
   // on its GPU (the plan's tp is the model's) and the TP group gets an NCCL twin when every rank
   // has a GPU of its own (parallel/device_group.h; collective over the group), else activations
   // are summed through host memory. `who` names the rank in a plan that does not fit.
   void use_gpu(const MemoryPlanOptions& plan, const std::string& who);
   bool on_gpu() const { return decoder_->device(); }
   void* stream() const { return decoder_->stream(); }  // the GPU decoder's cudaStream_t, null on the CPU
-  void sync_to_host() { decoder_->download_params(params_); }
+  void sync_to_host() { decoder_->download_params(trainable_params()); }
   // Sums the gradients over a data-parallel group: in place on the device over a communicator of
   // device buffers (NCCL), else over host memory.
   void all_reduce_grads(Communicator& dp) { decoder_->all_reduce_grads(dp); }
@@ -137,6 +165,10 @@ class Transformer {
   std::shared_ptr<const Tokenizer> tok_;
   std::vector<ParamSpec> specs_;
   std::vector<float> params_, grads_;
+  LoraConfig lora_;
+  LoraBase lora_base_;
+  std::vector<ParamSpec> lora_specs_;
+  std::vector<float> lora_params_;
   std::unique_ptr<Communicator> device_tp_;  // the TP group over NCCL (GPU path); outlives decoder_
   std::unique_ptr<Decoder> decoder_;
 };

@@ -104,18 +104,20 @@ void copy_moment(const TrainingMemory& mem, float* device, float* host, bool to_
 
 }  // namespace
 
+// The state is sized to what the model trains (Transformer::trainable_specs): every parameter, or
+// under LoRA the adapters only.
 AdamW::AdamW(Transformer& model, const OptimizerOptions& options)
-    : model_(model), o_(options), m_(model.params().size(), 0.0f), v_(model.params().size(), 0.0f),
-      decay_mask_(model.params().size(), 0) {
+    : model_(model), o_(options), m_(model.trainable_params().size(), 0.0f), v_(model.trainable_params().size(), 0.0f),
+      decay_mask_(model.trainable_params().size(), 0) {
   check_schedule(o_);
-  for (const ParamSpec& s : model.specs())
+  for (const ParamSpec& s : model.trainable_specs())
     std::fill(decay_mask_.begin() + s.offset, decay_mask_.begin() + s.offset + s.size, s.decay ? 1 : 0);
   if (!model.tp()) {
-    ranges_.push_back({0, model.params().size(), true});
+    ranges_.push_back({0, model.trainable_params().size(), true});
     return;
   }
   // Under TP, neighbouring tensors of the same kind are one range, one reduction.
-  std::vector<ParamSpec> specs = model.specs();
+  std::vector<ParamSpec> specs = model.trainable_specs();
   std::sort(specs.begin(), specs.end(), [](const ParamSpec& a, const ParamSpec& b) { return a.offset < b.offset; });
   for (const ParamSpec& s : specs) {
     if (!ranges_.empty() && ranges_.back().replicated == s.shard.replicated() && ranges_.back().end == s.offset)

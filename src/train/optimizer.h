@@ -1,5 +1,6 @@
-// AdamW over the model's flat parameter buffer, with a learning-rate schedule and global-norm
-// gradient clipping; a non-finite gradient norm stops the run naming the step.
+// AdamW over the model's flat buffer of what it trains (every parameter, or under LoRA the
+// adapters only), with a learning-rate schedule and global-norm gradient clipping; a non-finite
+// gradient norm stops the run naming the step.
 #pragma once
 #include <memory>
 #include <string>

@@ -221,11 +221,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       ck = load_checkpoint(c.resume, tp);
     }
     if (ck) {
-      // Files hold whole tensors; under TP each rank has read its shards, whatever tp wrote the file.
-      OPD_REQUIRE(ck->model->params().size() == student.params().size() &&
-                      ck->model->tokenizer().same_as(student.tokenizer()),
-                  from, ": the checkpoint's model does not match the student's shape or tokenizer");
-      student.params() = ck->model->params();
+      restore_trained(*ck, student, from);  // the model, or a LoRA run's adapters
       opt.restore(std::move(ck->adam_m), std::move(ck->adam_v), ck->adam_updates);
       prompts.seek(ck->state.data_cursor);
       samples = ck->state.samples;
@@ -277,7 +273,8 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   auto checkpoint = [&](int at_step) {
     student.sync_to_host();
     if (dp)
-      OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
+      OPD_REQUIRE(same_on_all_ranks(*dp, student.trainable_params().data(),
+                                    student.trainable_params().size() * sizeof(float)),
                   "data parallel: the student's parameters differ between DP replicas at step ", at_step);
     // Every DP replica holds the same state: the writer's saves it, under TP each rank of its TP
     // group writing its shards into the one file.
@@ -557,7 +554,8 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
   // the writer's checkpoint would hide.
   student.sync_to_host();
   if (dp)
-    OPD_REQUIRE(same_on_all_ranks(*dp, student.params().data(), student.params().size() * sizeof(float)),
+    OPD_REQUIRE(same_on_all_ranks(*dp, student.trainable_params().data(),
+                                  student.trainable_params().size() * sizeof(float)),
                 "data parallel: the student's parameters differ between DP replicas after step ", step - 1);
   if (run || (tp && dp_rank == 0)) save_model(run_path + "/final.h5", student);
   close_summary(step - 1);
