@@ -29,12 +29,13 @@ const std::map<std::string, Subcommand>& subcommands() {
       {"rl", {opd::cli::rl, "GRPO reinforcement learning with the task's verifier"}},
       {"eval", {opd::cli::eval, "accuracy of a model on a task (and reverse KL to a teacher)"}},
       {"sample", {opd::cli::sample, "completions with per-token student (and teacher) log-probs"}},
-      {"inspect", {opd::cli::inspect, "a model file's or checkpoint's contents, every checksum verified", false}},
+      {"inspect", {opd::cli::inspect, "a model, adapter or checkpoint file's contents, every checksum verified", false}},
       {"score", {opd::cli::score, "log-probabilities of every token of given sequences under a model"}},
       {"bench", {opd::cli::bench, "kernel, model and step throughput (bench ops, bench model, bench step)", false}},
       {"data", {opd::cli::data, "generate a built-in task's problems as JSONL (data arith)", false}},
       {"import", {opd::cli::import_model, "a Hugging Face Qwen3/Llama checkpoint directory -> an opd model file", false}},
-      {"export", {opd::cli::export_model, "an opd model file -> a Hugging Face checkpoint directory", false}},
+      {"export", {opd::cli::export_model, "an opd model file -> a Hugging Face checkpoint directory (LoRA: + PEFT adapter)", false}},
+      {"merge", {opd::cli::merge_model, "a LoRA run's adapters merged into their base -> a plain model file", false}},
   };
   return table;
 }

@@ -20,5 +20,6 @@ int sample(const Args& args);
 int inspect(const Args& args);
 int import_model(const Args& args);  // "import" and "export" are C++ keywords
 int export_model(const Args& args);
+int merge_model(const Args& args);  // LoRA adapters into their base
 
 }  // namespace opd::cli

@@ -320,4 +320,43 @@ void export_hf(const Transformer& model, const std::string& dir, StDtype dtype) 
   write_text(d / "config.json", cfg.dump(2) + "\n");
 }
 
+void export_peft_adapter(const Transformer& model, const std::string& dir, const std::string& base_name,
+                         StDtype dtype) {
+  OPD_REQUIRE(model.has_lora(), dir, ": the model has no LoRA adapters to export");
+  OPD_REQUIRE(!model.tp(), dir, ": export a whole model's adapters");
+  const fs::path d(dir);
+  std::error_code ec;
+  fs::create_directories(d, ec);
+  OPD_REQUIRE(!ec && fs::is_directory(d), dir, ": cannot create the directory (", ec.message(), ")");
+  const LoraConfig& l = model.lora();
+  json modules = json::array();
+  for (int t = 0; t < kLoraTargetCount; ++t)
+    if (l.adapts(t)) {
+      const std::string m = lora_module(t);
+      modules.push_back(m.substr(m.find('.') + 1));  // "self_attn.q_proj" -> "q_proj"
+    }
+  std::vector<StWriteTensor> tensors;
+  for (const ParamSpec& s : model.lora_specs())
+    tensors.push_back({"base_model.model." + s.name, s.shape, model.lora_params().data() + s.offset});
+  write_safetensors((d / "adapter_model.safetensors").string(), tensors, dtype, {{"format", "pt"}});
+  // PEFT's LoraConfig; the fields not named take peft's defaults. The scale alpha / r is PEFT's
+  // own (use_rslora false), so the adapted model is the same function in both.
+  const json cfg = {{"peft_type", "LORA"},
+                    {"task_type", "CAUSAL_LM"},
+                    {"base_model_name_or_path", base_name},
+                    {"r", l.rank},
+                    {"lora_alpha", l.alpha},
+                    {"target_modules", modules},
+                    {"lora_dropout", 0.0},
+                    {"bias", "none"},
+                    {"fan_in_fan_out", false},
+                    {"use_rslora", false},
+                    {"use_dora", false},
+                    {"init_lora_weights", true},
+                    {"inference_mode", true},
+                    {"modules_to_save", nullptr},
+                    {"layers_to_transform", nullptr}};
+  write_text(d / "adapter_config.json", cfg.dump(2) + "\n");
+}
+
 }  // namespace opd

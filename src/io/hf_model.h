@@ -24,4 +24,11 @@ std::unique_ptr<Transformer> import_hf(const std::string& dir);
 // each file atomically. Qwen3 when the model has QK-norm, Llama otherwise.
 void export_hf(const Transformer& model, const std::string& dir, StDtype dtype);
 
+// A LoRA model's adapters as a PEFT adapter directory that peft's PeftModel.from_pretrained loads
+// onto the base (the model's weights, exported by export_hf): adapter_config.json (peft_type LORA,
+// r, lora_alpha, target_modules, base_model_name_or_path = `base_name`) and
+// adapter_model.safetensors ("base_model.model.<opd name>", lora_A [r, in], lora_B [out, r]).
+void export_peft_adapter(const Transformer& model, const std::string& dir, const std::string& base_name,
+                         StDtype dtype);
+
 }  // namespace opd
