@@ -104,3 +104,38 @@ TEST(MemoryPlan, ARunThatDoesNotFitNamesWhatToLower) {
     EXPECT_NE(m.find("--micro-batch"), std::string::npos) << m;
   }
 }
+
+// LoRA: the base weights stay bf16 only; master weights, gradients and AdamW state are the
+// adapters' (a few percent of the model's), plus their rank-R scratch.
+TEST(MemoryPlan, LoraKeepsTrainingStateForTheAdaptersOnly) {
+  const opd::ModelConfig c = qwen3_06b();
+  MemoryPlanOptions o;
+  o.train = true;
+  o.batch = 4;
+  o.seq = 2048;
+  const opd::MemoryPlan full = opd::plan_model_memory(c, o, {});
+  o.lora.rank = 32;
+  const opd::MemoryPlan lora = opd::plan_model_memory(c, o, {});
+  const size_t P = size_t(c.num_parameters()), A = opd::total_size(opd::lora_specs(c, o.lora));
+  // Rank 32 on every projection of 28 layers: 32 x (in + out) per projection.
+  EXPECT_EQ(A, size_t(28) * 32 * ((1024 + 2048) + 2 * (1024 + 1024) + (2048 + 1024) + 3 * (1024 + 3072)));
+  const auto near = [](size_t got, size_t want) { return got >= want && got < want + 8192; };
+  EXPECT_TRUE(near(lora.bytes(MemoryKind::kWeights), 2 * P + 2 * A)) << lora.bytes(MemoryKind::kWeights);
+  EXPECT_TRUE(near(lora.bytes(MemoryKind::kMaster), 4 * A));
+  EXPECT_TRUE(near(lora.bytes(MemoryKind::kGrads), 4 * A));
+  EXPECT_TRUE(near(lora.bytes(MemoryKind::kOptimizer), 9 * A));
+  EXPECT_FALSE(lora.has("weights.master"));
+  EXPECT_TRUE(lora.has("lora.master") && lora.has("lora.u") && lora.has("lora.du"));
+  EXPECT_EQ(lora.at("lora.u").bytes, size_t(8192) * 32 * 2);
+  const size_t state_full = full.bytes(MemoryKind::kGrads) + full.bytes(MemoryKind::kOptimizer);
+  const size_t state_lora = lora.bytes(MemoryKind::kGrads) + lora.bytes(MemoryKind::kOptimizer);
+  EXPECT_LT(state_lora * 20, state_full);
+  EXPECT_EQ(lora.bytes(MemoryKind::kLogits), full.bytes(MemoryKind::kLogits));
+  // Under TP each rank holds its shards of the adapters (half of each split tensor).
+  o.tp = 2;
+  const opd::MemoryPlan tp2 = opd::plan_model_memory(c, o, {});
+  EXPECT_LT(tp2.bytes(MemoryKind::kGrads), lora.bytes(MemoryKind::kGrads));
+  EXPECT_GT(tp2.bytes(MemoryKind::kGrads) * 2, lora.bytes(MemoryKind::kGrads));  // the replicated halves stay
+  o.lora.rank = 2048;
+  EXPECT_THROW(opd::plan_model_memory(c, o, {}), opd::Error);
+}
