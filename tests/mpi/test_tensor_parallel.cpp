@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "common/check.h"
+#include "io/adapter_file.h"
 #include "io/model_file.h"
 #include "kernels/cpu/sample.h"
 #include "model/shards.h"
@@ -43,6 +44,37 @@ std::vector<float> gather_shards(Communicator& tp, const ModelConfig& cfg, const
       copy_shard_in(all.data() + r * local.size() + specs[i].offset, specs[i].shard, whole.data() + whole_specs[i].offset);
   }
   return whole;
+}
+
+// The same for a LoRA model's adapters (lora_specs layout).
+std::vector<float> gather_lora(Communicator& tp, const ModelConfig& cfg, const LoraConfig& l,
+                               const std::vector<float>& local) {
+  const std::vector<ParamSpec> whole_specs = lora_specs(cfg, l);
+  std::vector<float> all(local.size() * tp.size()), whole(total_size(whole_specs));
+  tp.all_gather(local.data(), local.size() * sizeof(float), all.data());
+  for (int r = 0; r < tp.size(); ++r) {
+    const std::vector<ParamSpec> specs = lora_specs(cfg, l, tp.size(), r);
+    for (size_t i = 0; i < specs.size(); ++i)
+      copy_shard_in(all.data() + r * local.size() + specs[i].offset, specs[i].shard, whole.data() + whole_specs[i].offset);
+  }
+  return whole;
+}
+
+// The tiny model (whole or this rank's shards) with rank-2 adapters on every projection, B drawn
+// whole from `seed` too (a fresh B is zero, which would hide half of the adapters' algebra).
+std::unique_ptr<Transformer> lora_model(Communicator* tp, uint64_t seed) {
+  auto m = testing::tiny_model(false, seed, 12, tp);
+  LoraConfig l;
+  l.rank = 2;
+  l.alpha = 4;
+  m->enable_lora(l, seed + 100, {"(test)", 0});
+  for (size_t i = 0; i < m->lora_specs().size(); ++i) {
+    const ParamSpec& s = m->lora_specs()[i];
+    if (s.name.find("lora_B") == std::string::npos) continue;
+    const auto whole = testing::random_vector<float>(size_t(s.shard.full_size()), uint32_t(seed * 1000 + i), -0.3, 0.3);
+    copy_shard_out(whole.data(), s.shard, m->lora_params().data() + s.offset);
+  }
+  return m;
 }
 
 // The TP group of this rank (pairs of ranks), or null on a rank left over.
@@ -301,6 +333,72 @@ TEST_F(TensorParallel, AdamWStepsKeepTheShardsOnTheWholeTrajectory) {
   for (size_t i = 0; i < gathered.size(); ++i)
     worst = std::max(worst, double(std::abs(gathered[i] - whole->params()[i])));
   EXPECT_LE(worst, 1e-4) << "parameters after 3 steps: TP vs one process";
+}
+
+// LoRA under tensor parallelism (docs/ARCHITECTURE.md §4): each adapter split like its projection
+// (column-parallel: B by rows, A whole with a partial gradient; row-parallel: A by columns, B whole
+// with a partial gradient) gives the whole model's adapters, logits, adapter gradients and AdamW
+// trajectory; the adapters saved collectively are the whole model's, read back at either degree.
+TEST_F(TensorParallel, LoraMatchesOneProcess) {
+  if (!tp_) return;
+  auto whole = lora_model(nullptr, 14);
+  auto mine = lora_model(tp_.get(), 14);
+  const ModelConfig& cfg = mine->config();
+  const LoraConfig& l = mine->lora();
+  EXPECT_EQ(gather_lora(*tp_, cfg, l, mine->lora_params()), whole->lora_params()) << "initialisation";
+  EXPECT_EQ(mine->grads().size(), mine->lora_params().size()) << "gradients for the adapters only";
+
+  const VocabShard& vs = mine->vocab_shard();
+  const SequenceBatch b = make_batch(sequences(), 0);
+  const int N = b.B * b.T, V = 12;
+  const float* lw = whole->forward(b.tokens.data(), b.B, b.T);
+  const std::vector<float> logits(lw, lw + size_t(N) * V);
+  const float* lt = mine->forward(b.tokens.data(), b.B, b.T);
+  expect_close(slab(logits.data(), N, vs), std::vector<float>(lt, lt + size_t(N) * vs.size), 1e-5, "LoRA logits");
+
+  const auto dlogits = testing::random_vector<float>(size_t(N) * V, 21);
+  whole->zero_grad();
+  whole->backward(dlogits.data());
+  mine->zero_grad();
+  mine->backward(slab(dlogits.data(), N, vs).data());
+  mine->reduce_partial_grads();
+  expect_close(whole->grads(), gather_lora(*tp_, cfg, l, mine->grads()), 1e-5, "adapter gradients");
+
+  OptimizerOptions o;
+  o.lr = 1e-2;
+  o.grad_clip = 0.5;  // the global norm crosses the shards
+  AdamW ow(*whole, o), om(*mine, o);
+  for (int step = 1; step <= 3; ++step) {
+    std::vector<float> dw(size_t(N) * V), dt(size_t(N) * vs.size);
+    whole->zero_grad();
+    sft_objective(dw.data(), whole->forward(b.tokens.data(), b.B, b.T), b, V, 0.1f);
+    whole->backward(dw.data());
+    mine->zero_grad();
+    sft_objective(dt.data(), mine->forward(b.tokens.data(), b.B, b.T), b, vs, 0.1f);
+    mine->backward(dt.data());
+    mine->reduce_partial_grads();
+    const double nw = ow.step(step), nm = om.step(step);
+    EXPECT_NEAR(nw, nm, 1e-5 * nw) << "step " << step;
+  }
+  const std::vector<float> gathered = gather_lora(*tp_, cfg, l, mine->lora_params());
+  double worst = 0;
+  for (size_t i = 0; i < gathered.size(); ++i)
+    worst = std::max(worst, double(std::abs(gathered[i] - whole->lora_params()[i])));
+  EXPECT_LE(worst, 1e-4) << "adapters after 3 steps: TP vs one process";
+
+  char dir[256] = {};
+  if (tp_->rank() == 0) {
+    std::snprintf(dir, sizeof(dir), "/tmp/opd_tp_lora_XXXXXX");
+    if (!mkdtemp(dir)) dir[0] = '\0';
+  }
+  tp_->broadcast(dir, sizeof(dir), 0);
+  ASSERT_NE(dir[0], '\0');
+  const std::string path = std::string(dir) + "/adapter.h5";
+  save_model(path, *mine);  // collectively: each rank its hyperslabs of the split adapters
+  EXPECT_EQ(load_adapters(path).params, gathered);
+  EXPECT_EQ(load_adapters(path, tp_.get()).params, mine->lora_params());
+  tp_->barrier();
+  if (tp_->rank() == 0) std::filesystem::remove_all(dir);
 }
 
 }  // namespace
