@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "io/adapter_file.h"
 #include "io/model_file.h"
 #include "run.h"
 
@@ -156,6 +157,66 @@ TEST_F(Checkpoints, InspectVerifiesAndNamesTheBadDataset) {
   r = run_opd("inspect " + dir_ + "/p.jsonl");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("not an HDF5 file"), std::string::npos) << r.output;
+}
+
+// A LoRA run (docs/ARCHITECTURE.md §6): its checkpoints hold the adapters and their moments and
+// name the base; a kill and --resume auto end where the uninterrupted run ends, bit for bit; a
+// resume with other adapters or another base is refused; final.h5 is an adapter file that opd
+// inspect, merge, export and eval take.
+TEST_F(Checkpoints, LoraResumeIsBitExactAndItsFilesServeMergeExportAndEval) {
+  const std::string lora = " --lora-rank 4 --lora-alpha 16 --lr 5e-3";
+  const std::string straight = dir_ + "/lora_straight", split = dir_ + "/lora_split";
+  ASSERT_EQ(run_opd(args(4) + lora + " --out " + straight).code, 0);
+  const auto stopped = run_opd(args(4) + lora + " --out " + split, "OPD_FAULT_SIGNAL_AT_STEP=2");
+  ASSERT_EQ(stopped.code, 75) << stopped.output;
+  const std::string ck = split + "/checkpoints/step_000002.h5";
+  auto r = run_opd("inspect " + ck);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("LoRA adapters: rank 4, alpha 16 (scale 4), targets q,k,v,o,gate,up,down"),
+            std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("student-base.h5, tensor checksum"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(present, checksum matches)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("verified: all 84 tensor checksums match"), std::string::npos) << r.output;  // 28 x 3
+
+  r = run_opd(args(4) + " --lora-rank 2 --out " + split + " --resume auto");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("differ from this run's (rank 2"), std::string::npos) << r.output;
+  std::string other_base = args(4) + lora;
+  other_base.replace(other_base.find("models/student-base.h5"), 22, "models/teacher.h5");
+  r = run_opd(other_base + " --out " + split + " --resume auto");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("the adapters were trained on"), std::string::npos) << r.output;
+
+  r = run_opd(args(4) + lora + " --out " + split + " --resume auto");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(metrics(straight), metrics(split));
+  const Adapters a = load_adapters(straight + "/final.h5"), b = load_adapters(split + "/final.h5");
+  ASSERT_EQ(a.params.size(), b.params.size());
+  EXPECT_EQ(0, std::memcmp(a.params.data(), b.params.data(), a.params.size() * sizeof(float)));
+  EXPECT_LT(std::filesystem::file_size(split + "/final.h5"), std::filesystem::file_size("models/student-base.h5"));
+
+  const std::string final_h5 = split + "/final.h5", merged = dir_ + "/lora_merged.h5";
+  r = run_opd("merge --model models/student-base.h5 --adapter " + final_h5 + " --out " + merged);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("merged " + final_h5 + " (LoRA rank 4, alpha 16"), std::string::npos) << r.output;
+  EXPECT_EQ(run_opd("inspect " + merged).code, 0);
+  r = run_opd("merge --model models/teacher.h5 --adapter " + final_h5 + " --out " + merged + ".no");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("models/teacher.h5 is not their base model"), std::string::npos) << r.output;
+
+  const std::string hf = dir_ + "/lora_hf";
+  r = run_opd("export --model " + final_h5 + " --hf " + hf);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(hf + "/model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(hf + "/adapter/adapter_model.safetensors"));
+  const auto peft = nlohmann::json::parse(read_file(hf + "/adapter/adapter_config.json"));
+  EXPECT_EQ(peft["peft_type"], "LORA");
+  EXPECT_EQ(peft["r"], 4);
+  EXPECT_EQ(peft["lora_alpha"], 16.0);
+  EXPECT_EQ(peft["target_modules"].size(), 7u);
+
+  r = run_opd("eval --model " + final_h5 + " --eval " + dir_ + "/e.jsonl --threads 2");
+  EXPECT_EQ(r.code, 0) << r.output;
 }
 
 }  // namespace
