@@ -239,6 +239,53 @@ def check_export(out, opd):
                 assert diff == 0 or not exact, (name, dtype, diff)
                 print(f"{name}: opd import -> export ({dtype}) -> transformers: "
                       f"{'identical' if exact else 'bf16-rounded'} tensors, same tokenizer, max logit diff {diff:.2e}")
+    check_lora_export(out, opd)
+
+
+def check_lora_export(out, opd):
+    """A LoRA run's PEFT export: a few SFT steps with --lora-rank on the imported qwen3_untied
+    fixture, then `opd export` of its final.h5 (the base plus DIR/adapter) and `opd merge` of the
+    adapters into the base. peft's PeftModel loads the adapter onto the exported base with the
+    logits of the merged model (exported too), to float32 rounding of the merged weights."""
+    from peft import PeftModel
+    src = os.path.join(out, "qwen3_untied")
+    rows = [{"prompt": "The quick brown fox", "completion": " jumps over the lazy dog."},
+            {"prompt": "Ça va", "completion": " très bien, merci !"},
+            {"prompt": "def add(a, b):", "completion": "\n    return a + b"},
+            {"prompt": "Numbers: 0 1 2", "completion": " 3 12 345"}]
+    with tempfile.TemporaryDirectory() as tmp:
+        h5, data, runs = (os.path.join(tmp, x) for x in ("m.h5", "d.jsonl", "run"))
+        run([opd, "import", "--hf", src, "--out", h5])
+        with open(data, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        for targets in ("q,k,v,o,gate,up,down", "v,o,down"):
+            shutil.rmtree(runs, ignore_errors=True)
+            run([opd, "sft", "--student", h5, "--data", data, "--steps", "3", "--prompts-per-step", "4",
+                 "--lora-rank", "4", "--lora-alpha", "8", "--lora-targets", targets, "--lr", "5e-2",
+                 "--eval-every", "0", "--threads", "1", "--out", runs])
+            exp, merged_h5, merged_exp = (os.path.join(tmp, x) for x in ("exp", "merged.h5", "merged_exp"))
+            run([opd, "export", "--model", os.path.join(runs, "final.h5"), "--hf", exp])
+            run([opd, "merge", "--model", h5, "--adapter", os.path.join(runs, "final.h5"), "--out", merged_h5])
+            run([opd, "export", "--model", merged_h5, "--hf", merged_exp])
+            cfg = json.load(open(os.path.join(exp, "adapter", "adapter_config.json")))
+            assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["lora_alpha"] == 8, cfg
+            base = AutoModelForCausalLM.from_pretrained(exp, dtype=torch.float64).eval()
+            ids = torch.tensor(json.load(open(os.path.join(src, "reference.json")))["tokens"])
+            with torch.no_grad():
+                lb = base(input_ids=ids).logits
+            peft = PeftModel.from_pretrained(base, os.path.join(exp, "adapter")).eval()
+            merged = AutoModelForCausalLM.from_pretrained(merged_exp, dtype=torch.float64).eval()
+            with torch.no_grad():
+                lp, lm = peft(input_ids=ids).logits, merged(input_ids=ids).logits
+            scale = lm.abs().max().item()
+            diff, moved = (lp - lm).abs().max().item(), (lp - lb).abs().max().item()
+            assert diff <= 1e-5 * scale, (targets, diff, scale)
+            assert moved > 1e-3 * scale, f"{targets}: the adapters did not change the model ({moved:.2e})"
+            shutil.rmtree(exp)
+            shutil.rmtree(merged_exp)
+            print(f"LoRA ({targets}): opd sft --lora-rank 4 -> export (PEFT adapter) -> peft on the exported base: "
+                  f"max logit diff to the opd-merged model {diff:.2e} (logits up to {scale:.1f}, adapters moved "
+                  f"them by {moved:.2f})")
 
 
 def make_big(path, out):

@@ -14,6 +14,7 @@
 #include "model/transformer.h"
 
 #ifdef OPD_WITH_CUDA
+#include "common/check.h"
 #include "gpu/device_buffer.h"
 #include "gpu/gpu_model_util.h"
 #include "kernels/cpu/logprobs.h"
@@ -198,6 +199,62 @@ TEST_F(GpuModel, DistillationStepsFollowTheCpuLossCurve) {
   }
   for (int i = 0; i < steps; ++i) EXPECT_NEAR(gpu_loss[i], cpu_loss[i], 0.03 * cpu_loss[i] + 1e-3) << "step " << i + 1;
   EXPECT_LT(gpu_loss.back(), gpu_loss.front()) << "the GPU run did not learn";
+}
+
+// LoRA on the GPU: a fresh adapter (B = 0) leaves the GPU model's logits its base's bit for bit;
+// with trained-looking adapters the logits and the adapters' gradients follow the CPU model's; an
+// AdamW step moves the adapters and never the frozen base, whose training state was not planned.
+TEST_F(GpuModel, LoraFollowsTheCpuModelAndAFreshAdapterIsTheBase) {
+  auto base = bf16_model(false, 7);
+  const int B = 2, T = 40, N = B * T, V = base->config().vocab;
+  const std::vector<int> tokens = random_tokens(N, 13);
+  LoraConfig l;
+  l.rank = 8;
+  l.alpha = 16;
+  {
+    Transformer fresh = *base;
+    fresh.enable_lora(l, 5, {"(test)", 0});
+    auto g_base = on_gpu(*base, training_plan(B, T));
+    auto g_fresh = on_gpu(fresh, training_plan(B, T));
+    const auto a = to_host(g_base->forward(tokens.data(), B, T), size_t(N) * V);
+    const auto b = to_host(g_fresh->forward(tokens.data(), B, T), size_t(N) * V);
+    expect_bitwise_equal(a, b, "logits of a fresh LoRA model vs its base");
+  }
+  Transformer cpu = *base;
+  cpu.enable_lora(l, 5, {"(test)", 0});
+  const auto noise = random_vector<float>(cpu.lora_params().size(), 17, -0.05, 0.05);
+  for (const ParamSpec& s : cpu.lora_specs())
+    if (s.name.find("lora_B") != std::string::npos)
+      for (size_t i = 0; i < s.size; ++i) cpu.lora_params()[s.offset + i] = noise[s.offset + i];
+  cpu.lora_params() = bf16_rounded(cpu.lora_params());  // the CPU reads what the GPU reads
+  auto gpu = on_gpu(cpu, training_plan(B, T));
+  const std::vector<float> logits = to_host(gpu->forward(tokens.data(), B, T), size_t(N) * V);
+  EXPECT_LT(rel_l2(logits.data(), cpu.forward(tokens.data(), B, T), logits.size()), 2e-2);
+
+  std::vector<float> dlogits(size_t(N) * V);
+  for (size_t i = 0; i < dlogits.size(); ++i) dlogits[i] = float(std::sin(0.37 * double(i))) / N;
+  cpu.zero_grad();
+  cpu.backward(dlogits.data());
+  opd::testing::DeviceBuffer<float> d(dlogits);
+  gpu->zero_grad();
+  gpu->forward(tokens.data(), B, T);
+  gpu->backward(d.get());
+  const TrainingMemory mem = gpu->training_memory();
+  ASSERT_EQ(mem.size, cpu.lora_params().size()) << "the optimizer sees the adapters only";
+  const std::vector<float> g = to_host(mem.grads, mem.size);
+  for (const ParamSpec& s : cpu.lora_specs())
+    EXPECT_LT(rel_l2(g.data() + s.offset, cpu.grads().data() + s.offset, s.size), 5e-2) << s.name;
+
+  AdamW opt(*gpu, OptimizerOptions{});
+  opt.step(1);
+  gpu->sync_to_host();
+  EXPECT_NE(gpu->lora_params(), cpu.lora_params()) << "the update never reached the adapters' master copy";
+  EXPECT_EQ(gpu->params(), base->params()) << "the base moved";
+  MemoryPlanOptions planned = training_plan(B, T);
+  planned.lora = l;
+  const MemoryPlan plan = plan_model_memory(cpu.config(), planned, gpu_workspace(cpu.config(), planned));
+  EXPECT_FALSE(plan.has("weights.master"));
+  EXPECT_LT(plan.bytes(MemoryKind::kGrads), 4 * cpu.lora_params().size() + 4096);
 }
 
 TEST_F(GpuModel, ShapesTheKernelsCannotRunAreRefusedByName) {
