@@ -125,6 +125,7 @@ int merge_model(const Args& args) {
   try {
     adapted = load_adapted(load_adapters(adapter_path), vm["model"].as<std::string>());
   } catch (const Error& e) {
+    if (std::string(e.what()).find(adapter_path) != std::string::npos) throw;
     throw Error(str(adapter_path, ": ", e.what()));
   }
   const auto merged = adapted->merged();

@@ -237,6 +237,8 @@ int run_training(Method method, const Args& args) {
     std::optional<ModelConfig> s, t;
     if (vm.count("student")) s = read_model_config(vm["student"].as<std::string>());
     if (vm.count("teacher")) t = read_model_config(vm["teacher"].as<std::string>());
+    const LoraConfig lora = lora_config(vm);  // what the run would refuse, the dry run refuses too
+    if (lora.enabled() && s) check_lora(lora, *s, "--lora-rank");
     const Layout layout = layout_for(layout_opts, world->size(), s ? &*s : nullptr, t ? &*t : nullptr);
     std::string source;
     const std::vector<RankSite> sites = gather_rank_sites(*world, device_option(vm), &source);
@@ -324,6 +326,7 @@ int run_training(Method method, const Args& args) {
     // The loaded weights become the frozen base, named by path and checksum in every checkpoint.
     OPD_REQUIRE(!from_scratch, "--lora-rank: a model trained from scratch (--init SHAPE) has no base weights to "
                 "adapt; train it fully first");
+    check_lora(lora, student->config(), "--lora-rank");
     student->enable_lora(lora, c.seed, lora_base_of(student_path));
   }
   if (colocated_teacher) {

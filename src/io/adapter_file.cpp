@@ -192,6 +192,7 @@ std::unique_ptr<Transformer> load_merged(const std::string& adapter_path, const 
   try {
     return load_adapted(a, base_path, tp)->merged();
   } catch (const Error& e) {
+    if (std::string(e.what()).find(adapter_path) != std::string::npos) throw;
     throw Error(str(adapter_path, ": ", e.what()));
   }
 }
