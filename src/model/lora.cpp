@@ -154,16 +154,17 @@ void merge_lora(const LoraConfig& lora, const std::vector<ParamSpec>& specs, con
                 const std::vector<ParamSpec>& base_specs, float* base) {
   std::unordered_map<std::string, const ParamSpec*> by_name;
   for (const ParamSpec& s : base_specs) by_name[s.name] = &s;
+  // Shard by shard under TP: a column-parallel W_r (rows split) takes B_r A, a row-parallel W_r
+  // (columns split) takes B A_r, each exactly its block of the merged weight.
   for (size_t i = 0; i + 1 < specs.size(); i += 2) {
     const ParamSpec &A = specs[i], &B = specs[i + 1];
-    OPD_REQUIRE(A.shard.replicated() || A.shard.full_shape == A.shape, "merge_lora: adapters of a whole model only");
     const std::string target = lora_base_tensor(A.name);
     OPD_REQUIRE(target == lora_base_tensor(B.name), "merge_lora: ", A.name, " and ", B.name, " are not one pair");
     const auto it = by_name.find(target);
     OPD_REQUIRE(it != by_name.end(), "merge_lora: the base model has no tensor ", target);
     const ParamSpec& W = *it->second;
-    OPD_REQUIRE(W.shape == std::vector<int64_t>({B.shape[0], A.shape[1]}) && W.shape == W.shard.full_shape,
-                "merge_lora: ", A.name, " does not fit ", target, " of a whole model");
+    OPD_REQUIRE(W.shape == std::vector<int64_t>({B.shape[0], A.shape[1]}), "merge_lora: ", A.name, " does not fit ",
+                target);
     cpu::lora_merge(base + W.offset, adapters + A.offset, adapters + B.offset, int(A.shape[1]), int(A.shape[0]),
                     int(B.shape[0]), lora.scale());
   }

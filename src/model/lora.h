@@ -72,7 +72,8 @@ void init_lora(const std::vector<ParamSpec>& specs, float* params, uint64_t seed
 // "model.layers.3.self_attn.q_proj.weight".
 std::string lora_base_tensor(const std::string& adapter_name);
 
-// W += (alpha / R) B A for every adapter, into a whole model's flat buffer (laid out by base_specs).
+// W += (alpha / R) B A for every adapter, into the model's flat buffer (laid out by base_specs); under
+// TP this rank's shards of both.
 void merge_lora(const LoraConfig& lora, const std::vector<ParamSpec>& specs, const float* adapters,
                 const std::vector<ParamSpec>& base_specs, float* base);
 

@@ -63,8 +63,7 @@ void Transformer::enable_lora(const LoraConfig& lora, uint64_t seed, LoraBase ba
 }
 
 std::unique_ptr<Transformer> Transformer::merged() const {
-  OPD_REQUIRE(!vocab_.split(), "model: merging LoRA adapters into a tensor-parallel model (merge a whole model)");
-  auto m = std::make_unique<Transformer>(cfg_, tok_);
+  auto m = std::make_unique<Transformer>(cfg_, tok_, vocab_.split() ? vocab_.tp : nullptr);
   m->params_ = params_;
   if (has_lora()) merge_lora(lora_, lora_specs_, lora_params_.data(), specs_, m->params_.data());
   return m;

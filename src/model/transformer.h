@@ -84,8 +84,8 @@ class Transformer {
   const std::vector<ParamSpec>& trainable_specs() const { return has_lora() ? lora_specs_ : specs_; }
   std::vector<float>& trainable_params() { return has_lora() ? lora_params_ : params_; }
   const std::vector<float>& trainable_params() const { return has_lora() ? lora_params_ : params_; }
-  // A plain model of the same weights with the adapters merged in, W + (alpha / R) B A (a whole
-  // model only: merging is done on files, after training).
+  // A plain model of the same weights with the adapters merged in, W + (alpha / R) B A (under TP,
+  // this rank's shards of it). On the GPU path, sync_to_host() first.
   std::unique_ptr<Transformer> merged() const;
 
   // Gaussian initialisation with std 0.02 (0.02/sqrt(2 n_layers) for residual outputs), norms at 1.

@@ -12,6 +12,7 @@
 
 #include "common/check.h"
 #include "io/adapter_file.h"
+#include "io/checkpoint.h"
 #include "io/model_file.h"
 #include "kernels/cpu/sample.h"
 #include "model/shards.h"
@@ -347,6 +348,8 @@ TEST_F(TensorParallel, LoraMatchesOneProcess) {
   const LoraConfig& l = mine->lora();
   EXPECT_EQ(gather_lora(*tp_, cfg, l, mine->lora_params()), whole->lora_params()) << "initialisation";
   EXPECT_EQ(mine->grads().size(), mine->lora_params().size()) << "gradients for the adapters only";
+  // Merged shard by shard: the whole merged model's shards (the same products, another BLAS blocking).
+  expect_close(whole->merged()->params(), gather_shards(*tp_, cfg, mine->merged()->params()), 1e-6, "merged weights");
 
   const VocabShard& vs = mine->vocab_shard();
   const SequenceBatch b = make_batch(sequences(), 0);
@@ -397,6 +400,16 @@ TEST_F(TensorParallel, LoraMatchesOneProcess) {
   save_model(path, *mine);  // collectively: each rank its hyperslabs of the split adapters
   EXPECT_EQ(load_adapters(path).params, gathered);
   EXPECT_EQ(load_adapters(path, tp_.get()).params, mine->lora_params());
+  // A LoRA checkpoint written collectively: adapters and moments, read back whole or in shards.
+  const std::string ck_path = std::string(dir) + "/ck.h5";
+  save_checkpoint(ck_path, *mine, om.m(), om.v(), om.updates(), TrainState{3, 15, 300, 15, "{}"}, "# tp\n");
+  const Checkpoint ck1 = load_checkpoint(ck_path), ck2 = load_checkpoint(ck_path, tp_.get());
+  ASSERT_TRUE(ck1.adapters && ck2.adapters);
+  EXPECT_EQ(ck1.adapters->params, gathered);
+  EXPECT_EQ(ck1.adam_m, gather_lora(*tp_, cfg, l, om.m()));
+  EXPECT_EQ(ck2.adapters->params, mine->lora_params());
+  EXPECT_EQ(ck2.adam_v, om.v());
+  EXPECT_EQ(ck2.adam_updates, 3);
   tp_->barrier();
   if (tp_->rank() == 0) std::filesystem::remove_all(dir);
 }
