@@ -89,21 +89,27 @@ struct AdamWBounds {
 inline AdamWBounds adamw_bounds(const AdamWState& s, const std::vector<double>& eta) {
   AdamWBounds b;
   const size_t n = s.params.size();
-  b.params.resize(n);
+  b.params.assign(n, 0.0);
   b.m.resize(n);
   b.v.resize(n);
-  const auto updated = [&](size_t i, double g) {
-    float p = s.params[i], m = s.m[i], v = s.v[i];
-    const float gf = static_cast<float>(g);
-    cpu::adamw_update(&p, &gf, &m, &v, &s.decay[i], 1, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.t, 1.0f);
+  // The parameters after the update from gradient g + eta k / 4 (the kernel over all of them).
+  const auto updated = [&](int k) {
+    std::vector<float> p = s.params, m = s.m, v = s.v, g(n);
+    for (size_t i = 0; i < n; ++i) g[i] = static_cast<float>(double(s.grads[i]) * s.scale + eta[i] * k / 4);
+    cpu::adamw_update(p.data(), g.data(), m.data(), v.data(), s.decay.data(), n, s.lr, s.beta1, s.beta2, s.eps,
+                      s.weight_decay, s.t, 1.0f);
     return p;
   };
+  const std::vector<float> p0 = updated(0);
+  for (int k = -4; k <= 4; ++k) {
+    if (k == 0) continue;
+    const std::vector<float> pk = updated(k);
+    for (size_t i = 0; i < n; ++i) b.params[i] = std::max(b.params[i], std::abs(double(pk[i]) - double(p0[i])));
+  }
   for (size_t i = 0; i < n; ++i) {
-    const double g = double(s.grads[i]) * s.scale, p0 = updated(i, g);
-    double spread = 0;
-    for (int k = -4; k <= 4; ++k) spread = std::max(spread, std::abs(double(updated(i, g + eta[i] * k / 4)) - p0));
-    const double ulp = std::max(std::abs(p0), double(s.lr)) * kUnitRoundoff * 2;
-    b.params[i] = 2 * spread + 4 * ulp;
+    const double g = double(s.grads[i]) * s.scale;
+    const double ulp = std::max(std::abs(double(p0[i])), double(s.lr)) * kUnitRoundoff * 2;
+    b.params[i] = 2 * b.params[i] + 4 * ulp;
     b.free += s.t == 1 && std::abs(g) < eta[i];
     // Plus the rounding of both sides' float arithmetic: 2 u of each term and of the sum, per side.
     const double m_terms = s.beta1 * std::abs(s.m[i]) + (1 - s.beta1) * std::abs(g);
