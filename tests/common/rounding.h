@@ -152,7 +152,8 @@ inline float clip_scale(double norm, double grad_clip) {
 
 // The update `other` made (another layout, gathered) against the one-process update `one`, both
 // from the state `before` (before.grads, before.scale: one's): each parameter and moment within
-// adamw_bounds of the gap between the two scaled gradients (plus 2 ulps of the scaling).
+// adamw_bounds of the gap between the two scaled gradients (plus 2 ulps of the scaling). The
+// moments' bound is their exact first-order change plus rounding: they use most of it.
 inline void expect_same_update(const AdamWState& before, const AdamWResult& one, const AdamWResult& other,
                                const std::string& what) {
   const size_t n = before.params.size();
