@@ -48,7 +48,7 @@ class RunCheckpoints {
   // checkpoints/step_NNNNNN.h5 after step state.step, keeping the last keep_last. Collective: every
   // DP replica must hold the same parameters; the writer (and under TP its TP group) writes.
   void save(Transformer& student, const AdamW& opt, const RunState& state, uint64_t data_cursor);
-  // final.h5 after step `step`, with the same check.
+  // final.h5 after step `step`, with the same check; returns its path.
   std::string save_final(Transformer& student, int step);
 
  private:
@@ -56,6 +56,7 @@ class RunCheckpoints {
   std::optional<Checkpoint> load(std::string& from) const;
   // The host copy of the student's parameters, checked equal on every DP replica.
   void sync_replicas(Transformer& student, const std::string& when);
+  // Writes the files: the writer, and under TP the rest of its TP group (DP rank 0).
   bool holds_file() const { return run_ || (tp_ && (dp_ ? dp_->rank() : 0) == 0); }
 
   const TrainConfig& c_;

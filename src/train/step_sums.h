@@ -22,6 +22,7 @@ struct Flops {
   static Flops from_json(const json& j);
 };
 
+// Counts are whole numbers held as doubles, so that one all-reduce carries every field.
 struct StepSums {
   TokenSums tokens;  // the objective's sums over the trained tokens (every token weighs 1)
   Flops flops;       // spent by this step (eval: none, evaluations count their own)
@@ -29,7 +30,7 @@ struct StepSums {
   double truncated = 0, completion_tokens = 0, reward = 0;
   // The step's sequences: how many, their real tokens (prompt + completion), the tokens trained on.
   double sequences = 0, seq_tokens = 0, trained_tokens = 0;
-  // Seconds the teacher spent scoring and this rank spent waiting for it (summed over ranks).
+  // Seconds the teacher spent scoring and this rank spent waiting for it (once reduced: over all ranks).
   double teacher_busy = 0, teacher_wait = 0;
 
   void add_rollout(const Rollout& r);

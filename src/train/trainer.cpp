@@ -78,7 +78,8 @@ class Trainer {
   void log(int step, json& line, Clock::time_point step_start);
   json stop(int signal);
   json finish();
-  bool due(int step, int every) const { return every > 0 && step % every == 0; }
+  static bool due(int step, int every) { return every > 0 && step % every == 0; }
+  bool eval_due(int step) const { return due(step, c_.eval_every) || step == c_.steps; }
 
   const TrainConfig& c_;
   Transformer& student_;
@@ -168,15 +169,16 @@ void Trainer::place_on_gpu(const std::vector<Example>& train_set, const std::vec
 }
 
 // The run: where the student starts, then step after step, each evaluated, logged and
-// checkpointed when due; a stop signal checkpoints and ends the run after the step it came in.
+// checkpointed when due; a stop signal checkpoints and ends the run at the next step boundary.
 json Trainer::run() {
   if (state_.step == 0) evaluate_start();
   const StopSignals stop_signals;
   for (int step = state_.step + 1; step <= c_.steps; ++step) {
     const auto start = Clock::now();
     json line = train_step(step);
-    const bool reached = (due(step, c_.eval_every) || step == c_.steps) && evaluation_.run(step, line, state_);
+    const bool reached = eval_due(step) && evaluation_.run(step, line, state_);
     log(step, line, start);
+    // Checkpoint when due, and when a stop signal reached any student rank: then the run ends.
     drill_end_of_step(step, ctx_.world_rank);
     const int signal = stop_signals.vote(tp_, dp_);
     if (due(step, c_.save_every) || signal) checkpoints_.save(student_, *opt_, state_, prompts_.cursor());
@@ -314,8 +316,7 @@ json Trainer::step_metrics(int step, const StepSums& sums, double grad_norm, con
 // The first few sequences, with per-token log-probs, at the steps that evaluate (and the first);
 // the writer's sequences are the step's first.
 void Trainer::write_samples(int step, const StepPrompts& prompts, const Rollout& r, const MicroBatches& micro) const {
-  const bool now = step == 1 || due(step, c_.eval_every) || step == c_.steps;
-  if (run_ && now && c_.samples_to_log > 0)
+  if (run_ && (step == 1 || eval_due(step)) && c_.samples_to_log > 0)
     run_->write_samples(step, sample_rows(prompts.all, r, micro.teacher_logp(), c_.samples_to_log));
 }
 
