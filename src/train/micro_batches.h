@@ -1,4 +1,4 @@
-// Score, advantage and gradient (ARCHITECTURE §1.1, steps 2-4) for one training step, micro-batch
+// Score, advantage and gradient (docs/ARCHITECTURE.md §1, steps 2-4; §5) for one training step, micro-batch
 // by micro-batch: the teacher's scores (distill), the method's objective on the student's logits,
 // and the student's backward, summed into its gradient in micro-batch order. Every token weighs 1
 // here; the update scales the summed gradient by 1 / (trained tokens of the whole step), a count

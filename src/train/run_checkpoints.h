@@ -1,4 +1,4 @@
-// Resuming and checkpointing a training run (ARCHITECTURE §5), in one place: at the start, a
+// Resuming and checkpointing a training run (docs/ARCHITECTURE.md §6), in one place: at the start, a
 // checkpoint restores the student's parameters, the optimizer's moments and where the run stood;
 // at a step boundary, and at the end, the ranks that hold the state write it.
 #pragma once

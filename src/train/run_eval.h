@@ -1,4 +1,4 @@
-// The evaluations of a training run (ARCHITECTURE §1.2): every eval set, its examples sharded over
+// The evaluations of a training run (docs/ARCHITECTURE.md §1): every eval set, its examples sharded over
 // the data-parallel group, reported in the step's metrics line and in the run's summary.
 #pragma once
 #include <vector>

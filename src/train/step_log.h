@@ -1,5 +1,5 @@
 // What a training step reports: its line of metrics.jsonl, the progress line on stderr, and the
-// rollouts written to samples/ (ARCHITECTURE §6).
+// rollouts written to samples/ (docs/ARCHITECTURE.md §7).
 #pragma once
 #include <string>
 #include <vector>

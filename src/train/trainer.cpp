@@ -53,7 +53,7 @@ struct StepTimes {
   double rollout = 0, update = 0, comm = 0;
 };
 
-// A training run: set up once (resume, devices, optimizer), then the steps of ARCHITECTURE §1.1
+// A training run: set up once (resume, devices, optimizer), then the steps of docs/ARCHITECTURE.md §5
 // one after another, each followed by its evaluation, log and checkpoint.
 class Trainer {
  public:
@@ -188,7 +188,7 @@ json Trainer::run() {
   return finish();
 }
 
-// One step (ARCHITECTURE §1.1) on this rank's share of its prompts: rollout -> score -> advantage
+// One step (docs/ARCHITECTURE.md §5) on this rank's share of its prompts: rollout -> score -> advantage
 // -> update. Returns the step's metrics.
 json Trainer::train_step(int step) {
   StepTimes times;
