@@ -6,8 +6,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include "model/decoder.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/lora.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/swiglu.h"
 #include "model/config.h"
+#include "model/decoder.h"
 
 namespace opd {
 
@@ -64,32 +71,65 @@ class CpuBackend {
   std::string memory_report(const std::string&) const { return ""; }
 
   // ---- ops: the same names and arguments as kernels/cpu and kernels/cuda ----
-  void rmsnorm_forward(act* out, float* rstd, const act* x, const act* w, int N, int C, float eps);
+  void rmsnorm_forward(act* out, float* rstd, const act* x, const act* w, int N, int C, float eps) {
+    cpu::rmsnorm_forward(out, rstd, x, w, N, C, eps);
+  }
   void rmsnorm_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, const float* rstd, int N,
-                        int C);
-  void matmul_forward(act* out, const act* x, const act* w, int N, int K, int M, bool accumulate);
-  void matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K, int M);
-  // LoRA: out += scale (x A^T) B^T, and its gradients (kernels/cpu/lora.h; scratch kept here).
+                        int C) {
+    cpu::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C);
+  }
+  void matmul_forward(act* out, const act* x, const act* w, int N, int K, int M, bool accumulate) {
+    cpu::matmul_forward(out, x, w, N, K, M, accumulate);
+  }
+  void matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K, int M) {
+    cpu::matmul_backward(dx, dw, dout, x, w, N, K, M);
+  }
+  // LoRA: out += scale (x A^T) B^T, and its gradients (cpu::lora_forward / lora_backward with the
+  // rank-R scratch "lora.u", "lora.du" of this backend; in backend_cpu.cpp, where buffer is).
   void lora_forward(act* out, const act* x, const act* A, const act* B, int N, int K, int R, int M, float scale);
   void lora_backward(act* dx, float* dA, float* dB, const act* dout, const act* x, const act* A, const act* B, int N,
                      int K, int R, int M, float scale);
-  // The LM head: fp32 logits from activations, and back.
-  void logits_forward(float* logits, const act* x, const act* w, int N, int K, int M);
-  void logits_backward(act* dx, float* dw, const float* dlogits, const act* x, const act* w, int N, int K, int M);
-  void rope_forward(act* x, const int* pos, int N, int H, int D);
-  void rope_backward(act* dx, const int* pos, int N, int H, int D);
+  // The LM head: fp32 logits from activations, and back (on the host the activations are fp32 too).
+  void logits_forward(float* logits, const act* x, const act* w, int N, int K, int M) {
+    cpu::matmul_forward(logits, x, w, N, K, M);
+  }
+  void logits_backward(act* dx, float* dw, const float* dlogits, const act* x, const act* w, int N, int K, int M) {
+    cpu::matmul_backward(dx, dw, dlogits, x, w, N, K, M);
+  }
+  void rope_forward(act* x, const int* pos, int N, int H, int D) {
+    cpu::rope_forward(x, pos, N, H, D, static_cast<float>(cfg_.rope_theta), cfg_.rope_scaling);
+  }
+  void rope_backward(act* dx, const int* pos, int N, int H, int D) {
+    cpu::rope_backward(dx, pos, N, H, D, static_cast<float>(cfg_.rope_theta), cfg_.rope_scaling);
+  }
   void attention_forward(act* out, float* lse, const act* q, const act* k, const act* v, int B, int T, int H,
-                         int HK, int D);
+                         int HK, int D) {
+    cpu::attention_forward(out, lse, q, k, v, B, T, H, HK, D);
+  }
   void attention_backward(act* dq, act* dk, act* dv, const act* dout, const act* q, const act* k, const act* v,
-                          const act* out, const float* lse, int B, int T, int H, int HK, int D);
-  void kv_cache_write(act* kc, act* vc, const act* k, const act* v, int B, int T, int S, int HK, int D);
+                          const act* out, const float* lse, int B, int T, int H, int HK, int D) {
+    cpu::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, HK, D);
+  }
+  void kv_cache_write(act* kc, act* vc, const act* k, const act* v, int B, int T, int S, int HK, int D) {
+    cpu::kv_cache_write(kc, vc, k, v, B, T, S, HK, D);
+  }
   void attention_decode(act* out, const act* q, const act* k, const act* v, act* kc, act* vc, const int* pos, int B,
-                        int S, int H, int HK, int D);
-  void swiglu_forward(act* out, const act* gate, const act* up, size_t n);
-  void swiglu_backward(act* dgate, act* dup, const act* dout, const act* gate, const act* up, size_t n);
-  void embedding_forward(act* out, const int* tokens, const act* table, int N, int C, int v0, int Vl, bool shard);
+                        int S, int H, int HK, int D) {
+    cpu::attention_decode(out, q, k, v, kc, vc, pos, B, S, H, HK, D);
+  }
+  void swiglu_forward(act* out, const act* gate, const act* up, size_t n) { cpu::swiglu_forward(out, gate, up, n); }
+  void swiglu_backward(act* dgate, act* dup, const act* dout, const act* gate, const act* up, size_t n) {
+    cpu::swiglu_backward(dgate, dup, dout, gate, up, n);
+  }
+  void embedding_forward(act* out, const int* tokens, const act* table, int N, int C, int v0, int Vl, bool shard) {
+    if (shard) return cpu::embedding_forward_shard(out, tokens, table, N, C, v0, Vl);
+    cpu::embedding_forward(out, tokens, table, N, C);
+  }
   void embedding_backward(float* dtable, const act* dout, const int* tokens, int N, int C, int v0, int Vl,
-                          bool shard);
+                          bool shard) {
+    if (shard) return cpu::embedding_backward_shard(dtable, dout, tokens, N, C, v0, Vl);
+    cpu::embedding_backward(dtable, dout, tokens, N, Vl, C);
+  }
 
  private:
   std::vector<float>& params_;

@@ -4,15 +4,8 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/cuda_check.cuh"
-#include "kernels/cuda/embedding.cuh"
-#include "kernels/cuda/lora.cuh"
-#include "kernels/cuda/matmul.cuh"
-#include "kernels/cuda/rmsnorm.cuh"
-#include "kernels/cuda/rope.cuh"
-#include "kernels/cuda/swiglu.cuh"
 #include "model/decoder_impl.h"
 #include "model/transformer.h"
 
@@ -289,85 +282,11 @@ std::string CudaBackend::memory_report(const std::string& title) const {
   return r;
 }
 
-// ---- ops -----------------------------------------------------------------------------------------
-
-void CudaBackend::rmsnorm_forward(act* out, float* rstd, const act* x, const act* w, int N, int C, float eps) {
-  ops::rmsnorm_forward(out, rstd, x, w, N, C, eps, stream_);
-}
-void CudaBackend::rmsnorm_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, const float* rstd,
-                                   int N, int C) {
-  ops::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C, stream_,
-                        static_cast<float*>(workspace(ops::rmsnorm_backward_workspace_bytes(N, C))));
-}
-void CudaBackend::matmul_forward(act* out, const act* x, const act* w, int N, int K, int M, bool accumulate) {
-  mm_->forward(out, x, w, N, K, M, accumulate, stream_);
-}
-void CudaBackend::matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K,
-                                  int M) {
-  mm_->backward(dx, dw, dout, x, w, N, K, M, stream_);
-}
-void CudaBackend::lora_forward(act* out, const act* x, const act* A, const act* B, int N, int K, int R, int M,
-                               float scale) {
-  ops::lora_forward(*mm_, out, buffer<act>("lora.u", size_t(N) * R), x, A, B, N, K, R, M, scale, stream_);
-}
-void CudaBackend::lora_backward(act* dx, float* dA, float* dB, const act* dout, const act* x, const act* A,
-                                const act* B, int N, int K, int R, int M, float scale) {
-  ops::lora_backward(*mm_, dx, dA, dB, buffer<act>("lora.u", size_t(N) * R), buffer<act>("lora.du", size_t(N) * R),
-                     dout, x, A, B, N, K, R, M, scale, stream_);
-}
-void CudaBackend::logits_forward(float* logits, const act* x, const act* w, int N, int K, int M) {
-  mm_->forward(logits, x, w, N, K, M, false, stream_);
-}
 void CudaBackend::logits_backward(act* dx, float* dw, const float* dlogits, const act* x, const act* w, int N, int K,
                                   int M) {
-  // cuBLASLt multiplies bf16 by bf16: the fp32 logit gradient is rounded once, here.
   act* d16 = buffer<act>("dlogits.bf16", size_t(N) * M);
   ops::convert(d16, dlogits, size_t(N) * M, stream_);
   mm_->backward(dx, dw, d16, x, w, N, K, M, stream_);
-}
-void CudaBackend::rope_forward(act* x, const int* pos, int N, int H, int D) {
-  ops::rope_forward(x, pos, N, H, D, static_cast<float>(cfg_.rope_theta), cfg_.rope_scaling, stream_);
-}
-void CudaBackend::rope_backward(act* dx, const int* pos, int N, int H, int D) {
-  ops::rope_backward(dx, pos, N, H, D, static_cast<float>(cfg_.rope_theta), cfg_.rope_scaling, stream_);
-}
-void CudaBackend::attention_forward(act* out, float* lse, const act* q, const act* k, const act* v, int B, int T,
-                                    int H, int HK, int D) {
-  ops::attention_forward(out, lse, q, k, v, B, T, H, HK, D, stream_);
-}
-void CudaBackend::attention_backward(act* dq, act* dk, act* dv, const act* dout, const act* q, const act* k,
-                                     const act* v, const act* out, const float* lse, int B, int T, int H, int HK,
-                                     int D) {
-  ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse,
-                          workspace(ops::attention_backward_workspace_bytes(B, T, H, HK, D)), B, T, H, HK, D, stream_);
-}
-void CudaBackend::kv_cache_write(act* kc, act* vc, const act* k, const act* v, int B, int T, int S, int HK, int D) {
-  ops::kv_cache_write(kc, vc, k, v, B, T, S, HK, D, stream_);
-}
-void CudaBackend::attention_decode(act* out, const act* q, const act* k, const act* v, act* kc, act* vc,
-                                   const int* pos, int B, int S, int H, int HK, int D) {
-  ops::attention_decode(out, q, k, v, kc, vc, pos, workspace(ops::attention_decode_workspace_bytes(B, S, H, D)), B, S,
-                        H, HK, D, stream_);
-}
-void CudaBackend::swiglu_forward(act* out, const act* gate, const act* up, size_t n) {
-  ops::swiglu_forward(out, gate, up, n, stream_);
-}
-void CudaBackend::swiglu_backward(act* dgate, act* dup, const act* dout, const act* gate, const act* up, size_t n) {
-  ops::swiglu_backward(dgate, dup, dout, gate, up, n, stream_);
-}
-void CudaBackend::embedding_forward(act* out, const int* tokens, const act* table, int N, int C, int v0, int Vl,
-                                    bool shard) {
-  if (shard)
-    ops::embedding_forward_shard(out, tokens, table, N, C, v0, Vl, stream_);
-  else
-    ops::embedding_forward(out, tokens, table, N, C, stream_);
-}
-void CudaBackend::embedding_backward(float* dtable, const act* dout, const int* tokens, int N, int C, int v0, int Vl,
-                                     bool shard) {
-  if (shard)
-    ops::embedding_backward_shard(dtable, dout, tokens, N, C, v0, Vl, stream_);
-  else
-    ops::embedding_backward(dtable, dout, tokens, N, Vl, C, stream_);
 }
 
 template class DecoderImpl<CudaBackend>;

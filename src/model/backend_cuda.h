@@ -14,6 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/lora.cuh"
+#include "kernels/cuda/matmul.cuh"
+#include "kernels/cuda/rmsnorm.cuh"
+#include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/swiglu.cuh"
 #include "model/config.h"
 #include "model/decoder.h"
 #include "model/memory_plan.h"
@@ -21,9 +28,6 @@
 #include "parallel/device_group.h"
 
 namespace opd {
-namespace cuda {
-class Matmul;
-}
 
 // The kernels' scratch and cuBLASLt's workspace a model planned with `options` needs.
 WorkspaceSizes gpu_workspace(const ModelConfig& cfg, const MemoryPlanOptions& options);
@@ -85,31 +89,73 @@ class CudaBackend {
   void* stream() const { return stream_; }
   std::string memory_report(const std::string& title) const;
 
-  // ---- ops ----
-  void rmsnorm_forward(act* out, float* rstd, const act* x, const act* w, int N, int C, float eps);
+  // ---- ops: the same names and arguments as the CPU backend's, on this model's stream ----
+  void rmsnorm_forward(act* out, float* rstd, const act* x, const act* w, int N, int C, float eps) {
+    cuda::rmsnorm_forward(out, rstd, x, w, N, C, eps, stream_);
+  }
   void rmsnorm_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, const float* rstd, int N,
-                        int C);
-  void matmul_forward(act* out, const act* x, const act* w, int N, int K, int M, bool accumulate);
-  void matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K, int M);
-  void lora_forward(act* out, const act* x, const act* A, const act* B, int N, int K, int R, int M, float scale);
+                        int C) {
+    cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C, stream_,
+                           static_cast<float*>(workspace(cuda::rmsnorm_backward_workspace_bytes(N, C))));
+  }
+  void matmul_forward(act* out, const act* x, const act* w, int N, int K, int M, bool accumulate) {
+    mm_->forward(out, x, w, N, K, M, accumulate, stream_);
+  }
+  void matmul_backward(act* dx, float* dw, const act* dout, const act* x, const act* w, int N, int K, int M) {
+    mm_->backward(dx, dw, dout, x, w, N, K, M, stream_);
+  }
+  void lora_forward(act* out, const act* x, const act* A, const act* B, int N, int K, int R, int M, float scale) {
+    cuda::lora_forward(*mm_, out, buffer<act>("lora.u", size_t(N) * R), x, A, B, N, K, R, M, scale, stream_);
+  }
   void lora_backward(act* dx, float* dA, float* dB, const act* dout, const act* x, const act* A, const act* B, int N,
-                     int K, int R, int M, float scale);
-  void logits_forward(float* logits, const act* x, const act* w, int N, int K, int M);
+                     int K, int R, int M, float scale) {
+    cuda::lora_backward(*mm_, dx, dA, dB, buffer<act>("lora.u", size_t(N) * R), buffer<act>("lora.du", size_t(N) * R),
+                        dout, x, A, B, N, K, R, M, scale, stream_);
+  }
+  void logits_forward(float* logits, const act* x, const act* w, int N, int K, int M) {
+    mm_->forward(logits, x, w, N, K, M, false, stream_);
+  }
+  // cuBLASLt multiplies bf16 by bf16: the fp32 logit gradient is rounded once, here.
   void logits_backward(act* dx, float* dw, const float* dlogits, const act* x, const act* w, int N, int K, int M);
-  void rope_forward(act* x, const int* pos, int N, int H, int D);
-  void rope_backward(act* dx, const int* pos, int N, int H, int D);
+  void rope_forward(act* x, const int* pos, int N, int H, int D) {
+    cuda::rope_forward(x, pos, N, H, D, static_cast<float>(cfg_.rope_theta), cfg_.rope_scaling, stream_);
+  }
+  void rope_backward(act* dx, const int* pos, int N, int H, int D) {
+    cuda::rope_backward(dx, pos, N, H, D, static_cast<float>(cfg_.rope_theta), cfg_.rope_scaling, stream_);
+  }
   void attention_forward(act* out, float* lse, const act* q, const act* k, const act* v, int B, int T, int H,
-                         int HK, int D);
+                         int HK, int D) {
+    cuda::attention_forward(out, lse, q, k, v, B, T, H, HK, D, stream_);
+  }
   void attention_backward(act* dq, act* dk, act* dv, const act* dout, const act* q, const act* k, const act* v,
-                          const act* out, const float* lse, int B, int T, int H, int HK, int D);
-  void kv_cache_write(act* kc, act* vc, const act* k, const act* v, int B, int T, int S, int HK, int D);
+                          const act* out, const float* lse, int B, int T, int H, int HK, int D) {
+    cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse,
+                             workspace(cuda::attention_backward_workspace_bytes(B, T, H, HK, D)), B, T, H, HK, D,
+                             stream_);
+  }
+  void kv_cache_write(act* kc, act* vc, const act* k, const act* v, int B, int T, int S, int HK, int D) {
+    cuda::kv_cache_write(kc, vc, k, v, B, T, S, HK, D, stream_);
+  }
   void attention_decode(act* out, const act* q, const act* k, const act* v, act* kc, act* vc, const int* pos, int B,
-                        int S, int H, int HK, int D);
-  void swiglu_forward(act* out, const act* gate, const act* up, size_t n);
-  void swiglu_backward(act* dgate, act* dup, const act* dout, const act* gate, const act* up, size_t n);
-  void embedding_forward(act* out, const int* tokens, const act* table, int N, int C, int v0, int Vl, bool shard);
+                        int S, int H, int HK, int D) {
+    cuda::attention_decode(out, q, k, v, kc, vc, pos, workspace(cuda::attention_decode_workspace_bytes(B, S, H, D)), B,
+                           S, H, HK, D, stream_);
+  }
+  void swiglu_forward(act* out, const act* gate, const act* up, size_t n) {
+    cuda::swiglu_forward(out, gate, up, n, stream_);
+  }
+  void swiglu_backward(act* dgate, act* dup, const act* dout, const act* gate, const act* up, size_t n) {
+    cuda::swiglu_backward(dgate, dup, dout, gate, up, n, stream_);
+  }
+  void embedding_forward(act* out, const int* tokens, const act* table, int N, int C, int v0, int Vl, bool shard) {
+    if (shard) return cuda::embedding_forward_shard(out, tokens, table, N, C, v0, Vl, stream_);
+    cuda::embedding_forward(out, tokens, table, N, C, stream_);
+  }
   void embedding_backward(float* dtable, const act* dout, const int* tokens, int N, int C, int v0, int Vl,
-                          bool shard);
+                          bool shard) {
+    if (shard) return cuda::embedding_backward_shard(dtable, dout, tokens, N, C, v0, Vl, stream_);
+    cuda::embedding_backward(dtable, dout, tokens, N, Vl, C, stream_);
+  }
 
  private:
   void* block_bytes(const std::string& name, size_t bytes) const;
