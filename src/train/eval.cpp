@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/logit_blocks.h"
 #include "model/vocab_parallel.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
@@ -57,9 +58,13 @@ EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vec
     KlSpec full;
     full.mode = KlSpec::kFull;
     const std::vector<float> teacher_rows = teacher->collect(teacher->submit(b, full)).full;
-    const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-    vocab_parallel::reverse_kl_full(student.vocab_shard(), kl.data(), nullptr, logits, teacher_rows.data(),
-                                    scale.data(), N);
+    const std::unique_ptr<LogitBlocks> logits = forward_logits(student, b.tokens.data(), b.B, b.T, /*train=*/false);
+    const size_t V = student.vocab_shard().size;
+    for (int i = 0; i < logits->count(); ++i) {
+      const LogitBlocks::Block blk = logits->block(i);
+      vocab_parallel::reverse_kl_full(student.vocab_shard(), kl.data() + blk.r0, nullptr, blk.logits,
+                                      teacher_rows.data() + blk.r0 * V, scale.data() + blk.r0, blk.n);
+    }
     for (int n = 0; n < N; ++n)
       if (b.targets[n] >= 0) {
         kl_sum += kl[n];

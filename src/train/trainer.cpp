@@ -18,6 +18,7 @@
 #include "train/rollout.h"
 #include "train/scoring.h"
 #include "train/teacher.h"
+#include "train/update.h"
 
 namespace opd {
 
@@ -348,7 +349,6 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       const SequenceBatch b = make_batch(micro, pad, c.all_tokens);
       std::vector<float> micro_adv;
       if (!seq_adv.empty()) micro_adv.assign(seq_adv.begin() + first, seq_adv.begin() + last);
-      float* dlogits = student.dlogits_buffer(size_t(b.B) * b.T * V);  // device memory on the GPU path
       TokenSums s;
       if (c.method == Method::kDistill) {
         TeacherScores scores =
@@ -371,16 +371,10 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
             if (b.targets[bi * b.T + tt] >= 0) row.push_back(scores.logp[bi * b.T + tt]);
           teacher_logp_logged.push_back(row);
         }
-        const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = distill_objective(dlogits, logits, b, vocab, scores, c.distill, micro_adv, 1.0f);
-      } else if (c.method == Method::kRl) {
-        const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = policy_gradient_objective(dlogits, logits, b, vocab, micro_adv, 1.0f);
+        s = update_micro_batch(student, b, c.method, c.distill, &scores, micro_adv);
       } else {
-        const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-        s = sft_objective(dlogits, logits, b, vocab, 1.0f);
+        s = update_micro_batch(student, b, c.method, c.distill, nullptr, micro_adv);
       }
-      student.backward(dlogits);
       step_flops.train += 3 * student.forward_flops(real_tokens(micro), b.T / 2.0);
       sums += s;
       train_time += since(t0);
