@@ -29,8 +29,10 @@ struct Loaded {
 Loaded load_models(const po::variables_map& vm) {
   Loaded l;
   l.model = load_model(vm["model"].as<std::string>());
+  l.model->set_forward_only();
   if (vm.count("teacher")) {
     l.teacher = load_model(vm["teacher"].as<std::string>());
+    l.teacher->set_forward_only();
     check_same_tokenizer(*l.model, vm["model"].as<std::string>(), *l.teacher, vm["teacher"].as<std::string>());
   }
   l.tmpl = parse_chat_template(vm["template"].as<std::string>());

@@ -40,8 +40,9 @@ KlSpec parse_kl(const std::string& text, int vocab) {
 
 std::string full_rows_report(const KlSpec& kl, double tokens, int vocab, int micro_batches_per_step,
                              bool teacher_ranks) {
-  if (kl.mode != KlSpec::kFull) return "";
   const double row = double(vocab) * sizeof(float), per_micro = tokens * row;
+  constexpr double kReportAbove = double(size_t(16) << 20);  // below, a rounding error of a step's memory
+  if (kl.mode != KlSpec::kFull || per_micro < kReportAbove) return "";
   const double topk = tokens * (64 + 1) * (sizeof(int) + sizeof(float));
   std::string r = str("--kl full: the teacher's log-softmax rows take ", format_bytes(size_t(per_micro)),
                       " per micro-batch (", tokens, " positions x ", vocab, " fp32) on each student rank");

@@ -21,8 +21,9 @@ struct KlSpec {
 // "sampled", "full" or "topk:K"; an error names the option value.
 KlSpec parse_kl(const std::string& text, int vocab);
 
-// What --kl full costs: the teacher's log-softmax rows of one micro-batch of `tokens` positions
-// (fp32, the whole vocabulary), against what topk:K sends, and a recommendation past a size.
+// What --kl full costs, for the start-up report: the teacher's log-softmax rows of one micro-batch
+// of `tokens` positions (fp32, the whole vocabulary) and of a step between ranks, against what
+// topk:64 sends, and a recommendation past 1 GiB per micro-batch. Empty below 16 MiB, or without kFull.
 std::string full_rows_report(const KlSpec& kl, double tokens, int vocab, int micro_batches_per_step,
                              bool teacher_ranks);
 

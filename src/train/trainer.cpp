@@ -158,6 +158,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
                   {"steps_planned", c.steps}, {"prompts_per_step", c.prompts_per_step},
                   {"samples_per_prompt", c.samples_per_prompt}};
   if (c.target_accuracy > 0) summary["target_accuracy"] = c.target_accuracy;
+  if (c.skipped_long_prompts > 0) summary["skipped_long_prompts"] = c.skipped_long_prompts;
   const auto run_start = Clock::now();
 
   auto run_eval = [&](int step, json& line) {
