@@ -459,20 +459,23 @@ const float* DecoderImpl<Backend>::prefill_last(KVCache& cache, const int* token
   for (int b = 0; b < B; ++b)
     OPD_REQUIRE(len[b] >= 1 && len[b] <= T, "model: prompt ", b, " of length ", len[b], " in a batch of ", T);
   float* rows = nullptr;
+  if (streams(size_t(chunk) * T)) {  // the head on each prompt's last hidden row alone, [B, V]
+    Backend& be = *be_;
+    const size_t C = s_.cfg.d_model;
+    act* last = be.template buffer<act>("dec.last", size_t(B) * C);
+    for (int b0 = 0; b0 < B; b0 += chunk) {
+      const int n = std::min(chunk, B - b0);
+      forward_hidden(tokens + size_t(b0) * T, n, T, &cache, b0);
+      const act* lnf = be.template buffer<act>("final.ln", size_t(n) * T * C);
+      for (int b = 0; b < n; ++b) be.copy(last + (b0 + b) * C, lnf + (size_t(b) * T + len[b0 + b] - 1) * C, C);
+    }
+    rows = be.template buffer<float>("dec.logits", size_t(B) * V);
+    head_.forward(be, rows, last, B);
+    be.finish();
+    return rows;
+  }
   for (int b0 = 0; b0 < B; b0 += chunk) {
     const int n = std::min(chunk, B - b0);
-    if (streams(size_t(n) * T)) {  // the head on each prompt's last row alone
-      forward_hidden(tokens + size_t(b0) * T, n, T, &cache, b0);
-      Backend& be = *be_;
-      const size_t C = s_.cfg.d_model;
-      const act* lnf = be.template buffer<act>("final.ln", size_t(n) * T * C);
-      act* last = be.template buffer<act>("dec.last", size_t(n) * C);
-      for (int b = 0; b < n; ++b) be.copy(last + b * C, lnf + (size_t(b) * T + len[b0 + b] - 1) * C, C);
-      if (!rows) rows = be.template buffer<float>("dec.logits", size_t(B) * V);
-      head_.forward(be, rows + size_t(b0) * V, last, n);
-      be.finish();
-      continue;
-    }
     const float* logits = forward(tokens + size_t(b0) * T, n, T, &cache, b0);
     if (!rows) rows = be_->template buffer<float>("dec.logits", size_t(B) * V);
     for (int b = 0; b < n; ++b)
