@@ -48,7 +48,13 @@ EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vec
   // Exact KL(student || teacher) at every completion position the student visited.
   double kl_sum = 0;
   int64_t positions = 0;
-  const size_t per_forward = size_t(o.score_batch > 0 ? o.score_batch : o.batch);
+  // The teacher's full log-softmax rows of a forward are [sequences x T, V] on the host: at a real
+  // vocabulary, as many sequences as keep them within the head's block budget (kHeadBlockBytes).
+  size_t longest = 1;
+  for (const Sequence& s : roll.seqs) longest = std::max(longest, s.prompt.size() + s.completion.size());
+  const size_t row_bytes = longest * student.vocab_shard().vocab * sizeof(float);
+  const size_t per_forward = std::min(size_t(o.score_batch > 0 ? o.score_batch : o.batch),
+                                      std::max<size_t>(1, kHeadBlockBytes / row_bytes));
   for (size_t first = 0; first < roll.seqs.size(); first += per_forward) {
     std::vector<Sequence> chunk(roll.seqs.begin() + first,
                                 roll.seqs.begin() + std::min(roll.seqs.size(), first + per_forward));

@@ -53,7 +53,7 @@ std::string full_rows_report(const KlSpec& kl, double tokens, int vocab, int mic
   constexpr double kRecommendAbove = double(size_t(1) << 30);
   if (per_micro > kRecommendAbove)
     r += str(". Past ", format_bytes(size_t(kRecommendAbove)), " per micro-batch, --kl topk:K (e.g. topk:64) is "
-             "recommended: the exact KL over the teacher's top K plus the sampled token, [N, K+1] rows");
+             "recommended: the reverse KL over the teacher's top K plus the sampled token, renormalised, from [N, K+1] rows");
   return r;
 }
 
