@@ -100,6 +100,7 @@ int eval(const Args& args) {
   for (auto& set : sets) {
     apply_chat_template(l.tmpl, set.examples);
     check_vocabulary(*l.model, set.examples);
+    drop_long_examples(*l.model, set.examples, false, /*skip=*/false);  // refused at load, naming file:line
   }
   EvalOptions o;
   o.max_new_tokens = vm["max-new-tokens"].as<int>();
@@ -149,6 +150,7 @@ int sample(const Args& args) {
   std::vector<Example> prompts = examples;  // the JSONL output keeps the prompt as given
   apply_chat_template(l.tmpl, prompts);
   check_vocabulary(*l.model, prompts);
+  drop_long_examples(*l.model, prompts, false, /*skip=*/false);
   place(l, vm,
         longest_sequence(l.model->tokenizer(), l.model->config().max_seq, prompts, vm["max-new-tokens"].as<int>(), false));
   GenerateOptions g;

@@ -363,9 +363,10 @@ int run_training(Method method, const Args& args) {
   // Every example fits the context, or (--skip-long-prompts) is left out and counted.
   const bool skip_long = vm["skip-long-prompts"].as<bool>();
   const bool sft_completions = method == Method::kSft && !c.sft_from_teacher;
-  c.skipped_long_prompts = drop_long_examples(*student, train_set, sft_completions, skip_long);
+  const std::string hint = " (--skip-long-prompts leaves such examples out and counts them)";
+  c.skipped_long_prompts = drop_long_examples(*student, train_set, sft_completions, skip_long, hint);
   int skipped_eval = 0;
-  for (auto& set : eval_sets) skipped_eval += drop_long_examples(*student, set.examples, false, skip_long);
+  for (auto& set : eval_sets) skipped_eval += drop_long_examples(*student, set.examples, false, skip_long, hint);
   OPD_REQUIRE(!train_set.empty(), "opd ", name, ": --skip-long-prompts left no training example (max_seq = ",
               student->config().max_seq, ")");
   if (writer && (c.skipped_long_prompts > 0 || skipped_eval > 0))

@@ -15,7 +15,8 @@ void check_vocabulary(const Transformer& model, const std::vector<Example>& exam
   }
 }
 
-int drop_long_examples(const Transformer& model, std::vector<Example>& examples, bool completions, bool skip) {
+int drop_long_examples(const Transformer& model, std::vector<Example>& examples, bool completions, bool skip,
+                       const std::string& hint) {
   const Tokenizer& tok = model.tokenizer();
   const size_t max_seq = model.config().max_seq;
   std::vector<Example> kept;
@@ -33,7 +34,7 @@ int drop_long_examples(const Transformer& model, std::vector<Example>& examples,
                                   prompt + tail, " tokens, more than the model's max_seq = ", max_seq)
                             : str("the prompt has ", prompt, " tokens; the model's max_seq = ", max_seq,
                                   " leaves no room for a sampled token after it"),
-                " (--skip-long-prompts leaves such examples out and counts them)");
+                hint);
     ++dropped;
   }
   examples = std::move(kept);
