@@ -52,6 +52,9 @@ std::unique_ptr<Transformer> random_gpu_model(const ModelConfig& cfg, uint64_t s
             << std::flush;
   model->init_random(seed);
   std::cerr << " (" << since(t) << " s), uploading\n";
+  // This bench runs the ops on the whole [N, V] rows itself (its teacher's rows stay on the device):
+  // the unfused head. opd bench step --device cpu --student-preset times the streamed one.
+  model->set_head_rows(kHeadRowsAll);
   model->use_gpu(plan, who);
   std::cerr << model->gpu_memory_report("[bench step] " + who + " device memory:");
   return model;

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "bench/step_gpu.h"
+#include "bench/step_presets.h"
 #include "cli/commands.h"
 #include "cli/runtime.h"
 #include "core/jsonl.h"
@@ -64,7 +65,9 @@ int bench_step(const Args& args) {
                     "scoring, waiting for the teacher, update and data-parallel exchange per step, tokens/s and the "
                     "overlap efficiency.",
                     "mpirun -n 3 opd bench step --teacher-ranks 1 [--steps 6] [--tp 2] [--dp 2]\n"
-                    "       opd bench step --device cuda [--student-preset qwen3-0.6b --teacher-preset qwen3-1.7b]"};
+                    "       opd bench step --device cuda [--student-preset qwen3-0.6b --teacher-preset qwen3-1.7b]\n"
+                    "       opd bench step --device cpu --student-preset qwen3-0.6b --teacher-preset qwen3-1.7b "
+                    "[--prompts-per-step 4 --micro-batch 4 --prompt 128 --new-tokens 64 --head-chunk auto]"};
   po::options_description opts("Benchmark");
   opts.add_options()("student", po::value<std::string>()->default_value("models/student-base.h5"), "student model")(
       "teacher", po::value<std::string>()->default_value("models/teacher.h5"), "teacher model")(
@@ -74,12 +77,15 @@ int bench_step(const Args& args) {
       "micro-batch", po::value<int>()->default_value(0)->notifier(in_range("micro-batch", 0, 1 << 20)),
       "sequences per micro-batch, the unit sent to a teacher rank and of each forward / backward (0: 32 on cpu, 4 "
       "with --device cuda, whose KV cache holds the whole step)")(
-      "kl", po::value<std::string>()->default_value("full"), "sampled | full | topk:K")(
+      "kl", po::value<std::string>()->default_value("full"), "sampled | full | topk:K (--device cuda: full)")(
       "out", po::value<std::string>()->default_value("build/bench-step"),
       "scratch directory for the prompts and the run (shared by every rank)");
   add_layout_options(opts);
   add_runtime_options(opts);
-  po::options_description gpu("One GPU (--device cuda): Qwen3-shaped models with random weights");
+  add_head_chunk_option(opts);
+  po::options_description gpu(
+      "Qwen3-shaped models with random weights: one GPU (--device cuda), or on the CPU with a --student-preset or "
+      "--teacher-preset given (then the defaults are 4 sequences of 128 + 64 tokens, one micro-batch, 2 steps)");
   const bench::GpuStepOptions d;
   gpu.add_options()("device", po::value<std::string>()->default_value("cpu"),
                     "cpu: the shipped models in this job's rank layout; cuda: one GPU, the shapes below")(
@@ -97,9 +103,34 @@ int bench_step(const Args& args) {
   po::variables_map vm;
   if (!parse_options(cmd, args, opts, vm)) return 0;
   const bool cuda = parse_device(vm["device"].as<std::string>()) == DeviceKind::kCuda;
-  for (const char* key : {"student-preset", "teacher-preset", "prompt", "new-tokens", "warmup", "recompute",
-                          "peak-tflops"})
-    OPD_REQUIRE(cuda || vm[key].defaulted(), "opd bench step: --", key, " applies to --device cuda only");
+  const bool cpu_presets = !cuda && (!vm["student-preset"].defaulted() || !vm["teacher-preset"].defaulted());
+  if (cpu_presets) {
+    for (const char* key : {"student", "teacher", "teacher-ranks", "teacher-tp", "tp", "dp", "warmup", "recompute",
+                            "peak-tflops"})
+      OPD_REQUIRE(vm[key].defaulted(), "opd bench step --device cpu --student-preset: --", key,
+                  " does not apply (one process, Qwen3 shapes with random weights)");
+    apply_runtime_options(vm);
+    bench::PresetStepOptions o;
+    o.student = vm["student-preset"].as<std::string>();
+    o.teacher = vm["teacher-preset"].as<std::string>();
+    const auto given = [&](const char* key, int fallback) {
+      return vm[key].defaulted() || vm[key].as<int>() == 0 ? fallback : vm[key].as<int>();
+    };
+    o.batch = given("prompts-per-step", o.batch);
+    o.micro_batch = given("micro-batch", o.batch);
+    o.prompt = given("prompt", o.prompt);
+    o.new_tokens = given("new-tokens", o.new_tokens);
+    o.steps = given("steps", o.steps);
+    o.kl = vm["kl"].as<std::string>();
+    o.head_rows = head_chunk_option(vm);
+    return bench::run_bench_step_presets(o);
+  }
+  for (const char* key : {"prompt", "new-tokens", "warmup", "recompute", "peak-tflops"})
+    OPD_REQUIRE(cuda || vm[key].defaulted(), "opd bench step: --", key,
+                " applies to --device cuda, or to the CPU with a --student-preset");
+  OPD_REQUIRE(!cuda || vm["head-chunk"].defaulted(),
+              "opd bench step --device cuda: --head-chunk applies to the CPU runs (the GPU bench times the whole "
+              "[N, V] rows)");
   for (const char* key : {"student", "teacher", "teacher-ranks", "teacher-tp", "tp", "dp"})
     OPD_REQUIRE(!cuda || vm[key].defaulted(), "opd bench step --device cuda: --", key,
                 " applies to the CPU run only (one GPU, Qwen3 shapes: see --student-preset)");
@@ -142,7 +173,8 @@ int bench_step(const Args& args) {
               std::to_string(vm["steps"].as<int>()), "--prompts-per-step",
               std::to_string(prompts_per_step), "--samples-per-prompt", "1", "--micro-batch",
               std::to_string(micro_batch), "--lr", "2e-3", "--eval-every", "0", "--samples-to-log",
-              "0", "--overwrite", "--out", out + "/run", "--threads", std::to_string(vm["threads"].as<int>())};
+              "0", "--overwrite", "--out", out + "/run", "--threads", std::to_string(vm["threads"].as<int>()),
+              "--head-chunk", vm["head-chunk"].as<std::string>()};
   for (const char* k : {"teacher-ranks", "teacher-tp", "tp", "dp"}) {
     run.push_back(std::string("--") + k);
     run.push_back(std::to_string(vm[k].as<int>()));

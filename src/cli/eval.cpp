@@ -29,8 +29,10 @@ struct Loaded {
 Loaded load_models(const po::variables_map& vm) {
   Loaded l;
   l.model = load_model(vm["model"].as<std::string>());
+  l.model->set_forward_only();
   if (vm.count("teacher")) {
     l.teacher = load_model(vm["teacher"].as<std::string>());
+    l.teacher->set_forward_only();
     check_same_tokenizer(*l.model, vm["model"].as<std::string>(), *l.teacher, vm["teacher"].as<std::string>());
   }
   l.tmpl = parse_chat_template(vm["template"].as<std::string>());
@@ -98,6 +100,7 @@ int eval(const Args& args) {
   for (auto& set : sets) {
     apply_chat_template(l.tmpl, set.examples);
     check_vocabulary(*l.model, set.examples);
+    drop_long_examples(*l.model, set.examples, false, /*skip=*/false);  // refused at load, naming file:line
   }
   EvalOptions o;
   o.max_new_tokens = vm["max-new-tokens"].as<int>();
@@ -147,6 +150,7 @@ int sample(const Args& args) {
   std::vector<Example> prompts = examples;  // the JSONL output keeps the prompt as given
   apply_chat_template(l.tmpl, prompts);
   check_vocabulary(*l.model, prompts);
+  drop_long_examples(*l.model, prompts, false, /*skip=*/false);
   place(l, vm,
         longest_sequence(l.model->tokenizer(), l.model->config().max_seq, prompts, vm["max-new-tokens"].as<int>(), false));
   GenerateOptions g;

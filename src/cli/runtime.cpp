@@ -3,7 +3,10 @@
 #include <omp.h>
 
 #include <cstdlib>
+#include <string>
 #include <thread>
+
+#include "core/error.h"
 
 #include "kernels/cpu/matmul.h"
 
@@ -24,6 +27,28 @@ int apply_runtime_options(const po::variables_map& vm) {
   omp_set_num_threads(threads);
   cpu::set_blas_threads(threads);
   return threads;
+}
+
+void add_head_chunk_option(po::options_description& desc) {
+  desc.add_options()("head-chunk", po::value<std::string>()->default_value("auto"),
+                     "rows (tokens) whose logits the LM head writes at once: auto (as many as 512 MiB of fp32 "
+                     "logits hold: 883 at a vocabulary of 151936, every row at a small one), N, or 0 for the whole "
+                     "micro-batch's [N, V] (the unfused path)");
+}
+
+int head_chunk_option(const po::variables_map& vm) {
+  const std::string text = vm["head-chunk"].as<std::string>();
+  if (text == "auto") return -1;
+  size_t used = 0;
+  long rows = -1;
+  try {
+    rows = std::stol(text, &used);
+  } catch (...) {
+    used = 0;
+  }
+  OPD_REQUIRE(used == text.size() && rows >= 0 && rows <= (1L << 30), "option --head-chunk = '", text,
+              "': expected auto, 0 or a number of rows");
+  return int(rows);
 }
 
 }  // namespace opd::cli

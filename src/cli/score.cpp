@@ -33,6 +33,7 @@ int score(const Args& args) {
   apply_runtime_options(vm);
 
   auto model = load_model(vm["model"].as<std::string>());
+  model->set_forward_only();
   const std::string input = vm["input"].as<std::string>();
   const int max_seq = model->config().max_seq;
   std::vector<std::vector<int>> sequences;

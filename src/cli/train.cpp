@@ -107,7 +107,9 @@ void add_common(po::options_description& d, Method method) {
       "evaluate on the first N eval examples (0: all; --eval-task sets: 200)")(
       "eval-seed", po::value<uint64_t>()->default_value(1000), "seed of the --eval-task problems")(
       "template", po::value<std::string>()->default_value("none"),
-      "chat template around every prompt, for student and teacher alike: qwen3, llama3 or none");
+      "chat template around every prompt, for student and teacher alike: qwen3, llama3 or none")(
+      "skip-long-prompts", po::bool_switch(),
+      "leave out (and count) examples too long for the student's max_seq instead of refusing the data");
   if (method == Method::kSft)
     data.add_options()("data", po::value<std::string>(), "SFT data, JSONL {prompt, completion}; several: a,b (mixed)")(
         "from-teacher", po::bool_switch(), "train on completions the teacher samples for --prompts")(
@@ -202,6 +204,7 @@ void add_common(po::options_description& d, Method method) {
   add_device_option(par);
   par.add_options()("recompute", po::bool_switch(),
                     "--device cuda: keep only each layer's input for backward and recompute the rest (less memory)");
+  add_head_chunk_option(par);
   add_layout_options(par);
   if (method == Method::kDistill)
     par.add_options()("teacher-timeout",
@@ -274,10 +277,13 @@ int run_training(Method method, const Args& args) {
     const ModelConfig shape = read_model_config(teacher_path);
     layout_for(layout_opts, groups.layout.world, nullptr, &shape);
     auto teacher = load_model(teacher_path, groups.replica.get());  // this rank's shards under --teacher-tp
+    const TrainConfig tc = train_config(vm, method);
+    teacher->set_head_rows(tc.head_rows);
+    teacher->set_forward_only();
     if (gpu) {
       // Forward only, for a micro-batch of the longest sequence the students will send.
       const RunData data = load_run_data(vm, method);
-      const TrainConfig c = train_config(vm, method);
+      const TrainConfig& c = tc;
       const int seq = planned_sequence(teacher->tokenizer(), teacher->config().max_seq, c, data.train, data.eval);
       teacher->use_gpu(gpu_plan(c, seq, false, false), str("rank ", groups.world->rank(), " (teacher) on GPU ", gpu_index));
     }
@@ -329,9 +335,12 @@ int run_training(Method method, const Args& args) {
     check_lora(lora, student->config(), "--lora-rank");
     student->enable_lora(lora, c.seed, lora_base_of(student_path));
   }
+  student->set_head_rows(c.head_rows);
   if (colocated_teacher) {
     teacher = load_model(teacher_path, groups.tp.get());
     check_same_tokenizer(*student, student_path, *teacher, teacher_path);
+    teacher->set_head_rows(c.head_rows);
+    teacher->set_forward_only();  // scores and samples only: no gradients, one set of activations
   }
   std::unique_ptr<RemoteScoring> remote;
   std::unique_ptr<TensorParallelScoring> remote_tp;
@@ -361,6 +370,8 @@ int run_training(Method method, const Args& args) {
       layout_for(layout_opts, groups.layout.world, nullptr, &shape);  // shardable like the teacher
       anchor = load_model(vm["anchor-teacher"].as<std::string>(), groups.tp.get());
       check_same_tokenizer(*student, student_path, *anchor, vm["anchor-teacher"].as<std::string>());
+      anchor->set_head_rows(c.head_rows);
+      anchor->set_forward_only();
     }
   }
   OPD_REQUIRE(!c.sft_from_teacher || teacher, "opd sft --from-teacher: --teacher is required");
@@ -371,6 +382,31 @@ int run_training(Method method, const Args& args) {
   check_chat_template(data.tmpl, student->tokenizer(), student_path);
   check_vocabulary(*student, train_set);
   for (const auto& set : eval_sets) check_vocabulary(*student, set.examples);
+  // Every example fits the context, or (--skip-long-prompts) is left out and counted.
+  const bool skip_long = vm["skip-long-prompts"].as<bool>();
+  const bool sft_completions = method == Method::kSft && !c.sft_from_teacher;
+  const std::string hint = " (--skip-long-prompts leaves such examples out and counts them)";
+  c.skipped_long_prompts = drop_long_examples(*student, train_set, sft_completions, skip_long, hint);
+  int skipped_eval = 0;
+  for (auto& set : eval_sets) skipped_eval += drop_long_examples(*student, set.examples, false, skip_long, hint);
+  OPD_REQUIRE(!train_set.empty(), "opd ", name, ": --skip-long-prompts left no training example (max_seq = ",
+              student->config().max_seq, ")");
+  if (writer && (c.skipped_long_prompts > 0 || skipped_eval > 0))
+    std::cerr << "[" << name << "] --skip-long-prompts: left out " << c.skipped_long_prompts << " training and "
+              << skipped_eval << " eval examples longer than the student's max_seq = " << student->config().max_seq
+              << "\n";
+  const int seq = longest_sequence(student->tokenizer(), student->config().max_seq, train_set, c.gen.max_new_tokens,
+                                   sft_completions);
+  if (writer && method == Method::kDistill) {
+    const std::string cost = full_rows_report(
+        c.distill.kl, double(c.micro_batch) * seq, student->config().vocab,
+        (c.prompts_per_step * c.samples_per_prompt + c.micro_batch - 1) / c.micro_batch, groups.layout.teacher_ranks > 0);
+    if (!cost.empty()) std::cerr << "[" << name << "] " << cost << "\n";
+  }
+  if (writer && student->streams_head(size_t(c.micro_batch) * seq))
+    std::cerr << "[" << name << "] LM head streamed in blocks of " << student->head_rows() << " rows ("
+              << format_bytes(size_t(student->head_rows()) * student->vocab_shard().size * sizeof(float))
+              << " of logits) instead of a micro-batch's [N, V] (--head-chunk)\n";
 
   std::unique_ptr<RunDir> run;
   if (writer) run = std::make_unique<RunDir>(run_dir, c.config_ini, vm["overwrite"].as<bool>(),

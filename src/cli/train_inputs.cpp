@@ -1,6 +1,7 @@
 #include "cli/train_inputs.h"
 
 #include <cmath>
+#include "cli/runtime.h"
 
 #include "model/memory_plan.h"
 #include "train/gpu_plan.h"
@@ -24,6 +25,7 @@ TrainConfig train_config(const po::variables_map& vm, Method method) {
   c.samples_per_prompt = vm["samples-per-prompt"].as<int>();
   c.micro_batch = vm["micro-batch"].as<int>();
   c.recompute = vm["recompute"].as<bool>();
+  c.head_rows = head_chunk_option(vm);
   c.gen_batch = vm["gen-batch"].as<int>();
   c.seed = vm["seed"].as<uint64_t>();
   c.gen.max_new_tokens = vm["max-new-tokens"].as<int>();
@@ -115,6 +117,7 @@ std::string gpu_plan_report(const po::variables_map& vm, Method method, const Mo
   }
   const auto plan = [&](const ModelConfig& m, MemoryPlanOptions o, int degree) {
     o.tp = degree;
+    o.head_rows = resolve_head_rows(c.head_rows, m.vocab / degree);  // as the model plans it (use_gpu)
 #ifdef OPD_WITH_CUDA
     return plan_model_memory(m, o, gpu_workspace(m, o));
 #else
@@ -142,6 +145,19 @@ std::string gpu_plan_report(const po::variables_map& vm, Method method, const Mo
     out += str("# LoRA rank ", l.rank, " on ", l.targets_text(), ": ", adapters, " adapter parameters (",
                std::round(1e4 * double(adapters) / double(student.num_parameters())) / 100,
                "% of the model) hold the fp32 master copy, gradients and optimizer state; the base stays bf16\n");
+  }
+  const size_t N = size_t(c.micro_batch) * seq, V = student.vocab / tp;
+  const int rows = resolve_head_rows(c.head_rows, int(V));
+  if (rows > 0 && N > size_t(rows))
+    out += str("# LM head streamed: logits and their gradient in blocks of ", rows, " rows (", format_bytes(rows * V * 4),
+               " each) instead of the micro-batch's ", N, " x ", V, " (", format_bytes(N * V * 4),
+               "); --head-chunk 0 plans the whole\n");
+  if (method == Method::kDistill) {
+    KlSpec kl = parse_kl(vm["kl"].as<std::string>(), student.vocab);
+    const std::string cost = full_rows_report(kl, double(N), student.vocab,
+                                              (c.prompts_per_step * c.samples_per_prompt + c.micro_batch - 1) /
+                                                  c.micro_batch, !colocated);
+    if (!cost.empty()) out += "# " + cost + "\n";
   }
   out += s.report("# student:");
   out += str("# student: gradients + optimizer state ",

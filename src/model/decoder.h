@@ -57,6 +57,9 @@ struct DecoderShape {
   // What the optimizer trains, laid out as the gradient buffer is: the adapters under LoRA, else
   // every parameter.
   const std::vector<ParamSpec>& trainable_specs() const { return lora.enabled() ? lora_specs : specs; }
+  // The LM head's block: the most rows whose logits it writes at once (0: every row of a forward).
+  // Paths that would write more (prefill_last) stream the head (docs/ARCHITECTURE.md §2).
+  int head_rows = 0;
 };
 
 class Decoder {
@@ -71,12 +74,29 @@ class Decoder {
   // gradients of what is trained (DecoderShape::trainable_specs; a frozen weight gets none).
   virtual void backward(const float* dlogits) = 0;
 
+  // The streamed LM head (docs/ARCHITECTURE.md §2): forward() that stops at the final norm, whose
+  // hidden rows [B*T, C] stay for head_rows(); with a cache it prefills as forward() does.
+  virtual void forward_hidden(const int* tokens, int B, int T, KVCache* cache = nullptr, int fill = 0) = 0;
+  // Logits [n, V] (this rank's vocabulary shard) of rows [r0, r0 + n) of the last forward_hidden's
+  // rows, or with `extended` of the last extend_hidden's, in the decoder's memory until the next
+  // call; n at most the head's block (DecoderShape::head_rows) where one is set.
+  virtual const float* head_rows(int r0, int n, bool extended = false) = 0;
+  // Backward of rows [r0, r0 + n) of the last forward_hidden from their dL/dlogits [n, V]: those
+  // rows' dL/dhidden (summed over the TP group) and the head's weight gradient. Each row once.
+  virtual void head_backward_rows(const float* dlogits, int r0, int n) = 0;
+  // The rest of backward once head_backward_rows has covered every row; accumulates gradients.
+  virtual void backward_hidden() = 0;
+  virtual void set_head_rows(int rows) = 0;
+
   virtual void reset_cache(KVCache& cache, int B, int capacity) const = 0;
   // Tokens [B, T] after what the cache holds, at positions start[b] + t (host arrays); appends their
   // keys and values and returns logits [B*T, V].
   virtual const float* extend(KVCache& cache, const int* tokens, int T, const int* start) = 0;
+  // The same without the head: the rows' hidden states stay for head_rows(..., extended = true).
+  virtual void extend_hidden(KVCache& cache, const int* tokens, int T, const int* start) = 0;
   // Prefills right-padded prompts [B, T] and returns the logits of each prompt's last token
-  // (row len[b] - 1), [B, V].
+  // (row len[b] - 1), [B, V]. Where a prefill's rows exceed the head's block, the head runs on the
+  // last rows alone.
   virtual const float* prefill_last(KVCache& cache, const int* tokens, int B, int T, const int* len) = 0;
   // Copies positions [0, len) of cache sequence 0 into every other sequence of the cache.
   virtual void fork_cache(KVCache& cache, int len) = 0;

@@ -34,8 +34,14 @@ class DecoderImpl final : public Decoder {
 
   const float* forward(const int* tokens, int B, int T, KVCache* cache = nullptr, int fill = 0) override;
   void backward(const float* dlogits) override;
+  void forward_hidden(const int* tokens, int B, int T, KVCache* cache = nullptr, int fill = 0) override;
+  const float* head_rows(int r0, int n, bool extended = false) override;
+  void head_backward_rows(const float* dlogits, int r0, int n) override;
+  void backward_hidden() override;
+  void set_head_rows(int rows) override { s_.head_rows = rows; }
   void reset_cache(KVCache& cache, int B, int capacity) const override;
   const float* extend(KVCache& cache, const int* tokens, int T, const int* start) override;
+  void extend_hidden(KVCache& cache, const int* tokens, int T, const int* start) override;
   const float* prefill_last(KVCache& cache, const int* tokens, int B, int T, const int* len) override;
   void fork_cache(KVCache& cache, int len) override;
 
@@ -84,6 +90,11 @@ class DecoderImpl final : public Decoder {
   // Attention of new rows against the cache (the KV-cache paths): row t of each sequence is one
   // decode step that sees the cache up to its own position.
   void attend_cached(int l, const Acts& a, KVCache& cache, int B, int T, const std::vector<int>& pos);
+  // The layers and the final norm: a training forward's into "final.ln", an extend's into "dec.ln1".
+  void trunk_forward(const int* tokens, int B, int T, KVCache* cache, int fill);
+  void extend_trunk(KVCache& cache, const int* tokens, int T, const int* start);
+  // Whether a forward of n rows writes its logits a block at a time (DecoderShape::head_rows).
+  bool streams(size_t n) const { return s_.head_rows > 0 && n > size_t(s_.head_rows); }
 
   DecoderShape s_;
   std::unique_ptr<Backend> be_;
@@ -91,6 +102,7 @@ class DecoderImpl final : public Decoder {
   VocabParallelEmbedding<Backend> embedding_;
   VocabParallelHead<Backend> head_;
   int B_ = 0, T_ = 0;                             // the last forward's shape
+  int extended_rows_ = 0;                         // rows of the last extend
   const int *tokens_ = nullptr, *pos_ = nullptr;  // its token ids and positions, in the backend's memory
 };
 
@@ -259,7 +271,7 @@ void DecoderImpl<Backend>::mlp_block_backward(const Layer& L, const Acts& a, int
 // ---- training forward and backward -------------------------------------------------------------
 
 template <class Backend>
-const float* DecoderImpl<Backend>::forward(const int* tokens, int B, int T, KVCache* cache, int fill) {
+void DecoderImpl<Backend>::trunk_forward(const int* tokens, int B, int T, KVCache* cache, int fill) {
   OPD_REQUIRE(B > 0 && T > 0, "model: empty batch (B = ", B, ", T = ", T, ")");
   OPD_REQUIRE(T <= s_.cfg.max_seq, "model: sequence length ", T, " exceeds max_seq = ", s_.cfg.max_seq);
   OPD_REQUIRE(!cache || (fill >= 0 && fill + B <= cache->batch && T <= cache->capacity), "model: prefill of ", B,
@@ -283,24 +295,74 @@ const float* DecoderImpl<Backend>::forward(const int* tokens, int B, int T, KVCa
     attention_block_forward(l, a, B, T, cache, fill);
     mlp_block_forward(layers_[l], a, layer_output(l, N), int(N));
   }
-  act* lnf = be.template buffer<act>("final.ln", N * C);
-  be.rmsnorm_forward(lnf, be.template buffer<float>("final.rstd", N), be.template buffer<act>("final.resid", N * C),
-                     weight(s_.off.final_norm), int(N), C, static_cast<float>(s_.cfg.rms_eps));
+  be.rmsnorm_forward(be.template buffer<act>("final.ln", N * C), be.template buffer<float>("final.rstd", N),
+                     be.template buffer<act>("final.resid", N * C), weight(s_.off.final_norm), int(N), C,
+                     static_cast<float>(s_.cfg.rms_eps));
+}
+
+template <class Backend>
+const float* DecoderImpl<Backend>::forward(const int* tokens, int B, int T, KVCache* cache, int fill) {
+  trunk_forward(tokens, B, T, cache, fill);
+  const size_t N = size_t(B) * T;
+  Backend& be = *be_;
   float* logits = be.template buffer<float>("logits", N * s_.V);
-  head_.forward(be, logits, lnf, int(N));
+  head_.forward(be, logits, be.template buffer<act>("final.ln", N * s_.cfg.d_model), int(N));
   be.finish();
   return logits;
+}
+
+template <class Backend>
+void DecoderImpl<Backend>::forward_hidden(const int* tokens, int B, int T, KVCache* cache, int fill) {
+  trunk_forward(tokens, B, T, cache, fill);
+  be_->finish();
+}
+
+template <class Backend>
+const float* DecoderImpl<Backend>::head_rows(int r0, int n, bool extended) {
+  const int rows = extended ? extended_rows_ : B_ * T_, C = s_.cfg.d_model;
+  OPD_REQUIRE(n > 0 && r0 >= 0 && r0 + n <= rows, "model: head rows [", r0, ", ", r0 + n, ") of the last ",
+              extended ? "extend's " : "forward's ", rows);
+  OPD_REQUIRE(s_.head_rows <= 0 || n <= s_.head_rows, "model: ", n, " head rows at once; the head's block is ",
+              s_.head_rows);
+  Backend& be = *be_;
+  const act* x = be.template buffer<act>(extended ? "dec.ln1" : "final.ln", size_t(rows) * C);
+  float* logits = be.template buffer<float>(extended ? "dec.logits" : "logits", size_t(n) * s_.V);
+  head_.forward(be, logits, x + size_t(r0) * C, n);
+  be.finish();
+  return logits;
+}
+
+template <class Backend>
+void DecoderImpl<Backend>::head_backward_rows(const float* dlogits, int r0, int n) {
+  OPD_REQUIRE(s_.train, "model: backward on a model planned without training");
+  const int N = B_ * T_, C = s_.cfg.d_model;
+  OPD_REQUIRE(N > 0 && n > 0 && r0 >= 0 && r0 + n <= N, "model: head backward of rows [", r0, ", ", r0 + n,
+              ") of the last forward's ", N);
+  Backend& be = *be_;
+  act* dln = grad("dln", size_t(N) * C);
+  head_.backward(be, dln + size_t(r0) * C, dlogits, be.template buffer<act>("final.ln", size_t(N) * C) + size_t(r0) * C,
+                 n);
+  be.finish();
 }
 
 template <class Backend>
 void DecoderImpl<Backend>::backward(const float* dlogits) {
   OPD_REQUIRE(s_.train, "model: backward on a model planned without training");
   OPD_REQUIRE(B_ > 0, "model: backward called before forward");
+  const int N = B_ * T_, C = s_.cfg.d_model;
+  Backend& be = *be_;
+  head_.backward(be, grad("dln", size_t(N) * C), dlogits, be.template buffer<act>("final.ln", size_t(N) * C), N);
+  backward_hidden();
+}
+
+template <class Backend>
+void DecoderImpl<Backend>::backward_hidden() {
+  OPD_REQUIRE(s_.train, "model: backward on a model planned without training");
+  OPD_REQUIRE(B_ > 0, "model: backward called before forward");
   Backend& be = *be_;
   const int B = B_, T = T_, N = B * T, C = s_.cfg.d_model;
   act *dresid = grad("dresid", size_t(N) * C), *dln = grad("dln", size_t(N) * C);
   be.zero(dresid, size_t(N) * C);
-  head_.backward(be, dln, dlogits, be.template buffer<act>("final.ln", size_t(N) * C), N);
   be.rmsnorm_backward(dresid, wgrad(s_.off.final_norm), dln, be.template buffer<act>("final.resid", size_t(N) * C),
                       weight(s_.off.final_norm), be.template buffer<float>("final.rstd", N), N, C);
   for (int l = s_.cfg.n_layers - 1; l >= 0; --l) {
@@ -357,7 +419,7 @@ void DecoderImpl<Backend>::attend_cached(int l, const Acts& a, KVCache& cache, i
 }
 
 template <class Backend>
-const float* DecoderImpl<Backend>::extend(KVCache& cache, const int* tokens, int T, const int* start) {
+void DecoderImpl<Backend>::extend_trunk(KVCache& cache, const int* tokens, int T, const int* start) {
   const int B = cache.batch, C = s_.cfg.d_model;
   OPD_REQUIRE(T > 0, "model: extend by ", T, " tokens");
   const int N = B * T;
@@ -380,10 +442,24 @@ const float* DecoderImpl<Backend>::extend(KVCache& cache, const int* tokens, int
     mlp_block_forward(L, a, a.resid, N);
   }
   be.rmsnorm_forward(a.ln1, a.rstd1, a.resid, weight(s_.off.final_norm), N, C, static_cast<float>(s_.cfg.rms_eps));
+  extended_rows_ = N;
+}
+
+template <class Backend>
+const float* DecoderImpl<Backend>::extend(KVCache& cache, const int* tokens, int T, const int* start) {
+  extend_trunk(cache, tokens, T, start);
+  const int N = cache.batch * T;
+  Backend& be = *be_;
   float* logits = be.template buffer<float>("dec.logits", size_t(N) * s_.V);
-  head_.forward(be, logits, a.ln1, N);
+  head_.forward(be, logits, be.template buffer<act>("dec.ln1", size_t(N) * s_.cfg.d_model), N);
   be.finish();
   return logits;
+}
+
+template <class Backend>
+void DecoderImpl<Backend>::extend_hidden(KVCache& cache, const int* tokens, int T, const int* start) {
+  extend_trunk(cache, tokens, T, start);
+  be_->finish();
 }
 
 template <class Backend>
@@ -398,6 +474,21 @@ const float* DecoderImpl<Backend>::prefill_last(KVCache& cache, const int* token
   for (int b = 0; b < B; ++b)
     OPD_REQUIRE(len[b] >= 1 && len[b] <= T, "model: prompt ", b, " of length ", len[b], " in a batch of ", T);
   float* rows = nullptr;
+  if (streams(size_t(chunk) * T)) {  // the head on each prompt's last hidden row alone, [B, V]
+    Backend& be = *be_;
+    const size_t C = s_.cfg.d_model;
+    act* last = be.template buffer<act>("dec.last", size_t(B) * C);
+    for (int b0 = 0; b0 < B; b0 += chunk) {
+      const int n = std::min(chunk, B - b0);
+      forward_hidden(tokens + size_t(b0) * T, n, T, &cache, b0);
+      const act* lnf = be.template buffer<act>("final.ln", size_t(n) * T * C);
+      for (int b = 0; b < n; ++b) be.copy(last + (b0 + b) * C, lnf + (size_t(b) * T + len[b0 + b] - 1) * C, C);
+    }
+    rows = be.template buffer<float>("dec.logits", size_t(B) * V);
+    head_.forward(be, rows, last, B);
+    be.finish();
+    return rows;
+  }
   for (int b0 = 0; b0 < B; b0 += chunk) {
     const int n = std::min(chunk, B - b0);
     const float* logits = forward(tokens + size_t(b0) * T, n, T, &cache, b0);

@@ -119,7 +119,11 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
   if (lora) check_lora(o.lora, cfg, "memory plan");
   const size_t PA = total_size(lora_specs(cfg, o.lora, o.tp, 0));
   const size_t trained = lora ? PA : P;  // what gradients and optimizer state are kept for
+  OPD_REQUIRE(o.head_rows >= 0, "memory plan: a head block of ", o.head_rows, " rows");
   const size_t N = size_t(o.batch) * o.seq, C = cfg.d_model, F = cfg.ffn_dim / o.tp, V = cfg.vocab / o.tp;
+  // Rows of logits written at once: a whole forward's, or the streamed head's block.
+  const auto head_block = [&](size_t rows) { return o.head_rows > 0 ? std::min(rows, size_t(o.head_rows)) : rows; };
+  const size_t NL = head_block(N);
   const size_t H = cfg.n_heads / o.tp, HK = cfg.n_kv_heads / o.tp, QD = H * cfg.head_dim, KD = HK * cfg.head_dim;
 
   MemoryPlan plan;
@@ -156,10 +160,10 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
     plan.add("final.resid", MemoryKind::kActivations, N * C * kBf16);
     plan.add("final.ln", MemoryKind::kActivations, N * C * kBf16);
     plan.add("final.rstd", MemoryKind::kActivations, N * kF32);
-    plan.add("logits", MemoryKind::kLogits, N * V * kF32);
+    plan.add("logits", MemoryKind::kLogits, NL * V * kF32);
     if (o.train) {
-      plan.add("dlogits", MemoryKind::kLogits, N * V * kF32);  // what the losses write, read by backward
-      plan.add("dlogits.bf16", MemoryKind::kLogits, N * V * kBf16);
+      plan.add("dlogits", MemoryKind::kLogits, NL * V * kF32);  // what the losses write, read by backward
+      plan.add("dlogits.bf16", MemoryKind::kLogits, NL * V * kBf16);
       for (const auto& [name, width] : std::vector<std::pair<const char*, size_t>>{
                {"dresid", C}, {"dln", C}, {"dh", F}, {"dgate", F}, {"dup", F}, {"datt", QD}, {"dq", QD}, {"dqp", QD},
                {"dk", KD}, {"dkp", KD}, {"dv", KD}})
@@ -175,16 +179,17 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
     const size_t B = o.kv_batch, n = std::max(B, o.extend ? N : 0);  // rows: a token per sequence, or a forward's
     plan.add("dec.x", MemoryKind::kActivations, n * C * kBf16);
     for (const auto& [name, bytes] : layer_set(n)) plan.add(str("dec.", name), MemoryKind::kActivations, bytes);
-    plan.add("dec.logits", MemoryKind::kLogits, n * V * kF32);
+    plan.add("dec.logits", MemoryKind::kLogits, std::max(B, head_block(n)) * V * kF32);
     plan.add("dec.tokens", MemoryKind::kActivations, n * sizeof(int));
     plan.add("dec.positions", MemoryKind::kActivations, n * sizeof(int));
     plan.add("dec.pos", MemoryKind::kActivations, B * sizeof(int));
+    plan.add("dec.last", MemoryKind::kActivations, B * C * kBf16);
     if (o.extend) {
       for (const auto& [name, width] :
            std::vector<std::pair<const char*, size_t>>{{"q_t", QD}, {"k_t", KD}, {"v_t", KD}, {"att_t", QD}})
         plan.add(str("dec.", name), MemoryKind::kActivations, B * width * kBf16);
       plan.add("dec.pos_t", MemoryKind::kActivations, B * sizeof(int));
-      plan.add("scores.logits", MemoryKind::kLogits, N * V * kF32);
+      if (NL == N) plan.add("scores.logits", MemoryKind::kLogits, N * V * kF32);  // assembled unless streamed
     }
   }
   if (lora) {  // the rank-R intermediates of one adapter at a time: a forward's rows, or a cache step's

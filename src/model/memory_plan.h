@@ -31,6 +31,11 @@ struct MemoryPlanOptions {
   // LoRA adapters (model/lora.h): their bf16 copy beside the weights, and with `train` the fp32
   // master, gradients and AdamW state of the adapters only; the base weights stay bf16, frozen.
   LoraConfig lora;
+  // The LM head's block (docs/ARCHITECTURE.md §2): the most rows of logits written at once, 0 for
+  // every row of a forward. With batch x seq above it, logits and their gradient are planned for
+  // one block ("logits", "dlogits", "dlogits.bf16") and nothing of [batch x seq, V]; so are the
+  // extend path's rows, without the assembled "scores.logits".
+  int head_rows = 0;
 };
 
 struct MemoryBlock {
@@ -78,12 +83,13 @@ struct WorkspaceSizes {
 //   the activations of layer l as "L<l>.<name>" (training without --recompute), or "L<l>.resid"
 //   per layer and one "layer.<name>" set (with --recompute), or "stream.resid" and "layer.<name>"
 //   (forward only), names: ln1 rstd1 q k v qr kr q_rstd k_rstd att lse mid ln2 rstd2 gate up h;
-//   "final.resid", "final.ln", "final.rstd"; "logits" and "dlogits" (fp32), "dlogits.bf16";
+//   "final.resid", "final.ln", "final.rstd"; "logits" and "dlogits" (fp32), "dlogits.bf16", each
+//   of min(batch x seq, head_rows) rows (the streamed head's block);
 //   backward scratch "grad.<name>": dresid dln dh dgate dup datt dq dqp dk dkp dv;
 //   the KV cache "kv.L<l>.k", "kv.L<l>.v" and the KV-cache paths' scratch "dec.<name>" (one row per
 //   sequence, or per token of a forward with `extend`; names as a layer's plus x, logits, tokens,
-//   positions, pos, and with `extend` the per-position rows q_t k_t v_t att_t pos_t and
-//   "scores.logits");
+//   positions, pos, last (each prompt's last hidden row, for a streamed prefill), and with `extend`
+//   the per-position rows q_t k_t v_t att_t pos_t and, unless the head streams, "scores.logits");
 //   "workspace.kernels", and "workspace.cublaslt" (outside the arena).
 MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& options, const WorkspaceSizes& workspace);
 

@@ -33,6 +33,7 @@ Transformer::Transformer(const ModelConfig& config, std::shared_ptr<const Tokeni
               " tokens but the config says vocab = ", cfg_.vocab);
   params_.assign(total_size(specs_), 0.0f);
   grads_.assign(params_.size(), 0.0f);
+  head_rows_ = resolve_head_rows(kHeadRowsAuto, vocab_.size);
   decoder_ = make_cpu_decoder(decoder_shape(/*train=*/true, /*recompute=*/false), params_, lora_params_, grads_, tp,
                               cfg_);
 }
@@ -44,6 +45,32 @@ Transformer::Transformer(const Transformer& o) : Transformer(o.cfg_, o.tok_, o.v
     lora_params_ = o.lora_params_;
   }
   if (o.grads_.size() == grads_.size()) grads_ = o.grads_;  // a model on the GPU keeps no host gradients
+  set_head_rows(o.head_rows_);
+}
+
+int resolve_head_rows(int requested, int vocab_shard) {
+  OPD_REQUIRE(requested >= kHeadRowsAuto, "--head-chunk: ", requested, " rows");
+  OPD_REQUIRE(vocab_shard >= 1, "resolve_head_rows: a vocabulary shard of ", vocab_shard, " ids");
+  if (requested != kHeadRowsAuto) return requested;
+  const size_t rows = kHeadBlockBytes / (sizeof(float) * size_t(vocab_shard));
+  return int(std::clamp<size_t>(rows, 1, size_t(1) << 30));
+}
+
+void Transformer::set_head_rows(int requested) {
+  head_rows_ = resolve_head_rows(requested, vocab_.size);
+  decoder_->set_head_rows(head_rows_);
+}
+
+void Transformer::zero_grad() {
+  OPD_REQUIRE(!forward_only_, "model: gradients of a forward-only model (a teacher)");
+  decoder_->zero_grad();
+}
+
+void Transformer::set_forward_only() {
+  OPD_REQUIRE(!on_gpu(), "model: set_forward_only after use_gpu (the GPU plan says whether it trains)");
+  forward_only_ = true;
+  std::vector<float>().swap(grads_);
+  decoder_ = make_cpu_decoder(decoder_shape(/*train=*/false, /*recompute=*/false), params_, grads_, vocab_.tp, cfg_);
 }
 
 void Transformer::enable_lora(const LoraConfig& lora, uint64_t seed, LoraBase base) {
@@ -89,6 +116,7 @@ DecoderShape Transformer::decoder_shape(bool train, bool recompute) const {
   s.lora = lora_;
   s.lora_specs = lora_specs_;
   s.lora_off = lora_offsets(cfg_, lora_, lora_specs_);
+  s.head_rows = head_rows_;
   return s;
 }
 
@@ -97,6 +125,8 @@ void Transformer::use_gpu(const MemoryPlanOptions& plan, const std::string& who)
   MemoryPlanOptions planned = plan;
   planned.tp = vocab_.split() ? vocab_.tp->size() : 1;  // the model's own degree, whatever the caller planned
   planned.lora = lora_;                                 // and its own adapters
+  planned.head_rows = head_rows_;                        // and its own head block
+  OPD_REQUIRE(!forward_only_ || !planned.train, who, ": a forward-only model planned for training");
   std::string why_not_nccl;
   // A group of its own: NCCL work follows the model's stream, and another model's would not.
   if (vocab_.split()) device_tp_ = device_group(*vocab_.tp, vocab_.tp->name() + " (nccl)", &why_not_nccl);

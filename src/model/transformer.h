@@ -39,6 +39,16 @@ struct VocabShard {
   bool split() const { return tp && tp->size() > 1; }
 };
 
+// The LM head's block (docs/ARCHITECTURE.md §2, the streamed head): how many rows of logits a
+// model writes at once. kHeadRowsAuto: as many as kHeadBlockBytes of fp32 logits of this rank's
+// vocabulary shard hold (at least one; 883 at Qwen3's 151936, millions at the shipped 18 ids);
+// kHeadRowsAll (0): every row of a forward, [N, V], the unfused path. A forward of more rows than
+// the block computes its hidden states and then the head a block at a time (model/logit_blocks.h).
+constexpr int kHeadRowsAuto = -1, kHeadRowsAll = 0;
+constexpr size_t kHeadBlockBytes = size_t(512) << 20;
+// The block for a requested one (kHeadRowsAuto, kHeadRowsAll or a row count) and a vocabulary shard.
+int resolve_head_rows(int requested, int vocab_shard);
+
 class Transformer {
  public:
   // tp (optional): Megatron tensor parallelism over that group. Each rank then holds its shard of
@@ -90,13 +100,31 @@ class Transformer {
 
   // Gaussian initialisation with std 0.02 (0.02/sqrt(2 n_layers) for residual outputs), norms at 1.
   void init_random(uint64_t seed);
-  void zero_grad() { decoder_->zero_grad(); }
+  void zero_grad();
 
   // Training forward over right-padded token ids [B, T] (every id in the vocabulary, T <= max_seq).
   // Returns logits [B*T, V], valid until the next forward (device memory on the GPU path).
   const float* forward(const int* tokens, int B, int T) { return decoder_->forward(tokens, B, T); }
   // Backward of the last forward given dL/dlogits [B*T, V]; accumulates into the gradients.
   void backward(const float* dlogits) { decoder_->backward(dlogits); }
+
+  // The streamed LM head (docs/ARCHITECTURE.md §2). head_rows(): the block, the most rows of
+  // logits written at once (0: all); streams_head(n): whether a forward of n rows exceeds it. Set
+  // it before use_gpu, which plans for it.
+  void set_head_rows(int requested);
+  int head_rows() const { return head_rows_; }
+  bool streams_head(size_t n) const { return head_rows_ > 0 && n > size_t(head_rows_); }
+  // forward() without the logits: the hidden rows stay for head_logits.
+  void forward_hidden(const int* tokens, int B, int T) { decoder_->forward_hidden(tokens, B, T); }
+  // Logits [n, V] of rows [r0, r0 + n) of the last forward_hidden (n <= the block), valid until the
+  // next call; with `extended`, of the last extend_hidden.
+  const float* head_logits(int r0, int n, bool extended = false) { return decoder_->head_rows(r0, n, extended); }
+  // Backward of those rows given their dL/dlogits [n, V]: each row once, then backward_hidden().
+  void head_backward(const float* dlogits, int r0, int n) { decoder_->head_backward_rows(dlogits, r0, n); }
+  void backward_hidden() { decoder_->backward_hidden(); }
+  // A model that is never trained (a teacher): no gradient array, and on the CPU one set of
+  // activations for all layers. Before use_gpu.
+  void set_forward_only();
   // Under TP, the gradients of replicated tensors that each rank computed for its own heads only
   // (ParamSpec::partial_grad) summed over the group; call once per step, before the update.
   void reduce_partial_grads() { decoder_->reduce_partial_grads(); }
@@ -108,6 +136,9 @@ class Transformer {
   const float* prefill(KVCache& cache, const int* tokens, int B, int T, int first = 0) {
     return decoder_->forward(tokens, B, T, &cache, first);
   }
+  void prefill_hidden(KVCache& cache, const int* tokens, int B, int T, int first = 0) {
+    decoder_->forward_hidden(tokens, B, T, &cache, first);
+  }
   const float* decode(KVCache& cache, const int* tokens, const int* pos) {
     return decoder_->extend(cache, tokens, 1, pos);
   }
@@ -116,6 +147,9 @@ class Transformer {
   // [B*T, V]. Scoring completions against a prompt prefilled once (shared-prefix scoring).
   const float* extend(KVCache& cache, const int* tokens, int T, const int* start) {
     return decoder_->extend(cache, tokens, T, start);
+  }
+  void extend_hidden(KVCache& cache, const int* tokens, int T, const int* start) {
+    decoder_->extend_hidden(cache, tokens, T, start);
   }
   // Copies positions [0, len) of the cache's first sequence into its other sequences (a prompt
   // prefilled once, shared by the completions that extend it).
@@ -169,6 +203,8 @@ class Transformer {
   LoraBase lora_base_;
   std::vector<ParamSpec> lora_specs_;
   std::vector<float> lora_params_;
+  int head_rows_ = 0;
+  bool forward_only_ = false;
   std::unique_ptr<Communicator> device_tp_;  // the TP group over NCCL (GPU path); outlives decoder_
   std::unique_ptr<Decoder> decoder_;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/logit_blocks.h"
 #include "model/vocab_parallel.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
@@ -47,7 +48,13 @@ EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vec
   // Exact KL(student || teacher) at every completion position the student visited.
   double kl_sum = 0;
   int64_t positions = 0;
-  const size_t per_forward = size_t(o.score_batch > 0 ? o.score_batch : o.batch);
+  // The teacher's full log-softmax rows of a forward are [sequences x T, V] on the host: at a real
+  // vocabulary, as many sequences as keep them within the head's block budget (kHeadBlockBytes).
+  size_t longest = 1;
+  for (const Sequence& s : roll.seqs) longest = std::max(longest, s.prompt.size() + s.completion.size());
+  const size_t row_bytes = longest * student.vocab_shard().vocab * sizeof(float);
+  const size_t per_forward = std::min(size_t(o.score_batch > 0 ? o.score_batch : o.batch),
+                                      std::max<size_t>(1, kHeadBlockBytes / row_bytes));
   for (size_t first = 0; first < roll.seqs.size(); first += per_forward) {
     std::vector<Sequence> chunk(roll.seqs.begin() + first,
                                 roll.seqs.begin() + std::min(roll.seqs.size(), first + per_forward));
@@ -57,9 +64,13 @@ EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vec
     KlSpec full;
     full.mode = KlSpec::kFull;
     const std::vector<float> teacher_rows = teacher->collect(teacher->submit(b, full)).full;
-    const float* logits = student.forward(b.tokens.data(), b.B, b.T);
-    vocab_parallel::reverse_kl_full(student.vocab_shard(), kl.data(), nullptr, logits, teacher_rows.data(),
-                                    scale.data(), N);
+    const std::unique_ptr<LogitBlocks> logits = forward_logits(student, b.tokens.data(), b.B, b.T, /*train=*/false);
+    const size_t V = student.vocab_shard().size;
+    for (int i = 0; i < logits->count(); ++i) {
+      const LogitBlocks::Block blk = logits->block(i);
+      vocab_parallel::reverse_kl_full(student.vocab_shard(), kl.data() + blk.r0, nullptr, blk.logits,
+                                      teacher_rows.data() + blk.r0 * V, scale.data() + blk.r0, blk.n);
+    }
     for (int n = 0; n < N; ++n)
       if (b.targets[n] >= 0) {
         kl_sum += kl[n];

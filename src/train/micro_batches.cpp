@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "train/update.h"
 
 namespace opd {
 
@@ -63,22 +64,14 @@ void MicroBatches::train_next(const std::vector<Sequence>& seqs) {
   const SequenceBatch b = make_batch(mb, pad_, c_.all_tokens);
   std::vector<float> adv;
   if (!seq_adv_.empty()) adv.assign(seq_adv_.begin() + first, seq_adv_.begin() + first + mb.size());
-  const VocabShard& vocab = student_.vocab_shard();
-  float* dlogits = student_.dlogits_buffer(size_t(b.B) * b.T * vocab.size);  // device memory on the GPU path
   TokenSums s;
   if (c_.method == Method::kDistill) {
     const TeacherScores scores = teacher_scores(seqs, index, mb, b);
     log_teacher_logp(first, b, scores);
-    const float* logits = student_.forward(b.tokens.data(), b.B, b.T);
-    s = distill_objective(dlogits, logits, b, vocab, scores, c_.distill, adv, 1.0f);
-  } else if (c_.method == Method::kRl) {
-    const float* logits = student_.forward(b.tokens.data(), b.B, b.T);
-    s = policy_gradient_objective(dlogits, logits, b, vocab, adv, 1.0f);
+    s = update_micro_batch(student_, b, c_.method, c_.distill, &scores, adv);
   } else {
-    const float* logits = student_.forward(b.tokens.data(), b.B, b.T);
-    s = sft_objective(dlogits, logits, b, vocab, 1.0f);
+    s = update_micro_batch(student_, b, c_.method, c_.distill, nullptr, adv);
   }
-  student_.backward(dlogits);
   sums_.flops.train += 3 * student_.forward_flops(real_tokens(mb), b.T / 2.0);
   sums_.tokens += s;
   train_seconds_ += since(t0);

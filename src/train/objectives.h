@@ -1,10 +1,13 @@
 // Where the methods differ: the per-token advantage or target, and the gradient it puts on the
-// student's logits (docs/ARCHITECTURE.md §1). Each function takes the student's logits for one
-// micro-batch, writes dL/dlogits, and returns sums for the step's metrics.
+// student's logits (docs/ARCHITECTURE.md §1). Each function reads the student's logits for one
+// micro-batch a block of rows at a time (model/logit_blocks.h: rows in memory, or the streamed LM
+// head), writes each block's dL/dlogits and hands it to the block's backward, and returns sums for
+// the step's metrics. The caller runs LogitBlocks::finish_backward after.
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include "model/logit_blocks.h"
 #include "train/batch.h"
 #include "train/teacher.h"
 
@@ -34,16 +37,25 @@ struct DistillOptions {
 // of this very forward, so the importance ratio is exactly 1 and the gradient -A_t grad logp(x_t).
 // vocab: the student's vocabulary, or under tensor parallelism its shard (logits and dlogits are
 // then this rank's [N, shard] slabs; the sums are the whole rows', the same on every TP rank).
+// With --kl-discount > 0 on sampled tokens, a row's advantage reads the later rows' log-probs: the
+// streamed head then computes every block's log-probs first and the blocks again for the gradient.
+TokenSums distill_objective(LogitBlocks& logits, const SequenceBatch& batch, const TeacherScores& teacher,
+                            const DistillOptions& options, const std::vector<float>& seq_reward_adv, float weight);
+
+// GRPO: every token of sequence b gets advantage seq_adv[b]; the same importance-sampled update.
+TokenSums policy_gradient_objective(LogitBlocks& logits, const SequenceBatch& batch, const std::vector<float>& seq_adv,
+                                    float weight);
+
+// Supervised fine-tuning: cross-entropy of each target token.
+TokenSums sft_objective(LogitBlocks& logits, const SequenceBatch& batch, float weight);
+
+// The same over rows in memory: logits and dlogits [N, vocab.size] (the reference the streamed
+// head is tested against).
 TokenSums distill_objective(float* dlogits, const float* logits, const SequenceBatch& batch, const VocabShard& vocab,
                             const TeacherScores& teacher, const DistillOptions& options,
                             const std::vector<float>& seq_reward_adv, float weight);
-
-// GRPO: every token of sequence b gets advantage seq_adv[b]; the same importance-sampled update.
 TokenSums policy_gradient_objective(float* dlogits, const float* logits, const SequenceBatch& batch,
-                                    const VocabShard& vocab,
-                                    const std::vector<float>& seq_adv, float weight);
-
-// Supervised fine-tuning: cross-entropy of each target token.
+                                    const VocabShard& vocab, const std::vector<float>& seq_adv, float weight);
 TokenSums sft_objective(float* dlogits, const float* logits, const SequenceBatch& batch, const VocabShard& vocab,
                         float weight);
 

@@ -15,6 +15,32 @@ void check_vocabulary(const Transformer& model, const std::vector<Example>& exam
   }
 }
 
+int drop_long_examples(const Transformer& model, std::vector<Example>& examples, bool completions, bool skip,
+                       const std::string& hint) {
+  const Tokenizer& tok = model.tokenizer();
+  const size_t max_seq = model.config().max_seq;
+  std::vector<Example> kept;
+  int dropped = 0;
+  for (Example& e : examples) {
+    const size_t prompt = tok.encode(e.prompt, "prompt").size();
+    const size_t tail = completions ? tok.encode(e.completion, "completion").size() + (tok.eos_id() >= 0) : 1;
+    if (prompt + tail <= max_seq) {
+      kept.push_back(std::move(e));
+      continue;
+    }
+    const std::string where = e.origin.empty() ? std::string("an example") : e.origin;
+    OPD_REQUIRE(skip, where, ": ",
+                completions ? str("the prompt (", prompt, " tokens) and its completion (", tail, " with EOS) make ",
+                                  prompt + tail, " tokens, more than the model's max_seq = ", max_seq)
+                            : str("the prompt has ", prompt, " tokens; the model's max_seq = ", max_seq,
+                                  " leaves no room for a sampled token after it"),
+                hint);
+    ++dropped;
+  }
+  examples = std::move(kept);
+  return dropped;
+}
+
 std::vector<int> encode_prompt(const Transformer& model, const std::string& prompt) {
   return model.tokenizer().encode(prompt, "prompt '" + prompt + "'");
 }

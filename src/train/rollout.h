@@ -38,6 +38,12 @@ void check_vocabulary(const Transformer& model, const std::vector<Example>& exam
 // the GPU path plans its memory for.
 int longest_sequence(const Tokenizer& tok, int max_seq, const std::vector<Example>& examples, int new_tokens,
                      bool completions);
+// Examples too long for the model's context: a prompt that leaves no room for one sampled token
+// in max_seq, or with `completions` (SFT on given completions) a prompt, completion and EOS longer
+// than max_seq. Without `skip` the first is an error naming its file and line, ending with
+// `hint` (e.g. the option that skips them); with `skip` they are removed, and the count returned.
+int drop_long_examples(const Transformer& model, std::vector<Example>& examples, bool completions, bool skip,
+                       const std::string& hint = "");
 // Encodes a prompt with the model's tokenizer; the error names the prompt.
 std::vector<int> encode_prompt(const Transformer& model, const std::string& prompt);
 // Decodes a completion, leaving out a final EOS.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/logit_blocks.h"
 #include "model/vocab_parallel.h"
 
 namespace opd {
@@ -27,9 +28,13 @@ std::vector<std::vector<float>> score_sequences(Transformer& model, const std::v
       std::copy(s.begin(), s.end(), tokens.begin() + size_t(b) * T);
       std::copy(s.begin() + 1, s.end(), targets.begin() + size_t(b) * T);
     }
-    const float* logits = model.forward(tokens.data(), B, T);
+    const std::unique_ptr<LogitBlocks> logits = forward_logits(model, tokens.data(), B, T, /*train=*/false);
     std::vector<float> logp(size_t(B) * T);
-    vocab_parallel::logprobs(model.vocab_shard(), logp.data(), nullptr, nullptr, logits, targets.data(), B * T);
+    for (int i = 0; i < logits->count(); ++i) {
+      const LogitBlocks::Block blk = logits->block(i);
+      vocab_parallel::logprobs(model.vocab_shard(), logp.data() + blk.r0, nullptr, nullptr, blk.logits,
+                               targets.data() + blk.r0, blk.n);
+    }
     for (int b = 0; b < B; ++b) {
       const size_t n = sequences[first + b].size() - 1;
       out[first + b].assign(logp.begin() + size_t(b) * T, logp.begin() + size_t(b) * T + n);

@@ -61,9 +61,9 @@ int ColocatedScoring::submit(const SequenceBatch& batch, const KlSpec& kl) {
 #ifdef OPD_WITH_CUDA
     auto span = std::make_shared<ForwardSpan>();
     span->mark(0, static_cast<cudaStream_t>(model_.stream()));
-    const float* logits = teacher_.forward(batch);
+    teacher_.forward(batch);
     span->mark(1, static_cast<cudaStream_t>(model_.stream()));
-    pending_ = Pending{next_, batch, kl, logits, std::move(span)};
+    pending_ = Pending{next_, batch, kl, std::move(span)};
 #endif
     flops = scoring_flops(model_, batch);
     usage_.wait += seconds_since(t0);  // the host's part; the forward's own time is counted once done
@@ -86,7 +86,7 @@ void ColocatedScoring::finish_pending() {
   // The student waits here for the rest of the forward and for the scores; the teacher was busy
   // for the whole forward (while the student trained, too) and for the scores.
   pending_->span->mark(2, static_cast<cudaStream_t>(model_.stream()));
-  done_[pending_->ticket] = teacher_.from_logits(pending_->logits, pending_->batch, pending_->kl);
+  done_[pending_->ticket] = teacher_.scores(pending_->batch, pending_->kl);
   pending_->span->mark(3, static_cast<cudaStream_t>(model_.stream()));
   busy = pending_->span->busy_seconds();
 #endif

@@ -39,8 +39,8 @@ class ScoringClient {
 // (and no --shared-prefix), submit() only queues its forward on the teacher's stream and collect()
 // turns the logits into scores: a micro-batch submitted before the student trains on the previous
 // one is scored on the GPU while the student's forward and backward run on the student's stream.
-// The teacher holds one forward's logits, so submit() first finishes the scores of a forward still
-// pending; any order of calls gives the same scores.
+// The teacher holds one forward's logits (or hidden rows, where its head streams), so submit()
+// first finishes the scores of a forward still pending; any order of calls gives the same scores.
 class ColocatedScoring : public ScoringClient {
  public:
   explicit ColocatedScoring(Transformer& teacher, bool shared_prefix = false)
@@ -54,7 +54,6 @@ class ColocatedScoring : public ScoringClient {
     int ticket;
     SequenceBatch batch;
     KlSpec kl;
-    const float* logits;
     std::shared_ptr<ForwardSpan> span;
   };
   void finish_pending();  // the pending forward's scores into done_

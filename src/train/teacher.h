@@ -4,6 +4,9 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
+#include "model/logit_blocks.h"
 #include "model/transformer.h"
 #include "train/batch.h"
 
@@ -18,12 +21,24 @@ struct KlSpec {
 // "sampled", "full" or "topk:K"; an error names the option value.
 KlSpec parse_kl(const std::string& text, int vocab);
 
+// What --kl full costs, for the start-up report: the teacher's log-softmax rows of one micro-batch
+// of `tokens` positions (fp32, the whole vocabulary) and of a step between ranks, against what
+// topk:64 sends, and a recommendation past 1 GiB per micro-batch. Empty below 16 MiB, or without kFull.
+std::string full_rows_report(const KlSpec& kl, double tokens, int vocab, int micro_batches_per_step,
+                             bool teacher_ranks);
+
 struct TeacherScores {
   std::vector<float> logp;       // [B*T] the teacher's log-prob of each row's target (0 where none)
-  std::vector<float> full;       // [B*T*V] log-softmax rows, for kFull (under TP: [B*T, V/tp], this rank's columns)
+  // [B*T*V] log-softmax rows, for kFull (under TP: [B*T, V/tp], this rank's columns); the one
+  // [N, V] array scoring produces, kept because --kl full sends it (full_rows_report).
+  std::vector<float> full;
   std::vector<int> topk_ids;     // [B*T*(K+1)] top-K ids plus the sampled token, for kTopK
   std::vector<float> topk_logp;  // the teacher's log-probs of those ids
 };
+
+// The scores of a batch from its logits, a block of rows at a time (model/logit_blocks.h): where
+// the teacher streams its LM head, no [N, V] logits are held, and full rows only for --kl full.
+TeacherScores score_blocks(LogitBlocks& logits, const SequenceBatch& batch, const KlSpec& kl);
 
 class ColocatedTeacher {
  public:
@@ -33,14 +48,19 @@ class ColocatedTeacher {
   // row's completion run against that KV cache (docs/ARCHITECTURE.md §1, shared prefix): fewer FLOPs when
   // several samples share a prompt; equal to score() up to float rounding (other GEMM shapes).
   // A row's prompt ends where its first scored position is. `flops` receives the forward FLOPs.
+  // With the teacher's head streamed, rows without a target get full rows of 0 (never read).
   TeacherScores score_shared_prefix(const SequenceBatch& batch, const KlSpec& kl, double* flops);
   // score() in two halves: the forward (on the GPU, queued on the model's stream and returned at
-  // once) and the scores from its logits (which waits for them).
-  const float* forward(const SequenceBatch& batch);
+  // once) and the scores from it (which waits for it), valid until the model's next forward.
+  void forward(const SequenceBatch& batch);
+  TeacherScores scores(const SequenceBatch& batch, const KlSpec& kl);
+  // The scores from logits rows in memory ([N, V], the model's memory): the reference.
   TeacherScores from_logits(const float* logits, const SequenceBatch& batch, const KlSpec& kl);
 
  private:
+  TeacherScores shared_prefix_streamed(const SequenceBatch& batch, const KlSpec& kl, double* flops);
   Transformer& model_;
+  std::unique_ptr<LogitBlocks> last_;  // the last forward's logits
 };
 
 // Scores whose rows come from `b` for the sequences flagged in use_b and from `a` otherwise

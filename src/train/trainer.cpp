@@ -122,6 +122,7 @@ Trainer::Trainer(const TrainConfig& c, Transformer& student, Transformer* teache
                     {"steps_planned", c.steps}, {"prompts_per_step", c.prompts_per_step},
                     {"samples_per_prompt", c.samples_per_prompt}};
   if (c.target_accuracy > 0) state_.summary["target_accuracy"] = c.target_accuracy;
+  if (c.skipped_long_prompts > 0) state_.summary["skipped_long_prompts"] = c.skipped_long_prompts;
 
   // The parameters go to the device as they are on the host, so they are restored first; the
   // optimizer is made for the model where it now lives, then given its restored moments.

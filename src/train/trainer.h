@@ -47,6 +47,8 @@ struct TrainConfig {
   bool shared_prefix = false;     // distill: the teacher prefills each prompt once per group
   bool gpu = false;               // --device cuda: student and colocated teachers on this rank's GPU
   bool recompute = false;         // GPU path: keep only each layer's input for backward
+  int head_rows = -1;             // the LM head's block in rows (kHeadRowsAuto -1, or 0: unfused; model/transformer.h)
+  int skipped_long_prompts = 0;   // training examples left out for not fitting max_seq (--skip-long-prompts)
   uint64_t seed = 1;
 };
 

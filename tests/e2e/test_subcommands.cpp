@@ -2,6 +2,9 @@
 // user meets first: each must say what is wrong and exit non-zero.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "run.h"
@@ -152,6 +155,49 @@ TEST_F(Subcommands, ClearErrors) {
   r = run_opd("rl --student " + kStudent + data() + " --samples-per-prompt 0 --out " + dir_ + "/x");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("--samples-per-prompt"), std::string::npos) << r.output;
+}
+
+// A prompt that leaves no room in max_seq (64 for the shipped models) is refused at load naming its
+// file and line, or with --skip-long-prompts left out and counted in the summary.
+TEST_F(Subcommands, LongPromptsAreRefusedOrSkipped) {
+  const std::string prompts = dir_ + "/long.jsonl";
+  std::string long_prompt;
+  for (int i = 0; i < 32; ++i) long_prompt += "1+";
+  std::ofstream(prompts) << "{\"prompt\": \"1+2=\", \"answer\": \"3\"}\n{\"prompt\": \"2+2=\", \"answer\": \"4\"}\n"
+                         << "{\"prompt\": \"" << long_prompt << "1=\", \"answer\": \"33\"}\n";
+  const std::string args = "distill --student " + kStudent + " --teacher " + kTeacher + " --prompts " + prompts +
+                           " --eval " + dir_ + "/eval.jsonl --steps 1 --prompts-per-step 2 --samples-per-prompt 1" +
+                           kThreads + " --out ";
+  auto r = run_opd(args + dir_ + "/long_refused");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find(prompts + ":3: the prompt has 66 tokens; the model's max_seq = 64"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("--skip-long-prompts"), std::string::npos) << r.output;
+  r = run_opd(args + dir_ + "/long_skipped --skip-long-prompts");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("left out 1 training and 0 eval examples"), std::string::npos) << r.output;
+  const auto summary = nlohmann::json::parse(read_file(dir_ + "/long_skipped/summary.json"));
+  EXPECT_EQ(summary["skipped_long_prompts"], 1);
+}
+
+// --head-chunk: a distillation run with the LM head streamed in blocks of 7 rows follows the run
+// that holds every row's logits (the same step to float rounding); bad values name the option.
+TEST_F(Subcommands, StreamedHeadRunFollowsTheUnfusedRun) {
+  const std::string args = "distill --student " + kStudent + " --teacher " + kTeacher + data() +
+                           " --steps 2 --prompts-per-step 4 --samples-per-prompt 2 --eval-every 1 --kl full" +
+                           kThreads + " --out ";
+  auto r = run_opd(args + dir_ + "/head_all --head-chunk 0");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_opd(args + dir_ + "/head_7 --head-chunk 7");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("LM head streamed in blocks of 7 rows"), std::string::npos) << r.output;
+  const auto a = nlohmann::json::parse(testing::last_line(dir_ + "/head_all/metrics.jsonl"));
+  const auto b = nlohmann::json::parse(testing::last_line(dir_ + "/head_7/metrics.jsonl"));
+  for (const char* k : {"loss", "kl_exact", "entropy", "grad_norm", "eval_kl"})
+    EXPECT_NEAR(a[k].get<double>(), b[k].get<double>(), 1e-4 * (1 + std::abs(a[k].get<double>()))) << k;
+  r = run_opd(args + dir_ + "/head_bad --head-chunk many");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("option --head-chunk = 'many'"), std::string::npos) << r.output;
 }
 
 // The CPU side of `opd bench ops`: every family's CPU op timed at small shapes, the ceilings

@@ -26,6 +26,7 @@
 #include "train/objectives.h"
 #include "train/optimizer.h"
 #include "train/teacher.h"
+#include "train/update.h"
 
 namespace opd {
 namespace {
@@ -322,6 +323,51 @@ TEST_F(TensorParallel, ObjectivesAndTeacherScoresMatchTheWholeRows) {
       policy_gradient_objective(dt.data(), student_tp->forward(b.tokens.data(), b.B, b.T), b, vs, adv, 0.1f);
   testing::expect_near_rel(h.loss, g.loss, kScoresTol, "tp: policy-gradient loss");
   expect_close(slab(dw.data(), N, vs), dt, kScoresTol, "policy-gradient dlogits");
+}
+
+// The streamed LM head under tensor parallelism (docs/ARCHITECTURE.md §2, §4): each rank streams
+// blocks of rows of its own vocabulary shard, exchanging [rows]-sized statistics per block; the
+// objectives, the update's gradients and the teacher's scores equal the whole model's [N, V] rows.
+TEST_F(TensorParallel, StreamedHeadMatchesTheWholeRows) {
+  if (!tp_) return;
+  const SequenceBatch b = make_batch(sequences(), 0);
+  const int V = 12;
+  const std::vector<float> adv = {0.5f, -0.25f, 1.0f, 0.0f, -1.0f};
+  for (bool tied : {false, true}) {
+    auto student = model(nullptr, tied, 9), teacher = model(nullptr, tied, 10);
+    auto student_tp = model(tp_.get(), tied, 9), teacher_tp = model(tp_.get(), tied, 10);
+    student->set_head_rows(kHeadRowsAll);
+    teacher->set_head_rows(kHeadRowsAll);
+    student_tp->set_head_rows(4);  // the batch's rows do not divide into blocks of 4
+    teacher_tp->set_head_rows(3);
+    const VocabShard& vs = student_tp->vocab_shard();
+    for (const std::string kl_text : {"sampled", "full", "topk:3", "rl", "sft"}) {
+      const Method method = kl_text == "rl" ? Method::kRl : kl_text == "sft" ? Method::kSft : Method::kDistill;
+      DistillOptions o;
+      o.kl = parse_kl(method == Method::kDistill ? kl_text : "sampled", V);
+      o.reward_coef = 0.5;
+      o.kl_discount = kl_text == "sampled" ? 0.5 : 0.0;  // the advantage reads later blocks
+      ColocatedTeacher tw(*teacher), tt(*teacher_tp);
+      const TeacherScores sw = tw.score(b, o.kl), st = tt.score(b, o.kl);
+      const std::string what = kl_text + (tied ? " (tied)" : "");
+      expect_close(sw.logp, st.logp, 1e-5, what + ": teacher log-probs");
+      if (o.kl.mode == KlSpec::kFull && method == Method::kDistill)
+        expect_close(slab(sw.full.data(), b.B * b.T, vs), st.full, 1e-5, what + ": teacher log-softmax");
+      if (o.kl.mode == KlSpec::kTopK) EXPECT_EQ(sw.topk_ids, st.topk_ids) << what;
+      const bool distill = method == Method::kDistill;
+      const std::vector<float> a = method == Method::kSft ? std::vector<float>() : adv;
+      student->zero_grad();
+      const TokenSums x = update_micro_batch(*student, b, method, o, distill ? &sw : nullptr, a);
+      student_tp->zero_grad();
+      const TokenSums y = update_micro_batch(*student_tp, b, method, o, distill ? &st : nullptr, a);
+      student_tp->reduce_partial_grads();
+      EXPECT_NEAR(x.loss, y.loss, 1e-5 * std::max(1.0, std::abs(x.loss))) << what;
+      EXPECT_NEAR(x.kl_exact, y.kl_exact, 1e-5 * std::max(1.0, std::abs(x.kl_exact))) << what;
+      EXPECT_NEAR(x.entropy, y.entropy, 1e-5 * std::max(1.0, std::abs(x.entropy))) << what;
+      expect_close(student->grads(), gather_shards(*tp_, student_tp->config(), student_tp->grads()), 1e-5,
+                   what + ": gradients");
+    }
+  }
 }
 
 // One AdamW update at a time from the same state: before each of 3 updates the TP ranks take

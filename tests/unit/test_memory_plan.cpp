@@ -139,3 +139,43 @@ TEST(MemoryPlan, LoraKeepsTrainingStateForTheAdaptersOnly) {
   o.lora.rank = 2048;
   EXPECT_THROW(opd::plan_model_memory(c, o, {}), opd::Error);
 }
+
+// The streamed LM head (docs/ARCHITECTURE.md §2): logits, their gradient and its bf16 copy for one
+// block of rows, nothing of [batch x seq, V]; a teacher extending completions assembles no rows.
+TEST(MemoryPlan, AStreamedHeadPlansOneBlockOfLogits) {
+  const opd::ModelConfig c = qwen3_06b();
+  const size_t V = 151936;
+  MemoryPlanOptions o;
+  o.train = true;
+  o.batch = 8;
+  o.seq = 1024;
+  const opd::MemoryPlan whole = opd::plan_model_memory(c, o, {});
+  EXPECT_EQ(whole.bytes(MemoryKind::kLogits), size_t(8192) * V * 10);  // 12.4 GB
+  o.head_rows = 883;
+  const opd::MemoryPlan streamed = opd::plan_model_memory(c, o, {});
+  const auto near = [](size_t got, size_t want) { return got >= want && got < want + opd::MemoryPlan::kAlign; };
+  EXPECT_TRUE(near(streamed.at("logits").bytes, 883 * V * 4));
+  EXPECT_TRUE(near(streamed.at("dlogits").bytes, 883 * V * 4));
+  EXPECT_TRUE(near(streamed.at("dlogits.bf16").bytes, 883 * V * 2));
+  EXPECT_LT(streamed.bytes(MemoryKind::kLogits) * 9, whole.bytes(MemoryKind::kLogits));
+  EXPECT_EQ(streamed.bytes(MemoryKind::kActivations), whole.bytes(MemoryKind::kActivations));
+  o.head_rows = 100000;  // a block larger than the forward: the forward's rows
+  EXPECT_EQ(opd::plan_model_memory(c, o, {}).bytes(MemoryKind::kLogits), whole.bytes(MemoryKind::kLogits));
+
+  MemoryPlanOptions t;  // a shared-prefix teacher: extends by completions, its head streamed
+  t.batch = 8;
+  t.seq = 1024;
+  t.kv_batch = 8;
+  t.kv_capacity = 1024;
+  t.extend = true;
+  const opd::MemoryPlan assembled = opd::plan_model_memory(c, t, {});
+  EXPECT_TRUE(assembled.has("scores.logits"));
+  t.head_rows = 883;
+  const opd::MemoryPlan teacher = opd::plan_model_memory(c, t, {});
+  EXPECT_FALSE(teacher.has("scores.logits"));
+  EXPECT_TRUE(near(teacher.at("dec.logits").bytes, 883 * V * 4));
+  EXPECT_TRUE(near(teacher.at("logits").bytes, 883 * V * 4));
+  EXPECT_TRUE(teacher.has("dec.last"));
+  t.head_rows = -1;
+  EXPECT_THROW(opd::plan_model_memory(c, t, {}), opd::Error);
+}

@@ -15,6 +15,8 @@
 #include "model/transformer.h"
 #include "parallel/mpi_communicator.h"
 #include "train/optimizer.h"
+#include "train/teacher.h"
+#include "train/update.h"
 
 namespace opd {
 namespace {
@@ -114,6 +116,42 @@ TEST_F(GpuTensorParallel, DecodeFollowsTheCpuCache) {
     const std::vector<float> got = to_host(gpu.decode(gpu_cache, next.data(), pos.data()), size_t(B) * V);
     EXPECT_LT(rel_l2(got.data(), cpu->decode(cpu_cache, next.data(), pos.data()), got.size()), 3e-2)
         << "step " << s;
+  }
+}
+
+// The streamed LM head over each rank's vocabulary shard (docs/ARCHITECTURE.md §2, §4): the update
+// of each objective in blocks of rows that do not divide the batch, against the CPU shards' own
+// streamed update (itself checked against the whole model in tests/mpi/test_tensor_parallel.cpp).
+TEST_F(GpuTensorParallel, StreamedHeadUpdateFollowsTheCpuShards) {
+  std::vector<Sequence> seqs;
+  const std::vector<int> t = random_tokens(4 * 40, 23);
+  for (int i = 0; i < 4; ++i)
+    seqs.push_back({std::vector<int>(t.begin() + i * 40, t.begin() + i * 40 + 4 + i),
+                    std::vector<int>(t.begin() + i * 40 + 10, t.begin() + i * 40 + 25 + 3 * i), i / 2, true});
+  const SequenceBatch b = make_batch(seqs, 0);
+  auto cpu = bf16_model(false, 7, tp_.get());
+  auto teacher = bf16_model(false, 8, tp_.get());
+  cpu->set_head_rows(7);
+  Transformer gpu = *cpu;
+  gpu.use_gpu(training_plan(b.B, b.T), str("rank ", tp_->rank()));
+  ASSERT_TRUE(gpu.streams_head(size_t(b.B) * b.T));
+  for (const std::string mode : {"full", "topk:8", "sft"}) {
+    SCOPED_TRACE(mode);
+    const Method method = mode == "sft" ? Method::kSft : Method::kDistill;
+    DistillOptions o;
+    o.kl = parse_kl(method == Method::kSft ? "sampled" : mode, cpu->config().vocab);
+    const TeacherScores scores = ColocatedTeacher(*teacher).score(b, o.kl);  // this rank's columns of full rows
+    const TeacherScores* s = method == Method::kSft ? nullptr : &scores;
+    cpu->zero_grad();
+    const TokenSums want = update_micro_batch(*cpu, b, method, o, s, {});
+    cpu->reduce_partial_grads();
+    gpu.zero_grad();
+    const TokenSums got = update_micro_batch(gpu, b, method, o, s, {});
+    gpu.reduce_partial_grads();
+    EXPECT_NEAR(got.loss, want.loss, 3e-2 * std::abs(want.loss) + 1e-3);
+    const std::vector<float> g = to_host(gpu.training_memory().grads, gpu.params().size());
+    for (const ParamSpec& p : cpu->specs())
+      EXPECT_LT(rel_l2(g.data() + p.offset, cpu->grads().data() + p.offset, p.size), 6e-2) << p.name;
   }
 }
 
