@@ -157,8 +157,15 @@ void add_common(po::options_description& d, Method method) {
                    "evaluate every N steps (and before and after)")(
       "eval-max-new-tokens", po::value<int>()->default_value(48)->notifier(in_range("eval-max-new-tokens", 1, 1 << 20)),
       "longest eval completion")(
+      "eval-samples", po::value<int>()->default_value(0)->notifier(in_range("eval-samples", 0, 1 << 16)),
+      "also score N samples per eval problem at --eval-temperature (their mean accuracy, as reasoning benchmarks "
+      "score; beside the greedy one, with erase-mark rates for arith chains); 0: greedy only")(
+      "eval-temperature", po::value<float>()->default_value(1.0f)->notifier(in_range("eval-temperature", 1e-6f, 100.0f)),
+      "temperature of the --eval-samples")(
       "target-accuracy", po::value<double>()->default_value(0.0)->notifier(in_range("target-accuracy", 0.0, 1.0)),
       "report the first step whose eval accuracy reaches this")(
+      "target-metric", po::value<std::string>()->default_value("greedy"),
+      "which accuracy --target-accuracy applies to: greedy, or sampled (needs --eval-samples)")(
       "stop-at-target", po::bool_switch(), "stop once --target-accuracy is reached");
 
   po::options_description runo("Run");

@@ -36,7 +36,17 @@ TrainConfig train_config(const po::variables_map& vm, Method method) {
   c.eval.max_new_tokens = vm["eval-max-new-tokens"].as<int>();
   c.eval.batch = c.gen_batch;
   c.eval_every = vm["eval-every"].as<int>();
+  c.eval_samples.samples = vm["eval-samples"].as<int>();
+  c.eval_samples.temperature = vm["eval-temperature"].as<float>();
+  c.eval_samples.max_new_tokens = c.eval.max_new_tokens;
+  c.eval_samples.batch = c.gen_batch;
+  c.eval_samples.seed = c.seed;
   c.target_accuracy = vm["target-accuracy"].as<double>();
+  const std::string metric = vm["target-metric"].as<std::string>();
+  OPD_REQUIRE(metric == "greedy" || metric == "sampled", "option --target-metric = '", metric,
+              "' is not one of greedy, sampled");
+  OPD_REQUIRE(metric == "greedy" || c.eval_samples.samples > 0, "option --target-metric sampled needs --eval-samples N");
+  c.target_sampled = metric == "sampled";
   c.stop_at_target = vm["stop-at-target"].as<bool>();
   c.save_every = vm["save-every"].as<int>();
   c.keep_last = vm["keep-last"].as<int>();

@@ -40,6 +40,8 @@ int longest_sequence(const Tokenizer& tok, int max_seq, const std::vector<Exampl
                      bool completions);
 // Encodes a prompt with the model's tokenizer; the error names the prompt.
 std::vector<int> encode_prompt(const Transformer& model, const std::string& prompt);
+// The forward FLOPs a rollout counts for sampling one sequence (what Rollout::flops adds up).
+double sampling_flops(const Transformer& model, const Sequence& s);
 // Decodes a completion, leaving out a final EOS.
 std::string decode_completion(const Transformer& model, const std::vector<int>& tokens);
 

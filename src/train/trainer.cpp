@@ -17,6 +17,7 @@
 #include "train/gpu_plan.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
+#include "train/sft_data.h"
 #include "train/teacher.h"
 
 namespace opd {
@@ -171,18 +172,16 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       const auto [e0, e1] = shard(static_cast<int>(set.examples.size()), dp_size, dp_rank);
       const std::vector<Example> slice(set.examples.begin() + e0, set.examples.begin() + e1);
       EvalResult e = evaluate(student, scorer, slice, eo);
-      if (dp) {
-        double v[6] = {double(e.n), double(e.correct), double(e.completion_tokens), double(e.kl_positions), e.kl_sum,
-                       e.flops};
-        sum_dp(v, 6);
-        const bool has_kl = !std::isnan(e.kl);
-        e = EvalResult{};
-        e.kl = has_kl ? 0.0 : std::nan("");
-        merge_eval(e, EvalResult{int(v[0]), 0, std::nan(""), 0, v[5], int(v[1]), int64_t(v[2]), int64_t(v[3]), v[4]});
-      }
+      if (dp) all_reduce_eval(e, *dp);
       flops.eval += e.flops;
       json r = {{"accuracy", e.accuracy}, {"length", e.mean_length}};
       if (!std::isnan(e.kl)) r["kl"] = e.kl;
+      if (c.eval_samples.samples > 0) {  // accuracy of samples, as reasoning benchmarks score it
+        EvalResult es = evaluate(student, static_cast<ScoringClient*>(nullptr), slice, c.eval_samples);
+        if (dp) all_reduce_eval(es, *dp);
+        flops.eval += es.flops;
+        r.update(sampled_report(es, c.eval_samples));
+      }
       line["eval"][set.name] = r;
       if (step == 0) summary["eval_initial"][set.name] = r;
       summary["eval_final"][set.name] = r;
@@ -191,13 +190,19 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
       if (!std::isnan(e.kl)) line["eval_kl"] = e.kl;
       if (step == 0) summary["eval_accuracy_initial"] = e.accuracy;
       summary["eval_accuracy_final"] = e.accuracy;
+      if (r.contains("accuracy_sampled")) {
+        line["eval_accuracy_sampled"] = r["accuracy_sampled"];
+        if (step == 0) summary["eval_accuracy_sampled_initial"] = r["accuracy_sampled"];
+        summary["eval_accuracy_sampled_final"] = r["accuracy_sampled"];
+      }
       if (!std::isnan(e.kl)) {
         if (step == 0) summary["eval_kl_initial"] = e.kl;
         summary["eval_kl_final"] = e.kl;
       }
     }
     line["time"]["eval"] = since(t);
-    if (c.target_accuracy > 0 && line["eval_accuracy"].get<double>() >= c.target_accuracy &&
+    const char* target_metric = c.target_sampled ? "eval_accuracy_sampled" : "eval_accuracy";
+    if (c.target_accuracy > 0 && line[target_metric].get<double>() >= c.target_accuracy &&
         !summary.contains("target_reached_step")) {
       summary["target_reached_step"] = step;
       summary["samples_to_target"] = samples;
@@ -428,10 +433,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
         const Example& e = examples[i];
         OPD_REQUIRE(!e.completion.empty(), "sft: example with prompt '", e.prompt,
                     "' has no completion (use --from-teacher to sample one)");
-        Sequence s{encode_prompt(student, e.prompt), student.tokenizer().encode(e.completion, "completion"),
-                   static_cast<int>(i), true};
-        if (student.tokenizer().eos_id() >= 0) s.completion.push_back(student.tokenizer().eos_id());
-        seqs.push_back(std::move(s));
+        seqs.push_back(sft_sequence(student.tokenizer(), e, static_cast<int>(i)));  // with its loss mask
         texts.push_back(e.completion);
       }
     }
@@ -444,7 +446,7 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     }
     double step_counts[3] = {0, real_tokens(seqs), double(seqs.size())};  // trained tokens, tokens, sequences
     for (const auto& sq : seqs)
-      step_counts[0] += c.all_tokens ? sq.prompt.size() + sq.completion.size() - 1 : sq.completion.size();
+      step_counts[0] += (c.all_tokens ? sq.prompt.size() - 1 : 0) + trained_completion_tokens(sq);
     sum_dp(step_counts, 3);
     const double trained = step_counts[0];
     OPD_REQUIRE(trained > 0, "step ", step, ": no tokens to train on");
