@@ -166,6 +166,9 @@ void add_common(po::options_description& d, Method method) {
       "report the first step whose eval accuracy reaches this")(
       "target-metric", po::value<std::string>()->default_value("greedy"),
       "which accuracy --target-accuracy applies to: greedy, or sampled (needs --eval-samples)")(
+      "target-window", po::value<int>()->default_value(1)->notifier(in_range("target-window", 1, 1000)),
+      "the target is reached when the mean of the latest N evaluations reaches it (one lucky evaluation "
+      "does not count); the step reported is the last of them")(
       "stop-at-target", po::bool_switch(), "stop once --target-accuracy is reached");
 
   po::options_description runo("Run");

@@ -47,6 +47,7 @@ TrainConfig train_config(const po::variables_map& vm, Method method) {
               "' is not one of greedy, sampled");
   OPD_REQUIRE(metric == "greedy" || c.eval_samples.samples > 0, "option --target-metric sampled needs --eval-samples N");
   c.target_sampled = metric == "sampled";
+  c.target_window = vm["target-window"].as<int>();
   c.stop_at_target = vm["stop-at-target"].as<bool>();
   c.save_every = vm["save-every"].as<int>();
   c.keep_last = vm["keep-last"].as<int>();

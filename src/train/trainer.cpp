@@ -108,6 +108,19 @@ bool fault_at(const char* name, int step, int world_rank) {
   return !rank || std::atoi(rank) == world_rank;
 }
 
+// The mean of the last `window` evaluations of the target's metric (a window of 1: this one); -1
+// until there are that many. The window lives in the summary, so a resumed run keeps it.
+double target_window_mean(json& summary, const json& value, int window) {
+  if (window <= 1) return value.get<double>();
+  json& recent = summary["target_window"];
+  recent.push_back(value);
+  if (recent.size() > size_t(window)) recent.erase(recent.begin());
+  if (recent.size() < size_t(window)) return -1;
+  double sum = 0;
+  for (const json& v : recent) sum += v.get<double>();
+  return sum / window;
+}
+
 json tokens_json(const std::vector<float>& v) {
   json a = json::array();
   for (float x : v) a.push_back(std::round(x * 1e4) / 1e4);
@@ -202,8 +215,8 @@ json train(const TrainConfig& c, Transformer& student, Transformer* teacher, con
     }
     line["time"]["eval"] = since(t);
     const char* target_metric = c.target_sampled ? "eval_accuracy_sampled" : "eval_accuracy";
-    if (c.target_accuracy > 0 && line[target_metric].get<double>() >= c.target_accuracy &&
-        !summary.contains("target_reached_step")) {
+    if (c.target_accuracy > 0 && !summary.contains("target_reached_step") &&
+        target_window_mean(summary, line[target_metric], c.target_window) >= c.target_accuracy) {
       summary["target_reached_step"] = step;
       summary["samples_to_target"] = samples;
       summary["flops_to_target"] = flops.total();
