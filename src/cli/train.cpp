@@ -140,11 +140,14 @@ void add_common(po::options_description& d, Method method) {
   po::options_description optim("Optimizer (AdamW)");
   optim.add_options()("lr", po::value<double>()->default_value(5e-4)->notifier(in_range("lr", 0.0, 10.0)),
                       "peak learning rate")(
-      "lr-schedule", po::value<std::string>()->default_value("constant"), "constant or cosine")(
+      "lr-schedule", po::value<std::string>()->default_value("constant"),
+      "constant, cosine, or wsd (constant, then a linear decay over the last --lr-decay-steps)")(
+      "lr-decay-steps", po::value<int>()->default_value(0)->notifier(in_range("lr-decay-steps", 0, 10000000)),
+      "wsd: steps of the final linear decay (a cool-down)")(
       "warmup-steps", po::value<int>()->default_value(0)->notifier(in_range("warmup-steps", 0, 10000000)),
       "linear warm-up")(
       "min-lr-ratio", po::value<double>()->default_value(0.1)->notifier(in_range("min-lr-ratio", 0.0, 1.0)),
-      "cosine floor, as a fraction of --lr")(
+      "cosine and wsd floor, as a fraction of --lr")(
       "weight-decay", po::value<double>()->default_value(0.0)->notifier(in_range("weight-decay", 0.0, 10.0)),
       "decoupled weight decay (matrices only)")(
       "grad-clip", po::value<double>()->default_value(1.0)->notifier(in_range("grad-clip", 0.0, 1e9)),

@@ -29,6 +29,7 @@ TrainConfig train_config(const po::variables_map& vm, Method method) {
   c.opt.schedule = vm["lr-schedule"].as<std::string>();
   c.opt.warmup_steps = vm["warmup-steps"].as<int>();
   c.opt.min_lr_ratio = vm["min-lr-ratio"].as<double>();
+  c.opt.decay_steps = vm["lr-decay-steps"].as<int>();
   c.opt.weight_decay = vm["weight-decay"].as<double>();
   c.opt.grad_clip = vm["grad-clip"].as<double>();
   c.opt.beta1 = vm["beta1"].as<double>();
