@@ -42,8 +42,15 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	tools/fuzz --build $(BUILD)/fuzz --seconds $(FUZZ_SECONDS)
 
-run: deps build
-	tools/run-demo $(BUILD)/opd
+# `make run` builds only the binary it runs: on the CPU (DEVICE=cpu, the default) without CUDA, in
+# a build folder of its own, so a fresh clone compiles no test and no CUDA object before its result.
+DEVICE ?= cpu
+RUN_BUILD = $(if $(filter cuda,$(DEVICE)),$(BUILD),$(BUILD)-cpu)
+RUN_CMAKE_FLAGS = $(if $(filter cuda,$(DEVICE)),,-DOPD_CUDA=OFF)
+run: deps
+	cmake -S . -B $(RUN_BUILD) $(RUN_CMAKE_FLAGS) $(CMAKE_FLAGS)
+	cmake --build $(RUN_BUILD) -j $(JOBS) --target opd
+	DEVICE=$(DEVICE) tools/run-demo $(RUN_BUILD)/opd
 
 # Experiment 1: every method at its chosen learning rate, seed 1 (README). The sweep (three
 # learning rates per method, then three seeds of each best) is the separate, hours-long target; the
@@ -64,4 +71,4 @@ bench: build
 	$(BUILD)/opd bench model
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(BUILD)-cpu $(ASAN_BUILD)

@@ -1,4 +1,4 @@
-// Reverse KL between student and teacher, the cost of on-policy distillation (ARCHITECTURE §1.1).
+// Reverse KL between student and teacher, the cost of on-policy distillation (docs/ARCHITECTURE.md §1).
 #pragma once
 
 namespace opd::cpu {

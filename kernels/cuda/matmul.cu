@@ -1,4 +1,4 @@
-// The GPU matmul op: no handwritten kernel by design (ARCHITECTURE §3: "GPU: cuBLAS / cuBLASLt
+// The GPU matmul op: no handwritten kernel by design (docs/ARCHITECTURE.md §3: "GPU: cuBLAS / cuBLASLt
 // bf16, fp32 accumulate"). The three GEMMs of a linear layer (forward, dinp, dweight) go through
 // cuBLASLt with bf16 inputs and fp32 accumulation, one cached plan (heuristic algorithm) per shape,
 // layout and alignment. Checked against kernels/cpu/matmul.cpp by tests/gpu/test_matmul_gpu.cpp

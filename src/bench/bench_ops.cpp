@@ -11,8 +11,6 @@
 #include <vector>
 
 #include "bench/op_bench.h"
-#include "cli/commands.h"
-#include "cli/runtime.h"
 #include "core/error.h"
 #include "core/options.h"
 #include "kernels/cpu/matmul.h"
@@ -127,35 +125,18 @@ const std::vector<OpBench>& families() {
 
 }  // namespace
 
-int run_bench_ops(const std::vector<std::string>& args) {
-  const Command cmd{"bench ops",
-                    "Checks every kernel against its CPU op on random inputs, then times it next to a GEMM and a "
-                    "copy measured in the same run. Exits 1 if any check fails.",
-                    "opd bench ops [--device cpu|cuda] [--op attention|attention-backward|vocab|pointwise] [--quick]"};
-  po::options_description desc("Benchmark");
-  desc.add_options()("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")(
-      "op", po::value<std::string>()->default_value(""), "only this family of ops (default: all)")(
-      "quick", po::bool_switch(), "small shapes and few repeats (a smoke test)")(
-      "repeats", po::value<int>()->default_value(20)->notifier(in_range("repeats", 1, 100000)),
-      "timed calls per shape; the median is reported");
-  cli::add_runtime_options(desc);
-  po::variables_map vm;
-  if (!parse_options(cmd, args, desc, vm)) return 0;
-  cli::apply_runtime_options(vm);
+std::vector<std::string> op_families() {
+  std::vector<std::string> names;
+  for (const auto& f : families()) names.push_back(f.name);
+  return names;
+}
 
+int run_bench_ops(const BenchOpsOptions& o) {
   OpContext ctx;
-  const std::string device = vm["device"].as<std::string>();
-  OPD_REQUIRE(device == "cpu" || device == "cuda", str("--device: '", device, "' is not cpu or cuda"));
-  ctx.cuda = device == "cuda";
-  ctx.quick = vm["quick"].as<bool>();
-  ctx.repeats = ctx.quick ? std::min(3, vm["repeats"].as<int>()) : vm["repeats"].as<int>();
-  const std::string only = vm["op"].as<std::string>();
-  if (!only.empty()) {
-    bool known = false;
-    for (const auto& f : families()) known |= f.name == only;
-    OPD_REQUIRE(known, str("--op: unknown family '", only, "' (known: attention, attention-backward, vocab, pointwise)"));
-  }
-
+  ctx.cuda = o.cuda;
+  ctx.quick = o.quick;
+  ctx.repeats = o.quick ? std::min(3, o.repeats) : o.repeats;
+  const std::string& only = o.only;
 #ifdef OPD_WITH_CUDA
   std::unique_ptr<CudaTimer> timer;
   if (ctx.cuda) {

@@ -54,8 +54,17 @@ std::vector<OpResult> attention_backward_ops(OpContext& ctx);
 std::vector<OpResult> vocab_ops(OpContext& ctx);
 std::vector<OpResult> pointwise_ops(OpContext& ctx);
 
-// `opd bench ops ARGS...`: runs the families, prints the table; exit code 1 if a check failed.
-int run_bench_ops(const std::vector<std::string>& args);
+// What `opd bench ops` runs (cli/bench.cpp parses the options).
+struct BenchOpsOptions {
+  bool cuda = false;
+  std::string only;  // one family by name, or "" for all
+  bool quick = false;
+  int repeats = 20;
+};
+// The names of the families, for the option's help and its check.
+std::vector<std::string> op_families();
+// Runs the families, prints the table; exit code 1 if a check failed.
+int run_bench_ops(const BenchOpsOptions& options);
 
 // Worst absolute and relative error of got against want: the helpers each benchmark validates with.
 double max_abs_error(const std::vector<float>& got, const std::vector<float>& want);

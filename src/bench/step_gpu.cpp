@@ -25,9 +25,10 @@
 #include "kernels/cuda/logprobs.cuh"
 #include "kernels/cuda/reverse_kl.cuh"
 #include "kernels/cuda/sample.cuh"
-#include "model/gpu_transformer.h"
+#include "model/transformer.h"
+#include "model/memory_plan.h"
 #include "model/presets.h"
-#include "train/gpu_optimizer.h"
+#include "train/optimizer.h"
 #endif
 
 namespace opd::bench {
@@ -38,22 +39,22 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// A random model of the preset's shape, uploaded to the GPU; the host copy is dropped once there.
-std::unique_ptr<GpuTransformer> random_gpu_model(const ModelConfig& cfg, uint64_t seed,
-                                                 const MemoryPlanOptions& plan, const std::string& who) {
+// A random model of the preset's shape, on the GPU (its host copy stays for checkpoints).
+std::unique_ptr<Transformer> random_gpu_model(const ModelConfig& cfg, uint64_t seed, const MemoryPlanOptions& plan,
+                                              const std::string& who) {
   std::vector<std::string> pieces;
   pieces.reserve(cfg.vocab);
   for (int i = 0; i < cfg.vocab; ++i) pieces.push_back("<" + std::to_string(i) + ">");
   // No EOS: every sequence samples the full --new-tokens, so each step does the same work.
-  Transformer host(cfg, std::make_shared<CharTokenizer>(pieces, -1, -1));
+  auto model = std::make_unique<Transformer>(cfg, std::make_shared<CharTokenizer>(pieces, -1, -1));
   const auto t = Clock::now();
   std::cerr << "[bench step] " << who << ": " << cfg.num_parameters() / 1e9 << "B parameters, random init on the host"
             << std::flush;
-  host.init_random(seed);
+  model->init_random(seed);
   std::cerr << " (" << since(t) << " s), uploading\n";
-  auto gpu = std::make_unique<GpuTransformer>(host, plan, who);
-  std::cerr << gpu->plan().report("[bench step] " + who + " device memory:");
-  return gpu;
+  model->use_gpu(plan, who);
+  std::cerr << model->gpu_memory_report("[bench step] " + who + " device memory:");
+  return model;
 }
 
 struct PhaseTimes {
@@ -98,7 +99,7 @@ int run_bench_step_gpu(const GpuStepOptions& o) {
   auto student = random_gpu_model(sc, 1, splan, "student " + o.student);
   OptimizerOptions oo;
   oo.lr = 1e-5;
-  GpuAdamW opt(*student, oo);
+  AdamW opt(*student, oo);
 
   // Bench-owned device buffers: sampled ids and their random keys, per-row KL and loss weights.
   int* sampled = nullptr;
@@ -124,7 +125,9 @@ int run_bench_step_gpu(const GpuStepOptions& o) {
   cpu::SampleParams sp;
   sp.temperature = 1.0f;
   sp.seed = 7;
-  const cudaStream_t ss = student->stream(), ts = teacher->stream();
+  const auto ss = static_cast<cudaStream_t>(student->stream()), ts = static_cast<cudaStream_t>(teacher->stream());
+  KVCache cache;
+  student->reset_cache(cache, B, T);
 
   std::vector<PhaseTimes> times;
   for (int step = 1; step <= o.warmup + o.steps; ++step) {
@@ -138,7 +141,7 @@ int run_bench_step_gpu(const GpuStepOptions& o) {
     for (int b0 = 0; b0 < B; b0 += MB) {
       for (int b = 0; b < MB; ++b)
         std::copy_n(tokens.begin() + size_t(b0 + b) * T, P, prompts.begin() + size_t(b) * P);
-      const float* pl = student->prefill(prompts.data(), MB, P, b0);
+      const float* pl = student->prefill(cache, prompts.data(), MB, P, b0);
       for (int b = 0; b < MB; ++b)
         cuda::sample_tokens(sampled + b0 + b, pl + (size_t(b) * P + P - 1) * V, seq_ids + b0 + b,
                             positions + b0 + b, 1, V, sp, ss);
@@ -150,7 +153,7 @@ int run_bench_step_gpu(const GpuStepOptions& o) {
       for (int b = 0; b < B; ++b) tokens[size_t(b) * T + P + g] = next[b];
       if (g + 1 == G) break;
       for (int b = 0; b < B; ++b) pos[b] = P + g, hp[b] = uint32_t(P + g + 1);
-      const float* dl = student->decode(next.data(), pos.data(), B);
+      const float* dl = student->decode(cache, next.data(), pos.data());
       CUDA_CHECK(cudaMemcpyAsync(positions, hp.data(), sizeof(uint32_t) * B, cudaMemcpyHostToDevice, ss));
       cuda::sample_tokens(sampled, dl, seq_ids, positions, B, V, sp, ss);
       CUDA_CHECK(cudaMemcpyAsync(next.data(), sampled, sizeof(int) * B, cudaMemcpyDeviceToHost, ss));
@@ -164,12 +167,14 @@ int run_bench_step_gpu(const GpuStepOptions& o) {
     for (int b0 = 0; b0 < B; b0 += MB) {
       const int* mb_tokens = tokens.data() + size_t(b0) * T;
       t0 = Clock::now();
-      float* teacher_rows = teacher->forward(mb_tokens, MB, T);
+      // The bench owns both models: their logits buffers are rewritten in place (log-softmax rows,
+      // then the logit gradient), as the fused losses do.
+      float* teacher_rows = const_cast<float*>(teacher->forward(mb_tokens, MB, T));
       cuda::log_softmax_forward(teacher_rows, teacher_rows, NM, V, ts);
       CUDA_CHECK(cudaStreamSynchronize(ts));
       pt.score += since(t0);
       t0 = Clock::now();
-      float* logits = student->forward(mb_tokens, MB, T);
+      float* logits = const_cast<float*>(student->forward(mb_tokens, MB, T));
       cuda::reverse_kl_full(kl, logits, logits, static_cast<const float*>(teacher_rows), scale, NM, V, ss);
       student->backward(logits);
       CUDA_CHECK(cudaStreamSynchronize(ss));

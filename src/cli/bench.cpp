@@ -1,5 +1,6 @@
 // opd bench model: training and generation throughput of a model shape on this machine, next to
 // the sgemm rate measured in the same run (the ceiling a CPU step is judged against).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -7,6 +8,8 @@
 #include "bench/op_bench.h"
 #include "cli/commands.h"
 #include "cli/runtime.h"
+#include "core/error.h"
+#include "core/options.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/matmul.h"
 #include "model/generate.h"
@@ -115,6 +118,38 @@ int bench_model(const Args& args) {
   std::printf("fwd+bwd efficiency: %.0f%% of the 1024^3 sgemm rate\n", 100.0 * train_flops / train_s / 1e9 / gemm_square);
   return 0;
 }
+int bench_ops(const Args& args) {
+  const Command cmd{"bench ops",
+                    "Checks every kernel against its CPU op on random inputs, then times it next to a GEMM and a "
+                    "copy measured in the same run. Exits 1 if any check fails.",
+                    "opd bench ops [--device cpu|cuda] [--op attention|attention-backward|vocab|pointwise] [--quick]"};
+  po::options_description desc("Benchmark");
+  desc.add_options()("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")(
+      "op", po::value<std::string>()->default_value(""), "only this family of ops (default: all)")(
+      "quick", po::bool_switch(), "small shapes and few repeats (a smoke test)")(
+      "repeats", po::value<int>()->default_value(20)->notifier(in_range("repeats", 1, 100000)),
+      "timed calls per shape; the median is reported");
+  add_runtime_options(desc);
+  po::variables_map vm;
+  if (!parse_options(cmd, args, desc, vm)) return 0;
+  apply_runtime_options(vm);
+  bench::BenchOpsOptions o;
+  const std::string device = vm["device"].as<std::string>();
+  OPD_REQUIRE(device == "cpu" || device == "cuda", str("--device: '", device, "' is not cpu or cuda"));
+  o.cuda = device == "cuda";
+  o.quick = vm["quick"].as<bool>();
+  o.repeats = vm["repeats"].as<int>();
+  o.only = vm["op"].as<std::string>();
+  if (!o.only.empty()) {
+    const std::vector<std::string> known = bench::op_families();
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    OPD_REQUIRE(std::find(known.begin(), known.end(), o.only) != known.end(),
+                str("--op: unknown family '", o.only, "' (known: ", list, ")"));
+  }
+  return bench::run_bench_ops(o);
+}
+
 }  // namespace
 
 int bench(const Args& args) {
@@ -124,7 +159,7 @@ int bench(const Args& args) {
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "model") return bench_model(Args(args.begin() + 1, args.end()));
-  if (args[0] == "ops") return bench::run_bench_ops(Args(args.begin() + 1, args.end()));
+  if (args[0] == "ops") return bench_ops(Args(args.begin() + 1, args.end()));
   if (args[0] == "step") return bench_step(Args(args.begin() + 1, args.end()));
   throw Error(str("opd bench: unknown benchmark '", args[0], "' (known: model, ops, step)"));
 }

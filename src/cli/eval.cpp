@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/runtime.h"
+#include "cli/train_inputs.h"
 #include "core/jsonl.h"
 #include "io/model_file.h"
 #include "model/chat_template.h"

@@ -1,4 +1,4 @@
-// opd distill / sft / rl: one trainer, three sources of advantage (ARCHITECTURE §1.1–1.2).
+// opd distill / sft / rl: one trainer, three sources of advantage (docs/ARCHITECTURE.md §1).
 #include <cmath>
 #include <iostream>
 #include <optional>
@@ -28,6 +28,15 @@
 namespace opd::cli {
 
 namespace {
+
+// make_layout, checked against the models' shapes where given (tp must divide what it splits).
+Layout layout_for(const LayoutOptions& o, int world, const ModelConfig* student, const ModelConfig* teacher = nullptr) {
+  const auto sizes = [](const ModelConfig* m) {
+    return m ? std::optional<SplitSizes>(SplitSizes{m->n_heads, m->n_kv_heads, m->ffn_dim, m->vocab}) : std::nullopt;
+  };
+  const std::optional<SplitSizes> s = sizes(student), t = sizes(teacher);
+  return make_layout(o, world, s ? &*s : nullptr, t ? &*t : nullptr);
+}
 
 // "d_model=64,n_layers=2,..." -> a config for a model trained from scratch on the arith vocabulary.
 ModelConfig parse_shape(const std::string& text) {
@@ -230,7 +239,7 @@ int run_training(Method method, const Args& args) {
     std::optional<ModelConfig> s, t;
     if (vm.count("student")) s = read_model_config(vm["student"].as<std::string>());
     if (vm.count("teacher")) t = read_model_config(vm["teacher"].as<std::string>());
-    const Layout layout = make_layout(layout_opts, world->size(), s ? &*s : nullptr, t ? &*t : nullptr);
+    const Layout layout = layout_for(layout_opts, world->size(), s ? &*s : nullptr, t ? &*t : nullptr);
     std::string source;
     const std::vector<RankSite> sites = gather_rank_sites(*world, device_option(vm), &source);
     if (world->rank() == 0) {
@@ -263,7 +272,7 @@ int run_training(Method method, const Args& args) {
     OPD_REQUIRE(vm.count("teacher"), "opd distill: --teacher is required");
     const std::string teacher_path = vm["teacher"].as<std::string>();
     const ModelConfig shape = read_model_config(teacher_path);
-    make_layout(layout_opts, groups.layout.world, nullptr, &shape);
+    layout_for(layout_opts, groups.layout.world, nullptr, &shape);
     auto teacher = load_model(teacher_path, groups.replica.get());  // this rank's shards under --teacher-tp
     if (gpu) {
       // Forward only, for a micro-batch of the longest sequence the students will send.
@@ -293,7 +302,7 @@ int run_training(Method method, const Args& args) {
   if (!init.empty() && (method != Method::kSft || init.find('=') == std::string::npos)) student_path = init;
   if (method == Method::kSft && student_path.empty() && !init.empty()) {
     const ModelConfig shape = parse_shape(init);
-    make_layout(layout_opts, groups.layout.world, &shape);
+    layout_for(layout_opts, groups.layout.world, &shape);
     student = new_arith_model(shape, c.seed, groups.tp.get());
     student_path = "(new model: " + vm["init"].as<std::string>() + ")";
   } else {
@@ -308,7 +317,7 @@ int run_training(Method method, const Args& args) {
     const ModelConfig s = student ? student->config() : read_model_config(student_path);
     std::optional<ModelConfig> t;
     if (colocated_teacher) t = read_model_config(teacher_path);
-    make_layout(layout_opts, groups.layout.world, &s, t ? &*t : nullptr);
+    layout_for(layout_opts, groups.layout.world, &s, t ? &*t : nullptr);
   }
   if (!student) student = load_model(student_path, groups.tp.get());
   if (colocated_teacher) {
@@ -336,12 +345,11 @@ int run_training(Method method, const Args& args) {
   if (method == Method::kDistill) {
     OPD_REQUIRE(teacher || groups.layout.teacher_ranks > 0, "opd distill: --teacher is required");
     c.distill.kl = parse_kl(vm["kl"].as<std::string>(), student->config().vocab);
-    OPD_REQUIRE(!gpu || !c.shared_prefix, "--shared-prefix is not on the GPU path yet (extending a KV cache)");
     OPD_REQUIRE(groups.layout.teacher_ranks == 0 || !vm.count("anchor-teacher"),
                 "--anchor-teacher needs --teacher-ranks 0 (colocated)");
     if (vm.count("anchor-teacher")) {
       const ModelConfig shape = read_model_config(vm["anchor-teacher"].as<std::string>());
-      make_layout(layout_opts, groups.layout.world, nullptr, &shape);  // shardable like the teacher
+      layout_for(layout_opts, groups.layout.world, nullptr, &shape);  // shardable like the teacher
       anchor = load_model(vm["anchor-teacher"].as<std::string>(), groups.tp.get());
       check_same_tokenizer(*student, student_path, *anchor, vm["anchor-teacher"].as<std::string>());
     }

@@ -4,10 +4,14 @@
 #include "train/gpu_plan.h"
 
 #ifdef OPD_WITH_CUDA
-#include "model/gpu_transformer.h"
+#include "model/backend_cuda.h"
 #endif
 
 namespace opd::cli {
+
+void apply_chat_template(ChatTemplate t, std::vector<Example>& examples) {
+  for (Example& e : examples) e.prompt = opd::apply_chat_template(t, e.prompt);
+}
 
 TrainConfig train_config(const po::variables_map& vm, Method method) {
   TrainConfig c;

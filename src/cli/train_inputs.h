@@ -18,6 +18,9 @@ namespace opd::cli {
 // vocabulary, is left to the caller). Errors name the option.
 TrainConfig train_config(const po::variables_map& vm, Method method);
 
+// Wraps every example's prompt in the chat template.
+void apply_chat_template(ChatTemplate t, std::vector<Example>& examples);
+
 // The training examples (--prompts, or --data for SFT, plus --anchor-prompts marked as source 1)
 // and the evaluation sets, with the chat template (--template) applied to every prompt.
 struct RunData {

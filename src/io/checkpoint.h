@@ -1,4 +1,4 @@
-// Training checkpoints (ARCHITECTURE §5): the /model group of a model file plus the optimizer's
+// Training checkpoints (docs/ARCHITECTURE.md §6): the /model group of a model file plus the optimizer's
 // moments, the training state needed to continue bit for bit, and the resolved configuration.
 // Every dataset carries a crc32 checked on load; files are written to *.tmp and renamed.
 #pragma once

@@ -264,9 +264,7 @@ void write_model_group(h5::File& file, const Transformer& model) {
 namespace {
 // The MPI communicator behind a tensor-parallel model's TP group (HDF5 and the checksum combine speak MPI).
 MPI_Comm tp_handle(const Transformer& model, const std::string& where) {
-  const auto* mpi = dynamic_cast<const MpiCommunicator*>(model.tp());
-  OPD_REQUIRE(mpi, where, ": collective HDF5 I/O needs an MPI communicator for the tensor-parallel group");
-  return mpi->handle();
+  return mpi_handle(*model.tp(), where);
 }
 }  // namespace
 

@@ -1,4 +1,4 @@
-// Model files (ARCHITECTURE §5, the /model group): config attributes, the tokenizer, and one
+// Model files (docs/ARCHITECTURE.md §6, the /model group): config attributes, the tokenizer, and one
 // float32 dataset per tensor under its Hugging Face name, each with a crc32 attribute checked on load.
 // Checkpoints hold the same /model group, so the reader and writer of that group live here.
 #pragma once

@@ -59,8 +59,4 @@ void check_chat_template(ChatTemplate t, const Tokenizer& tok, const std::string
   }
 }
 
-void apply_chat_template(ChatTemplate t, std::vector<Example>& examples) {
-  for (Example& e : examples) e.prompt = apply_chat_template(t, e.prompt);
-}
-
 }  // namespace opd

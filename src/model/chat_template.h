@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "model/tokenizer.h"
-#include "tasks/dataset.h"
 
 namespace opd {
 
@@ -27,8 +26,5 @@ std::string apply_chat_template(ChatTemplate t, const std::string& prompt);
 // Every special token the template uses must be a single token of `tok`; the error names the
 // template, the token and `where` (the model file).
 void check_chat_template(ChatTemplate t, const Tokenizer& tok, const std::string& where);
-
-// Wraps every example's prompt.
-void apply_chat_template(ChatTemplate t, std::vector<Example>& examples);
 
 }  // namespace opd

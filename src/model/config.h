@@ -1,4 +1,4 @@
-// The shape of a Qwen3-family decoder (ARCHITECTURE §2).
+// The shape of a Qwen3-family decoder (docs/ARCHITECTURE.md §2).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -109,6 +109,8 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
   OPD_REQUIRE(o.batch >= 0 && o.seq >= 0 && o.kv_batch >= 0 && o.kv_capacity >= 0,
               "memory plan: negative batch or sequence sizes");
   OPD_REQUIRE(!o.train || o.batch * size_t(o.seq) > 0, "memory plan: training needs a forward batch");
+  OPD_REQUIRE(!o.extend || (o.batch * size_t(o.seq) > 0 && o.kv_batch > 0 && o.kv_capacity > 0),
+              "memory plan: extending a KV cache needs a forward batch and a cache");
   constexpr size_t kBf16 = 2, kF32 = 4;
   const size_t P = total_size(param_specs(cfg, o.tp, 0));
   const size_t N = size_t(o.batch) * o.seq, C = cfg.d_model, F = cfg.ffn_dim / o.tp, V = cfg.vocab / o.tp;
@@ -163,12 +165,20 @@ MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& o,
       plan.add(str("kv.L", l, ".k"), MemoryKind::kKVCache, cache);
       plan.add(str("kv.L", l, ".v"), MemoryKind::kKVCache, cache);
     }
-    const size_t n = o.kv_batch;
+    const size_t B = o.kv_batch, n = std::max(B, o.extend ? N : 0);  // rows: a token per sequence, or a forward's
     plan.add("dec.x", MemoryKind::kActivations, n * C * kBf16);
     for (const auto& [name, bytes] : layer_set(n)) plan.add(str("dec.", name), MemoryKind::kActivations, bytes);
     plan.add("dec.logits", MemoryKind::kLogits, n * V * kF32);
-    plan.add("dec.pos", MemoryKind::kActivations, n * sizeof(int));
     plan.add("dec.tokens", MemoryKind::kActivations, n * sizeof(int));
+    plan.add("dec.positions", MemoryKind::kActivations, n * sizeof(int));
+    plan.add("dec.pos", MemoryKind::kActivations, B * sizeof(int));
+    if (o.extend) {
+      for (const auto& [name, width] :
+           std::vector<std::pair<const char*, size_t>>{{"q_t", QD}, {"k_t", KD}, {"v_t", KD}, {"att_t", QD}})
+        plan.add(str("dec.", name), MemoryKind::kActivations, B * width * kBf16);
+      plan.add("dec.pos_t", MemoryKind::kActivations, B * sizeof(int));
+      plan.add("scores.logits", MemoryKind::kLogits, N * V * kF32);
+    }
   }
   if (N > 0) {
     plan.add("tokens", MemoryKind::kActivations, N * sizeof(int));

@@ -24,6 +24,9 @@ struct MemoryPlanOptions {
   int batch = 0, seq = 0;  // the forward's largest [batch, seq] (0: no forward beyond generation)
   int kv_batch = 0, kv_capacity = 0;  // the generation KV cache (0: none)
   int tp = 1;                         // tensor-parallel degree: this rank holds 1/tp of heads, ffn and vocab
+  // The KV-cache paths extend by whole completions (shared-prefix scoring): their scratch holds a
+  // forward's batch x seq rows, and the scored rows are assembled in one more logits buffer.
+  bool extend = false;
 };
 
 struct MemoryBlock {
@@ -64,14 +67,17 @@ struct WorkspaceSizes {
   size_t kernels = 0, cublaslt = 0;
 };
 
-// The blocks of a model on one GPU, named as GpuTransformer looks them up:
+// The blocks of a model on one GPU, named as the decoder (model/decoder_impl.h) and the CUDA backend look them up:
 //   "weights.bf16", "weights.master", "grads", "adam.m", "adam.v", "adam.decay_mask";
 //   the activations of layer l as "L<l>.<name>" (training without --recompute), or "L<l>.resid"
 //   per layer and one "layer.<name>" set (with --recompute), or "stream.resid" and "layer.<name>"
 //   (forward only), names: ln1 rstd1 q k v qr kr q_rstd k_rstd att lse mid ln2 rstd2 gate up h;
 //   "final.resid", "final.ln", "final.rstd"; "logits" and "dlogits" (fp32), "dlogits.bf16";
 //   backward scratch "grad.<name>": dresid dln dh dgate dup datt dq dqp dk dkp dv;
-//   the KV cache "kv.L<l>.k", "kv.L<l>.v" and decode scratch "dec.<name>" (one row per sequence);
+//   the KV cache "kv.L<l>.k", "kv.L<l>.v" and the KV-cache paths' scratch "dec.<name>" (one row per
+//   sequence, or per token of a forward with `extend`; names as a layer's plus x, logits, tokens,
+//   positions, pos, and with `extend` the per-position rows q_t k_t v_t att_t pos_t and
+//   "scores.logits");
 //   "workspace.kernels", and "workspace.cublaslt" (outside the arena).
 MemoryPlan plan_model_memory(const ModelConfig& cfg, const MemoryPlanOptions& options, const WorkspaceSizes& workspace);
 

@@ -1,5 +1,7 @@
-// The Qwen3-family decoder on the CPU: forward, hand-written backward, and the KV-cache steps
-// that generation is built from. It calls ops; it never loops over floats itself.
+// A Qwen3-family model: its shape, tokenizer and parameters (this rank's shards under tensor
+// parallelism), and the decoder that runs it (model/decoder.h: the one layer sequence, on the CPU
+// or, after use_gpu, on a GPU). Forward, hand-written backward, and the KV-cache steps that
+// generation and shared-prefix scoring are built from.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -7,33 +9,15 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/decoder.h"
 #include "model/params.h"
 #include "model/tokenizer.h"
 #include "parallel/communicator.h"
 
 namespace opd {
 
-class GpuTransformer;
+struct DecoderShape;
 struct MemoryPlanOptions;
-
-// Per-layer tensors kept by the training forward for backward.
-struct LayerActivations {
-  std::vector<float> resid;        // [N, C] layer input
-  std::vector<float> ln1, rstd1;   // [N, C], [N]
-  std::vector<float> q, k, v;      // projections [N, H*D], [N, Hkv*D], [N, Hkv*D]
-  std::vector<float> qr, kr;       // after QK-norm and RoPE: attention's inputs
-  std::vector<float> q_rstd, k_rstd;  // [N*H], [N*Hkv]
-  std::vector<float> att, lse;     // [N, H*D], [B, H, T]
-  std::vector<float> mid;          // [N, C] after the attention residual
-  std::vector<float> ln2, rstd2;
-  std::vector<float> gate, up, h;  // [N, F]
-};
-
-// A batch's KV cache: per layer, keys (after RoPE) and values of shape [B, S, Hkv, D].
-struct KVCache {
-  int batch = 0, capacity = 0;
-  std::vector<std::vector<float>> k, v;
-};
 
 // This rank's part of the vocabulary under tensor parallelism: ids [begin, begin + size) of
 // `vocab`; `tp` is null (or of size 1) when the rows are whole. Everything that reads logits rows
@@ -64,6 +48,7 @@ class Transformer {
   // A copy holds the same shape, tokenizer and host parameters, and starts on the CPU.
   Transformer(const Transformer& other);
   Transformer& operator=(const Transformer&) = delete;
+  ~Transformer();
 
   const ModelConfig& config() const { return cfg_; }
   const Tokenizer& tokenizer() const { return *tok_; }
@@ -78,90 +63,82 @@ class Transformer {
 
   // Gaussian initialisation with std 0.02 (0.02/sqrt(2 n_layers) for residual outputs), norms at 1.
   void init_random(uint64_t seed);
-  void zero_grad();
+  void zero_grad() { decoder_->zero_grad(); }
 
   // Training forward over right-padded token ids [B, T] (every id in the vocabulary, T <= max_seq).
-  // Returns logits [B*T, V], valid until the next forward.
-  const float* forward(const int* tokens, int B, int T);
-  // Backward of the last forward given dL/dlogits [B*T, V]; accumulates into grads().
-  void backward(const float* dlogits);
+  // Returns logits [B*T, V], valid until the next forward (device memory on the GPU path).
+  const float* forward(const int* tokens, int B, int T) { return decoder_->forward(tokens, B, T); }
+  // Backward of the last forward given dL/dlogits [B*T, V]; accumulates into the gradients.
+  void backward(const float* dlogits) { decoder_->backward(dlogits); }
   // Under TP, the gradients of replicated tensors that each rank computed for its own heads only
   // (ParamSpec::partial_grad) summed over the group; call once per step, before the update.
-  void reduce_partial_grads();
+  void reduce_partial_grads() { decoder_->reduce_partial_grads(); }
 
   // Generation steps. prefill runs the training forward over right-padded prompts [B, T] and fills
-  // the cache; decode appends one token per sequence at position pos[b] and returns logits [B, V].
-  void reset_cache(KVCache& cache, int B, int capacity) const;
-  const float* prefill(KVCache& cache, const int* tokens, int B, int T);
-  const float* decode(KVCache& cache, const int* tokens, const int* pos);
+  // the cache's sequences [first, first + B); decode appends one token per sequence at position
+  // pos[b] and returns logits [B, V].
+  void reset_cache(KVCache& cache, int B, int capacity) const { decoder_->reset_cache(cache, B, capacity); }
+  const float* prefill(KVCache& cache, const int* tokens, int B, int T, int first = 0) {
+    return decoder_->forward(tokens, B, T, &cache, first);
+  }
+  const float* decode(KVCache& cache, const int* tokens, const int* pos) {
+    return decoder_->extend(cache, tokens, 1, pos);
+  }
   // Several tokens per sequence after what the cache holds: tokens [B, T] at positions start[b] +
   // t (cache rows below start[b] filled); appends their keys and values and returns logits
   // [B*T, V]. Scoring completions against a prompt prefilled once (shared-prefix scoring).
-  const float* extend(KVCache& cache, const int* tokens, int T, const int* start);
+  const float* extend(KVCache& cache, const int* tokens, int T, const int* start) {
+    return decoder_->extend(cache, tokens, T, start);
+  }
+  // Copies positions [0, len) of the cache's first sequence into its other sequences (a prompt
+  // prefilled once, shared by the completions that extend it).
+  void fork_cache(KVCache& cache, int len) { decoder_->fork_cache(cache, len); }
+  // prefill for sampling: only each prompt's last-token logits, rows [B, V] (row len[b] - 1 of
+  // right-padded prompt b), valid until the next call.
+  const float* prefill_last(KVCache& cache, const int* tokens, int B, int T, const int* len) {
+    return decoder_->prefill_last(cache, tokens, B, T, len);
+  }
 
   // FLOPs of one forward over n tokens, each attending to `ctx` earlier tokens on average.
   double forward_flops(double n_tokens, double ctx) const;
 
-  // prefill for sampling: only each prompt's last-token logits, rows [B, V] (row len[b] - 1 of
-  // right-padded prompt b), valid until the next call.
-  const float* prefill_last(KVCache& cache, const int* tokens, int B, int T, const int* len);
-  // A buffer of n floats for dL/dlogits, where the losses write (each overwrites or zeroes all of
-  // it) and backward reads; device memory on the GPU path.
-  float* dlogits_buffer(size_t n);
+  // Buffers in the decoder's memory (device memory on the GPU path): n floats for dL/dlogits, where
+  // the losses write (each overwrites or zeroes all of it) and backward reads; and n floats of rows
+  // a caller assembles from the logits of several calls (zeroed), with copy_rows to move them.
+  float* dlogits_buffer(size_t n) { return decoder_->dlogits(n); }
+  float* scratch_rows(size_t n) { return decoder_->scratch_rows(n); }
+  void copy_rows(float* dst, const float* src, size_t n) { decoder_->copy_floats(dst, src, n); }
 
-  // The GPU path (ARCHITECTURE §2; a build with CUDA): from here on forward, backward, prefill and
-  // decode run on the current CUDA device as a GpuTransformer planned for `plan` (bf16 weights and
-  // activations; fp32 master weights, gradients and statistics), logits rows are device memory
+  // The GPU path (docs/ARCHITECTURE.md §2; a build with CUDA): from here on the decoder runs on the
+  // current CUDA device with the CUDA backend planned for `plan` (bf16 weights and activations;
+  // fp32 master weights, gradients and statistics), logits rows are device memory
   // (vocab_shard().device) and every other array stays on the host. params() remains the host
   // copy, refreshed from the master weights by sync_to_host(). Under TP each rank puts its shards
   // on its GPU (the plan's tp is the model's) and the TP group gets an NCCL twin when every rank
   // has a GPU of its own (parallel/device_group.h; collective over the group), else activations
   // are summed through host memory. `who` names the rank in a plan that does not fit.
   void use_gpu(const MemoryPlanOptions& plan, const std::string& who);
-  bool on_gpu() const { return gpu_ != nullptr; }
-  GpuTransformer* gpu() const { return gpu_.get(); }
-  void sync_to_host();
+  bool on_gpu() const { return decoder_->device(); }
+  void* stream() const { return decoder_->stream(); }  // the GPU decoder's cudaStream_t, null on the CPU
+  void sync_to_host() { decoder_->download_params(params_); }
   // Sums the gradients over a data-parallel group: in place on the device over a communicator of
-  // device buffers (NCCL), else over host memory (on the GPU path the gradients go through it).
-  void all_reduce_grads(Communicator& dp);
+  // device buffers (NCCL), else over host memory.
+  void all_reduce_grads(Communicator& dp) { decoder_->all_reduce_grads(dp); }
+  // Where parameters, gradients and optimizer state live, for the optimizer.
+  TrainingMemory training_memory() { return decoder_->training_memory(); }
   // The GPU plan's report (model/memory_plan.h), empty on the CPU.
-  std::string gpu_memory_report(const std::string& title) const;
+  std::string gpu_memory_report(const std::string& title) const { return decoder_->memory_report(title); }
+  // What a decoder of this model is built from.
+  DecoderShape decoder_shape(bool train, bool recompute) const;
 
  private:
-  void ensure_batch(int B, int T);
-  void check_tokens(const int* tokens, size_t n) const;
-  void tp_sum(float* x, size_t n);  // all-reduce over the TP group (nothing without TP)
-  void embed(float* out, const int* tokens, int N);
-  // out = (residual) + inp @ w^T, where w is row-parallel: the partial products are summed over TP.
-  void row_parallel_add(float* out, const float* residual, const float* inp, const float* w, int N, int K, int M);
-
-  // This rank's sizes: heads, kv heads, ffn and vocabulary divided by the TP degree.
-  struct LocalDims {
-    int H = 0, HK = 0, F = 0, V = 0, QD = 0, KD = 0;
-  };
-
   ModelConfig cfg_;
-  LocalDims ld_;
   VocabShard vocab_;
   std::shared_ptr<const Tokenizer> tok_;
   std::vector<ParamSpec> specs_;
-  ModelOffsets off_;
   std::vector<float> params_, grads_;
-
-  // Activations of the last training forward.
-  int B_ = 0, T_ = 0;
-  std::vector<int> tokens_, pos_;
-  std::vector<LayerActivations> acts_;
-  std::vector<float> final_resid_, lnf_, rstdf_, logits_;
-  // Backward scratch.
-  std::vector<float> dresid_, dln_, dq_, dk_, dv_, datt_, dqp_, dkp_, dgate_, dup_, dh_;
-  std::unique_ptr<Communicator> device_tp_;  // the TP group over NCCL (GPU path); outlives gpu_
-  std::string tp_transport_;                 // why not NCCL, when device_tp_ is null
-  std::shared_ptr<GpuTransformer> gpu_;      // shared_ptr: complete only where CUDA is built
-  std::vector<float> dlogits_, last_rows_;
-  // Decode scratch (one row per sequence).
-  std::vector<float> dec_x_, dec_ln_, dec_rstd_, dec_q_, dec_k_, dec_v_, dec_qn_, dec_kn_, dec_q_rstd_, dec_k_rstd_,
-      dec_att_, dec_gate_, dec_up_, dec_h_, dec_logits_;
+  std::unique_ptr<Communicator> device_tp_;  // the TP group over NCCL (GPU path); outlives decoder_
+  std::unique_ptr<Decoder> decoder_;
 };
 
 }  // namespace opd

@@ -14,7 +14,6 @@
 #include "kernels/cuda/reverse_kl.cuh"
 #include "kernels/cuda/sample.cuh"
 #ifdef OPD_WITH_NCCL
-#include "parallel/nccl_communicator.h"
 #endif
 #endif
 
@@ -143,11 +142,7 @@ namespace {
 // Waits until a collective over `c` has its result in place. NCCL in stream-ordered mode returns
 // once the collective is enqueued on its own stream; every other communicator returns with it done.
 void wait_for(Communicator& c) {
-#ifdef OPD_WITH_NCCL
-  if (auto* nccl = dynamic_cast<NcclCommunicator*>(&c)) nccl->synchronize();
-#else
-  (void)c;
-#endif
+  c.synchronize();
 }
 
 // Every TP rank's slab [N, Vl] of device rows, side by side as whole rows [N, vs.vocab] in device

@@ -1,4 +1,4 @@
-// The collectives and messages every parallel part of opd goes through (ARCHITECTURE §4). Device
+// The collectives and messages every parallel part of opd goes through (docs/ARCHITECTURE.md §4). Device
 // agnostic: buffers are plain pointers, so an NCCL implementation (GPU buffers, ids bootstrapped
 // over MPI) can stand behind the same interface; the MPI one serves the CPU path.
 #pragma once
@@ -36,6 +36,9 @@ class Communicator {
   // Whether the buffers are device memory (NCCL) rather than host memory (MPI).
   virtual bool device_buffers() const { return false; }
 
+  // Waits until the collectives issued so far have their results in place: a no-op where they
+  // return done; NCCL in stream-ordered mode returns once they are queued on its stream.
+  virtual void synchronize() {}
   virtual void all_reduce(float* data, size_t n, ReduceOp op) = 0;
   virtual void all_reduce(double* data, size_t n, ReduceOp op) = 0;
   virtual void all_reduce(int64_t* data, size_t n, ReduceOp op) = 0;

@@ -8,7 +8,7 @@ namespace opd {
 
 namespace {
 
-void check_divides(int parts, const char* option, const ModelConfig& m, const char* which) {
+void check_divides(int parts, const char* option, const SplitSizes& m, const char* which) {
   const struct {
     const char* name;
     int value;
@@ -58,7 +58,7 @@ std::string Layout::table(const std::vector<RankSite>& sites) const {
   return out;
 }
 
-Layout make_layout(const LayoutOptions& o, int world, const ModelConfig* student, const ModelConfig* teacher) {
+Layout make_layout(const LayoutOptions& o, int world, const SplitSizes* student, const SplitSizes* teacher) {
   OPD_REQUIRE(world >= 1, "rank layout: world size ", world, " must be at least 1");
   OPD_REQUIRE(o.teacher_ranks >= 0, "rank layout: --teacher-ranks = ", o.teacher_ranks, " must not be negative");
   OPD_REQUIRE(o.teacher_tp >= 1, "rank layout: --teacher-tp = ", o.teacher_tp, " must be at least 1");

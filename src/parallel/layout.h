@@ -1,4 +1,4 @@
-// The SPMD rank layout (ARCHITECTURE §4): world = teacher ranks + a student tp x dp grid, computed
+// The SPMD rank layout (docs/ARCHITECTURE.md §4): world = teacher ranks + a student tp x dp grid, computed
 // and validated in one place. Students come first, so world rank 0 is the student that writes the
 // run directory; TP groups are contiguous ranks (Megatron order: tp fastest, then dp).
 #pragma once
@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "core/options.h"
-#include "model/config.h"
 
 namespace opd {
 
@@ -49,11 +48,17 @@ struct Layout {
   std::string table(const std::vector<RankSite>& sites = {}) const;
 };
 
-// Validates the options against the world size and, where given, the models' shapes (tp must
+// The sizes of a model that tensor parallelism splits (whole heads, kv heads, FFN units and
+// vocabulary rows per rank).
+struct SplitSizes {
+  int n_heads = 0, n_kv_heads = 0, ffn_dim = 0, vocab = 0;
+};
+
+// Validates the options against the world size and, where given, the models' sizes (tp must
 // divide the student's heads, kv heads, ffn and vocab; teacher_tp the teacher's). Errors name the
 // option and the numbers.
-Layout make_layout(const LayoutOptions& options, int world, const ModelConfig* student = nullptr,
-                   const ModelConfig* teacher = nullptr);
+Layout make_layout(const LayoutOptions& options, int world, const SplitSizes* student = nullptr,
+                   const SplitSizes* teacher = nullptr);
 
 // --teacher-ranks, --teacher-tp, --tp, --dp.
 void add_layout_options(po::options_description& desc);

@@ -8,6 +8,13 @@
 
 namespace opd {
 
+MPI_Comm mpi_handle(const Communicator& c, const std::string& where) {
+  const auto* mpi = dynamic_cast<const MpiCommunicator*>(&c);
+  OPD_REQUIRE(mpi, where, ": collective HDF5 I/O needs an MPI communicator for the tensor-parallel group (", c.name(),
+              " is not one)");
+  return mpi->handle();
+}
+
 namespace {
 
 // MPI counts are ints: larger transfers are an error here rather than a silent truncation.

@@ -6,6 +6,10 @@
 
 namespace opd {
 
+// The MPI communicator behind `c` (collective HDF5 I/O speaks MPI); an error naming `where` when
+// `c` is not one.
+MPI_Comm mpi_handle(const Communicator& c, const std::string& where);
+
 class MpiCommunicator : public Communicator {
  public:
   // Wraps MPI_COMM_WORLD (not owned).

@@ -1,4 +1,4 @@
-// The NCCL implementation of the communicator (ARCHITECTURE §4): collectives and point-to-point
+// The NCCL implementation of the communicator (docs/ARCHITECTURE.md §4): collectives and point-to-point
 // transfers between GPUs, for tensor and data parallelism and for token ids and scores between
 // students and teachers. Only in builds with NCCL (OPD_WITH_NCCL). Every NCCL call goes through
 // NCCL_CHECK, every CUDA call through CUDA_CHECK.
@@ -110,7 +110,7 @@ class NcclCommunicator : public Communicator {
   bool stream_ordered() const { return stream_ordered_; }
   void set_stream_ordered(bool on) { stream_ordered_ = on; }
   // Waits for everything enqueued on stream(), watching for asynchronous NCCL errors.
-  void synchronize();
+  void synchronize() override;
 
  private:
   NcclCommunicator(std::shared_ptr<nccl_detail::Shared> shared, std::unique_ptr<Communicator> owned_host,

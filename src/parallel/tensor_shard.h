@@ -1,4 +1,4 @@
-// One rank's part of a tensor under tensor parallelism (ARCHITECTURE §4, §5): a block of the full
+// One rank's part of a tensor under tensor parallelism (docs/ARCHITECTURE.md §4, §5): a block of the full
 // row-major tensor along one dimension, or all of it when replicated. Checkpoints store the full
 // tensor, so a file written under one split reads back under any other.
 #pragma once

@@ -24,6 +24,11 @@ MemoryPlanOptions gpu_plan(const TrainConfig& c, int seq, bool train, bool sampl
     p.kv_batch = c.gen_batch;
     p.kv_capacity = seq;
   }
+  if (!train && c.shared_prefix) {  // a teacher extending each prompt's cache by its completions
+    p.kv_batch = std::max(p.kv_batch, c.micro_batch);
+    p.kv_capacity = seq;
+    p.extend = true;
+  }
   return p;
 }
 

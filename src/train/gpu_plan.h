@@ -17,7 +17,8 @@ int planned_sequence(const Tokenizer& tok, int max_seq, const TrainConfig& c, co
                      const std::vector<NamedExamples>& eval);
 
 // A micro-batch of `seq` tokens per forward (also the evaluation's KL pass); with `train` the
-// training state and activations; with `samples` a KV cache of --gen-batch sequences.
+// training state and activations; with `samples` a KV cache of --gen-batch sequences; a teacher
+// (not `train`) with --shared-prefix also a cache and scratch to extend prompts by completions.
 MemoryPlanOptions gpu_plan(const TrainConfig& c, int seq, bool train, bool samples);
 
 }  // namespace opd

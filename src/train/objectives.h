@@ -1,5 +1,5 @@
 // Where the methods differ: the per-token advantage or target, and the gradient it puts on the
-// student's logits (ARCHITECTURE §1.1–1.2). Each function takes the student's logits for one
+// student's logits (docs/ARCHITECTURE.md §1). Each function takes the student's logits for one
 // micro-batch, writes dL/dlogits, and returns sums for the step's metrics.
 #pragma once
 #include <cstdint>

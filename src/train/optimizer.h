@@ -28,34 +28,41 @@ struct OptimizerOptions {
 double scheduled_lr(const OptimizerOptions& options, int step);
 void check_schedule(const OptimizerOptions& options);
 
-class GpuAdamW;
-
-// On a model that runs on the GPU (Transformer::use_gpu), from the first step on the update runs
-// there (train/gpu_optimizer.h), starting from the host state (fresh or restored).
+// One AdamW for every device: its state lives where the model's training memory is
+// (Transformer::training_memory): host arrays here, or the device arena of a model on the GPU,
+// where the update also refreshes the bf16 weights the forward reads. A model moved to the GPU
+// after the optimizer was made takes the moments with it on the next call.
 class AdamW {
  public:
   AdamW(Transformer& model, const OptimizerOptions& options);
-  // Applies model.grads() * grad_scale at training step `step` (1-based); returns the norm of the
+  // Applies the gradients * grad_scale at training step `step` (1-based); returns the norm of the
   // scaled gradient before clipping. (The trainer sums per-token gradients and scales by 1 / tokens.)
   double step(int step, double grad_scale = 1.0);
   double lr_at(int step) const;
-
-  // The moments and update count, for checkpoints; restore() checks the sizes. On the GPU path
-  // the moments live on the device (with the model's master weights) and are copied back here.
+  // The moments and update count, for checkpoints (copied back from the device on the GPU path);
+  // restore() checks the sizes.
   const std::vector<float>& m() const;
   const std::vector<float>& v() const;
   int updates() const { return t_; }
   void restore(std::vector<float> m, std::vector<float> v, int updates);
 
  private:
+  // Ranges of the gradient whose squares are summed together: the whole buffer, or under TP the
+  // split tensors (summed over the group) apart from the replicated ones (counted once).
+  struct NormRange {
+    size_t begin, end;
+    bool replicated;
+  };
+  TrainingMemory memory() const;  // the model's, with the moments where they live
+  double grad_norm(const TrainingMemory& mem) const;
+
   Transformer& model_;
   OptimizerOptions o_;
-  mutable std::vector<float> m_, v_;  // on the GPU path: the last copy back from the device
+  std::vector<NormRange> ranges_;
+  mutable std::vector<float> m_, v_;  // host state; on the GPU path the last copy back from the device
   std::vector<unsigned char> decay_mask_;
+  mutable bool on_device_ = false;  // the moments have moved to the model's device memory
   int t_ = 0;
-  std::shared_ptr<GpuAdamW> gpu_;  // shared_ptr: complete only where CUDA is built
-  // On the GPU path: the device's copy of one moment into `host` ("adam.m" or "adam.v").
-  void fetch_from_gpu(const char* moment, std::vector<float>& host) const;
 };
 
 }  // namespace opd

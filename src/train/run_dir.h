@@ -1,4 +1,4 @@
-// A run's directory (ARCHITECTURE §6): config.ini, metrics.jsonl, samples/, checkpoints/,
+// A run's directory (docs/ARCHITECTURE.md §7): config.ini, metrics.jsonl, samples/, checkpoints/,
 // summary.json; and the progress line rank 0 prints on stderr.
 #pragma once
 #include <chrono>

@@ -9,7 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_check.cuh"
-#include "model/gpu_transformer.h"
+#include "model/backend_cuda.h"
 #endif
 
 namespace opd {
@@ -60,9 +60,9 @@ int ColocatedScoring::submit(const SequenceBatch& batch, const KlSpec& kl) {
   if (model_.on_gpu() && !shared_prefix_) {
 #ifdef OPD_WITH_CUDA
     auto span = std::make_shared<ForwardSpan>();
-    span->mark(0, model_.gpu()->stream());
+    span->mark(0, static_cast<cudaStream_t>(model_.stream()));
     const float* logits = teacher_.forward(batch);
-    span->mark(1, model_.gpu()->stream());
+    span->mark(1, static_cast<cudaStream_t>(model_.stream()));
     pending_ = Pending{next_, batch, kl, logits, std::move(span)};
 #endif
     flops = scoring_flops(model_, batch);
@@ -85,9 +85,9 @@ void ColocatedScoring::finish_pending() {
 #ifdef OPD_WITH_CUDA
   // The student waits here for the rest of the forward and for the scores; the teacher was busy
   // for the whole forward (while the student trained, too) and for the scores.
-  pending_->span->mark(2, model_.gpu()->stream());
+  pending_->span->mark(2, static_cast<cudaStream_t>(model_.stream()));
   done_[pending_->ticket] = teacher_.from_logits(pending_->logits, pending_->batch, pending_->kl);
-  pending_->span->mark(3, model_.gpu()->stream());
+  pending_->span->mark(3, static_cast<cudaStream_t>(model_.stream()));
   busy = pending_->span->busy_seconds();
 #endif
   pending_.reset();

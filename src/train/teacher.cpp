@@ -48,8 +48,9 @@ const float* ColocatedTeacher::forward(const SequenceBatch& batch) {
 TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, const KlSpec& kl, double* flops) {
   const int B = b.B, T = b.T, V = model_.vocab_shard().size;  // this rank's share of a row under TP
   OPD_REQUIRE(static_cast<int>(b.lengths.size()) == B, "shared-prefix scoring: the batch has no row lengths");
-  // Rows with nothing to score keep zero logits: no score reads them.
-  std::vector<float> logits(size_t(B) * T * V, 0.0f);
+  // Rows with nothing to score keep zero logits: no score reads them. (The decoder's memory: the
+  // GPU's, on the GPU path.)
+  float* logits = model_.scratch_rows(size_t(B) * T * V);
   std::vector<int> prompt_len(B, 0);
   for (int r = 0; r < B; ++r)
     for (int t = 0; t < T; ++t)
@@ -72,23 +73,17 @@ TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, cons
         done[r] = 1;
         longest = std::max(longest, b.lengths[r]);
       }
-    // The prompt once: its last position predicts every row's first completion token.
-    KVCache prompt_cache;
-    model_.reset_cache(prompt_cache, 1, longest);
-    const float* pl = model_.prefill(prompt_cache, tok + size_t(r0) * T, 1, P);
-    fl += model_.forward_flops(P, P / 2.0);
-    for (int r : group) std::copy_n(pl + size_t(P - 1) * V, V, logits.data() + (size_t(r) * T + P - 1) * V);
-    const int E = longest - P - 1;  // completion tokens that predict a later one
-    if (E <= 0) continue;
     const int G = static_cast<int>(group.size());
+    // The prompt once, into the cache's first sequence: its last position predicts every row's
+    // first completion token.
     KVCache cache;
     model_.reset_cache(cache, G, longest);
-    const size_t kd = prompt_cache.k[0].size() / longest, block = size_t(longest) * kd;  // this rank's kv heads
-    for (size_t l = 0; l < cache.k.size(); ++l)
-      for (int g = 0; g < G; ++g) {
-        std::copy_n(prompt_cache.k[l].data(), P * kd, cache.k[l].data() + g * block);
-        std::copy_n(prompt_cache.v[l].data(), P * kd, cache.v[l].data() + g * block);
-      }
+    const float* pl = model_.prefill(cache, tok + size_t(r0) * T, 1, P);
+    fl += model_.forward_flops(P, P / 2.0);
+    for (int r : group) model_.copy_rows(logits + (size_t(r) * T + P - 1) * V, pl + size_t(P - 1) * V, V);
+    const int E = longest - P - 1;  // completion tokens that predict a later one
+    if (E <= 0) continue;
+    model_.fork_cache(cache, P);
     std::vector<int> tokens(size_t(G) * E), start(G, P);
     for (int g = 0; g < G; ++g) std::copy_n(tok + size_t(group[g]) * T + P, E, tokens.data() + size_t(g) * E);
     const float* el = model_.extend(cache, tokens.data(), E, start.data());
@@ -96,11 +91,11 @@ TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, cons
     for (int g = 0; g < G; ++g)
       for (int e = 0; e < E; ++e) {
         const size_t row = size_t(group[g]) * T + P + e;
-        if (b.targets[row] >= 0) std::copy_n(el + (size_t(g) * E + e) * V, V, logits.data() + row * V);
+        if (b.targets[row] >= 0) model_.copy_rows(logits + row * V, el + (size_t(g) * E + e) * V, V);
       }
   }
   if (flops) *flops = fl;
-  return from_logits(logits.data(), b, kl);
+  return from_logits(logits, b, kl);
 }
 
 TeacherScores ColocatedTeacher::from_logits(const float* logits, const SequenceBatch& batch, const KlSpec& kl) {

@@ -9,7 +9,7 @@
 
 namespace opd {
 
-// Which reverse KL the student is trained on (ARCHITECTURE §1.1).
+// Which reverse KL the student is trained on (docs/ARCHITECTURE.md §1).
 struct KlSpec {
   enum Mode { kSampled, kFull, kTopK } mode = kSampled;
   int k = 0;  // for kTopK
@@ -30,7 +30,7 @@ class ColocatedTeacher {
   explicit ColocatedTeacher(Transformer& model) : model_(model) {}
   TeacherScores score(const SequenceBatch& batch, const KlSpec& kl);
   // The same scores with the prompt of each group of rows that share one prefilled once and every
-  // row's completion run against that KV cache (ARCHITECTURE §1.1, shared prefix): fewer FLOPs when
+  // row's completion run against that KV cache (docs/ARCHITECTURE.md §1, shared prefix): fewer FLOPs when
   // several samples share a prompt; equal to score() up to float rounding (other GEMM shapes).
   // A row's prompt ends where its first scored position is. `flops` receives the forward FLOPs.
   TeacherScores score_shared_prefix(const SequenceBatch& batch, const KlSpec& kl, double* flops);

@@ -1,4 +1,4 @@
-// The messages between student DP leaders and teacher replicas (ARCHITECTURE §4). Versioned, and
+// The messages between student DP leaders and teacher replicas (docs/ARCHITECTURE.md §4). Versioned, and
 // checked on arrival: sizes, token ids within the vocabulary, the reply matching its request. A
 // bad message is an opd::Error naming the rank it came from.
 //

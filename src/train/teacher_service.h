@@ -1,4 +1,4 @@
-// Dedicated teacher ranks (ARCHITECTURE §4): a teacher replica serves scoring requests until
+// Dedicated teacher ranks (docs/ARCHITECTURE.md §4): a teacher replica serves scoring requests until
 // every client has said it is done; students reach the replicas through RemoteScoring, which
 // sends each micro-batch non-blocking to the least-loaded replica and takes the scores back when
 // the trainer needs them.

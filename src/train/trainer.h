@@ -1,4 +1,4 @@
-// The training loop shared by distill, sft and rl (ARCHITECTURE §1.1–1.2): one step is
+// The training loop shared by distill, sft and rl (docs/ARCHITECTURE.md §1): one step is
 // rollout -> (teacher scoring) -> advantage -> update; only where the advantage or target
 // comes from differs between the methods.
 #pragma once
@@ -64,7 +64,7 @@ inline constexpr int kExitCheckpointed = 75;
 
 class ScoringClient;
 
-// Where this rank sits when the run spans several (ARCHITECTURE §4); the default is one process.
+// Where this rank sits when the run spans several (docs/ARCHITECTURE.md §4); the default is one process.
 struct TrainContext {
   Communicator* dp = nullptr;               // the student's data-parallel group; null: no DP
   Communicator* dp_device = nullptr;        // the same group over device buffers (NCCL, --device cuda); null: dp

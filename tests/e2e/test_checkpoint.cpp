@@ -9,6 +9,7 @@
 #include <random>
 
 #include "io/model_file.h"
+#include "common/python.h"
 #include "run.h"
 
 namespace opd {
@@ -148,7 +149,8 @@ TEST_F(Checkpoints, InspectVerifiesAndNamesTheBadDataset) {
       "b = bytearray(open(sys.argv[1], 'rb').read()); b[off + 5] ^= 0x40\n"
       "open(sys.argv[1], 'wb').write(bytes(b))\n";
   std::ofstream(run + "/flip.py") << py;
-  ASSERT_EQ(std::system(("/usr/bin/python3 " + run + "/flip.py " + bad).c_str()), 0);
+  ASSERT_EQ(testing::python_lacks("h5py"), "");
+  ASSERT_EQ(std::system((testing::python() + " " + run + "/flip.py " + bad).c_str()), 0);
   r = run_opd("inspect " + bad);
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("/optimizer/v/model.norm.weight: checksum mismatch"), std::string::npos) << r.output;

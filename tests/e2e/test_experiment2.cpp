@@ -5,14 +5,16 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/python.h"
 #include "run.h"
 
 namespace opd {
 namespace {
 
 TEST(Experiment2, ShortPipeline) {
+  ASSERT_EQ(testing::python_lacks("matplotlib"), "");
   const std::string out = testing::temp_dir("experiment2");
-  const std::string cmd = "tools/experiment2 --opd " + std::string(OPD_BINARY) + " --out " + out +
+  const std::string cmd = testing::python() + " tools/experiment2 --opd " + std::string(OPD_BINARY) + " --out " + out +
                           " --seeds 1,2 --sft-steps 2 --opd-steps 2 --eval-n 8 --sft-eval-every 1 --opd-eval-every 1"
                           " --threads 2 > " + out + "/log 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(out + "/log");

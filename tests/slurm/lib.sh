@@ -9,6 +9,18 @@ test_name=$(basename "$0" .sh)
 fail() { echo "FAIL ($test_name): $*" >&2; exit 1; }
 [[ -f jobs/lib/opd-job.sh ]] || fail "run from the source root (cwd is $PWD)"
 [[ -x $OPD ]] || fail "no opd binary at $OPD"
+# The one Python of the tests and tools: what CMake found (ctest sets OPD_PYTHON), else the one
+# tools/install-deps provisions. Never the first python3 on PATH, which may lack h5py.
+export OPD_PYTHON=${OPD_PYTHON:-/usr/bin/python3}
+# need_python MODULE...: stop, naming the missing modules, before a check that would need them.
+need_python() {
+  local missing
+  missing=$("$OPD_PYTHON" -c 'import importlib.util, sys
+print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' "$@" 2>&1) ||
+    fail "the tests' Python $OPD_PYTHON does not run: $missing"
+  [[ -z $missing ]] || fail "the tests' Python $OPD_PYTHON lacks the module(s) $missing (needed by $test_name):" \
+    "run tools/install-deps, or configure with -DOPD_PYTHON=<a python3 that has h5py, numpy and matplotlib>"
+}
 if [[ $(id -u) -ne 0 ]]; then
   echo "SKIP ($test_name): the local Slurm cluster runs as root (tools/slurm-local); not root" >&2
   exit 77
@@ -27,7 +39,7 @@ local_node=(--cpus-per-task=1 --time=00:05:00)
 
 # metrics_without_timing RUN: the metrics lines with the fields that measure time removed.
 metrics_without_timing() {
-  python3 - "$1/metrics.jsonl" <<'PY'
+  "$OPD_PYTHON" - "$1/metrics.jsonl" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
     d = json.loads(line)
@@ -36,9 +48,10 @@ for line in open(sys.argv[1]):
 PY
 }
 
-# same_weights A.h5 B.h5: every model tensor bit-identical.
+# same_weights A.h5 B.h5: every model tensor bit-identical (a test that calls it first runs
+# `need_python h5py numpy`).
 same_weights() {
-  python3 - "$1" "$2" <<'PY'
+  "$OPD_PYTHON" - "$1" "$2" <<'PY'
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
 names = []

@@ -11,7 +11,7 @@ STEPS=6 PROMPTS_PER_STEP=8 EVAL_EVERY=3 SAVE_EVERY=3 WARMUP_STEPS=0 OUT=$run \
 for f in config.ini metrics.jsonl final.h5 summary.json checkpoints/step_000003.h5 checkpoints/step_000006.h5; do
   [[ -s $run/$f ]] || { cat "$work/job.log" >&2; fail "$run/$f is missing"; }
 done
-python3 - "$run" <<'PY' || fail "metrics or summary wrong"
+"$OPD_PYTHON" - "$run" <<'PY' || fail "metrics or summary wrong"
 import json, sys
 run = sys.argv[1]
 m = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]

@@ -3,6 +3,7 @@
 # `--signal=B:USR1@...` does at the time limit) checkpoints, exits 75, requeues itself, resumes
 # with --resume auto, and ends with the same metrics and weights as the same job left alone.
 source "$(dirname "$0")/lib.sh"
+need_python h5py numpy
 # Enough steps that the signal (scancel -> slurmd -> the batch shell -> opd: up to a second or so)
 # lands mid-run even when the machine is idle and a step takes 25 ms.
 export STEPS=150 PROMPTS_PER_STEP=8 EVAL_EVERY=50 WARMUP_STEPS=0

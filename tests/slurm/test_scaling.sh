@@ -2,6 +2,7 @@
 # jobs/scaling.sbatch runs the same work at two points (one rank, 1 and 2 threads: the series that
 # needs no multi-rank layout) and tools/scaling-report turns them into per-phase speed-ups.
 source "$(dirname "$0")/lib.sh"
+need_python matplotlib h5py
 out=$work/scaling
 OUT=$out SCALE=threads SERIES="1 2" STEPS=4 PROMPTS_PER_STEP=8 EVAL_N=5 \
   sbatch --wait --ntasks=1 --ntasks-per-node=1 --cpus-per-task=2 --gpus-per-node=0 --time=00:05:00 \
@@ -13,10 +14,10 @@ done
 grep -q '"threads": 2' "$out/threads-0002/scaling_point.json" || fail "point 2 is not recorded as 2 threads"
 grep -q '^threads = 2$' "$out/threads-0002/config.ini" || fail "point 2 did not run with --threads 2"
 
-tools/scaling-report "$out" >"$work/report.out" || fail "scaling-report failed: $(cat "$work/report.out")"
+"$OPD_PYTHON" tools/scaling-report "$out" >"$work/report.out" || fail "scaling-report failed: $(cat "$work/report.out")"
 cat "$work/report.out"
 for f in scaling.md scaling.csv scaling.json scaling.png; do [[ -s $out/$f ]] || fail "$out/$f missing"; done
-python3 - "$out/scaling.json" <<'PY' || fail "the scaling report is wrong"
+"$OPD_PYTHON" - "$out/scaling.json" <<'PY' || fail "the scaling report is wrong"
 import json, math, sys
 r = json.load(open(sys.argv[1]))
 assert r["scale"] == "threads", r["scale"]
@@ -33,7 +34,7 @@ assert all(p["steps"] == 3 for p in r["points"])  # steps 2..4: the first step i
 print("phases:", r["phases"])
 PY
 # The projection from the measured per-phase costs of the smallest point.
-tools/scaling-model --run "$out/threads-0001" --measured "$out/scaling.json" --gpus 1,2,4 >"$work/model.out" ||
+"$OPD_PYTHON" tools/scaling-model --run "$out/threads-0001" --measured "$out/scaling.json" --gpus 1,2,4 >"$work/model.out" ||
   fail "scaling-model failed: $(cat "$work/model.out")"
 cat "$work/model.out"
 grep -q "per-phase costs measured at threads = 1" "$work/model.out" || fail "scaling-model did not use the measured costs"

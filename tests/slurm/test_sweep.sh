@@ -3,6 +3,7 @@
 # a third, given an invalid option, fails; tools/sweep-summary tabulates all three (markdown, CSV,
 # plot) and lists the failed one.
 source "$(dirname "$0")/lib.sh"
+need_python matplotlib
 cat >"$work/a.ini" <<'INI'
 steps = 4
 prompts-per-step = 8
@@ -27,10 +28,10 @@ cat "$work/submit.log"
 grep -q "^Submitted batch job" "$work/submit.log" || fail "the sweep was not submitted"
 for i in 1 2 3; do echo "--- task $i"; cat "$work/task-$i.log"; done
 
-tools/sweep-summary "$sweep" >"$work/summary.out" || fail "sweep-summary failed: $(cat "$work/summary.out")"
+"$OPD_PYTHON" tools/sweep-summary "$sweep" >"$work/summary.out" || fail "sweep-summary failed: $(cat "$work/summary.out")"
 cat "$work/summary.out"
 for f in summary.md summary.csv summary.png; do [[ -s $sweep/$f ]] || fail "$sweep/$f missing"; done
-python3 - "$sweep" <<'PY' || fail "the summary table is wrong"
+"$OPD_PYTHON" - "$sweep" <<'PY' || fail "the summary table is wrong"
 import csv, sys
 rows = list(csv.DictReader(open(f"{sys.argv[1]}/summary.csv")))
 assert [r["task"] for r in rows] == ["1", "2", "3"], rows

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "model/bpe_tokenizer.h"
+#include "cli/train_inputs.h"
 #include "model/chat_template.h"
 
 namespace opd {
@@ -30,7 +31,7 @@ TEST(ChatTemplate, Text) {
   EXPECT_EQ(parse_chat_template("none"), ChatTemplate::kNone);
   EXPECT_THROW(parse_chat_template("chatml"), Error);
   std::vector<Example> ex = {{"a", "1", "", 0}, {"b", "2", "", 1}};
-  apply_chat_template(ChatTemplate::kQwen3, ex);
+  cli::apply_chat_template(ChatTemplate::kQwen3, ex);
   EXPECT_EQ(ex[1].prompt, apply_chat_template(ChatTemplate::kQwen3, "b"));
   EXPECT_EQ(ex[1].answer, "2");
 }

@@ -10,17 +10,10 @@ using opd::Layout;
 using opd::LayoutOptions;
 using opd::Role;
 
-opd::ModelConfig shape(int heads, int kv, int ffn, int vocab) {
-  opd::ModelConfig c;
-  c.n_heads = heads;
-  c.n_kv_heads = kv;
-  c.ffn_dim = ffn;
-  c.vocab = vocab;
-  return c;
-}
+opd::SplitSizes shape(int heads, int kv, int ffn, int vocab) { return {heads, kv, ffn, vocab}; }
 
-std::string error_of(const LayoutOptions& o, int world, const opd::ModelConfig* s = nullptr,
-                     const opd::ModelConfig* t = nullptr) {
+std::string error_of(const LayoutOptions& o, int world, const opd::SplitSizes* s = nullptr,
+                     const opd::SplitSizes* t = nullptr) {
   try {
     opd::make_layout(o, world, s, t);
   } catch (const opd::Error& e) {
@@ -93,7 +86,7 @@ TEST(Layout, TpMustDivideHeadsKvHeadsFfnAndVocab) {
   const auto good = shape(4, 2, 192, 20);
   EXPECT_EQ(error_of(o, 2, &good), "");
   struct Case {
-    opd::ModelConfig c;
+    opd::SplitSizes c;
     const char* message;
   } cases[] = {{shape(3, 1, 192, 20), "--tp = 2 does not divide the student's n_heads = 3"},
                {shape(4, 1, 192, 20), "--tp = 2 does not divide the student's n_kv_heads = 1"},

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "gpu/gpu_model_util.h"
-#include "model/gpu_transformer.h"
 #include "model/transformer.h"
 #include "parallel/mpi_communicator.h"
 #include "train/optimizer.h"
@@ -74,8 +73,7 @@ TEST_F(GpuTensorParallel, LogitsAndGradientsFollowTheCpuShards) {
     gpu.zero_grad();
     gpu.backward(d);
     gpu.reduce_partial_grads();
-    std::vector<float> g(gpu.params().size());
-    gpu.gpu()->copy_grads(g.data(), /*to_host=*/true);
+    const std::vector<float> g = to_host(gpu.training_memory().grads, gpu.params().size());
     for (const ParamSpec& s : cpu->specs())
       EXPECT_LT(rel_l2(g.data() + s.offset, cpu->grads().data() + s.offset, s.size), 5e-2) << s.name;
 
