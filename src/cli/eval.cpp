@@ -185,7 +185,8 @@ int sample(const Args& args) {
   double correct = 0;
   for (size_t i = 0; i < r.seqs.size(); ++i) {
     const auto& s = r.seqs[i];
-    json line = {{"prompt", examples[s.group].prompt}, {"completion", r.completions[i]}, {"tokens", s.completion},
+    json line = {{"prompt", examples[s.group].prompt}, {"answer", examples[s.group].answer},
+                 {"completion", r.completions[i]}, {"tokens", s.completion},
                  {"logp_student", r.logp[i]}, {"eos", s.eos}, {"correct", r.rewards[i] > 0},
                  {"flops", sampling_flops(*l.model, s)}};
     if (l.teacher) {
