@@ -17,8 +17,8 @@ int data_arith(const Args& args) {
   const Command cmd{"data arith",
                     "Writes arithmetic problems with their answers and ground-truth chains of thought.\nProblem i is a "
                     "function of (--seed, i) alone: disjoint --offset ranges give disjoint splits.",
-                    "opd data arith --n N --seed S [--skill general|domain] [--terms K] [--digits D] [--offset I] "
-                    "--out FILE.jsonl"};
+                    "opd data arith --n N --seed S [--skill general|domain] [--terms K] [--digits D] [--slip-rate P] "
+                    "[--offset I] --out FILE.jsonl"};
   po::options_description opts("Task arith");
   opts.add_options()("n", po::value<int>()->required()->notifier(in_range("n", 1, 100000000)), "problems to write")(
       "seed", po::value<int64_t>()->required()->notifier(in_range<int64_t>("seed", 0, INT64_MAX)), "generator seed")(
@@ -28,6 +28,9 @@ int data_arith(const Args& args) {
       "general: chains of + and -; domain: chains of *")(
       "terms", po::value<int>()->default_value(3)->notifier(in_range("terms", 2, 6)), "operands per problem")(
       "digits", po::value<int>()->default_value(3)->notifier(in_range("digits", 1, 5)), "most digits of an operand")(
+      "slip-rate", po::value<double>()->default_value(0.0)->notifier(in_range("slip-rate", 0.0, 0.999)),
+      "general: chance that a computed number is first written with a wrong digit, erased with '*' and written "
+      "again; the wrong digit is marked \"no_loss\" (SFT does not train on it)")(
       "offset", po::value<int64_t>()->default_value(0)->notifier(in_range<int64_t>("offset", 0, INT64_MAX / 2)),
       "index of the first problem")("out", po::value<std::string>()->required()->notifier(non_empty("out")),
                                     "JSONL output");
@@ -38,6 +41,7 @@ int data_arith(const Args& args) {
   config.skill = vm["skill"].as<std::string>();
   config.terms = vm["terms"].as<int>();
   config.digits = vm["digits"].as<int>();
+  config.slip_rate = vm["slip-rate"].as<double>();
   validate(config);
   const int n = vm["n"].as<int>();
   const uint64_t seed = vm["seed"].as<int64_t>(), offset = vm["offset"].as<int64_t>();
@@ -45,12 +49,15 @@ int data_arith(const Args& args) {
   examples.reserve(n);
   for (int i = 0; i < n; ++i) {
     ArithProblem p = make_problem(config, seed, offset + i);
-    examples.push_back({std::move(p.prompt), std::move(p.answer), std::move(p.completion)});
+    Example e{std::move(p.prompt), std::move(p.answer), std::move(p.completion)};
+    e.no_loss = std::move(p.no_loss);
+    examples.push_back(std::move(e));
   }
   const std::string out = vm["out"].as<std::string>();
   write_examples(out, examples);
   std::cerr << "data: wrote " << n << " arith problems (skill " << config.skill << ", terms " << config.terms
-            << ", digits " << config.digits << ", seed " << seed << ", indices " << offset << ".." << offset + n - 1
+            << ", digits " << config.digits << (config.slip_rate > 0 ? str(", slip rate ", config.slip_rate) : "")
+            << ", seed " << seed << ", indices " << offset << ".." << offset + n - 1
             << ") to " << out << "\n";
   return 0;
 }

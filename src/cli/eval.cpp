@@ -87,6 +87,11 @@ int eval(const Args& args) {
       "n", po::value<int>()->default_value(0)->notifier(in_range("n", 0, 1 << 24)),
       "first N examples (0: all; --task: 200 problems)")(
       "task-seed", po::value<uint64_t>()->default_value(1000), "seed of the --task problems")(
+      "samples", po::value<int>()->default_value(0)->notifier(in_range("samples", 0, 1 << 16)),
+      "also the mean accuracy of N samples per problem at --sample-temperature, as reasoning benchmarks score "
+      "(with erase-mark rates for arith chains); 0: only the --temperature pass")(
+      "sample-temperature", po::value<float>()->default_value(1.0f)->notifier(in_range("sample-temperature", 1e-6f, 100.0f)),
+      "temperature of the --samples")(
       "json", po::bool_switch(), "print the result as one JSON object");
   add_model_options(opts);
   po::variables_map vm;
@@ -111,12 +116,16 @@ int eval(const Args& args) {
   int seq = 1;
   for (const auto& set : sets) seq = std::max(seq, longest_sequence(l.model->tokenizer(), l.model->config().max_seq, set.examples, o.max_new_tokens, false));
   place(l, vm, seq);
+  EvalOptions sampled = o;
+  sampled.samples = vm["samples"].as<int>();
+  sampled.temperature = vm["sample-temperature"].as<float>();
   json all = json::object();
   for (const auto& set : sets) {
     const EvalResult r = evaluate(*l.model, l.teacher.get(), set.examples, o);
     json j = {{"model", vm["model"].as<std::string>()}, {"set", set.name}, {"n", r.n}, {"accuracy", r.accuracy},
-              {"mean_completion_length", r.mean_length}};
+              {"temperature", o.temperature}, {"mean_completion_length", r.mean_length}};
     if (l.teacher) j["reverse_kl"] = r.kl;
+    if (sampled.samples > 0) j.update(sampled_report(evaluate(*l.model, static_cast<Transformer*>(nullptr), set.examples, sampled), sampled));
     if (vm["json"].as<bool>()) {
       all[set.name] = j;
       continue;
@@ -124,6 +133,14 @@ int eval(const Args& args) {
     std::printf("%s on %s: accuracy %.4f on %d examples (mean completion %.1f tokens)",
                 vm["model"].as<std::string>().c_str(), set.name.c_str(), r.accuracy, r.n, r.mean_length);
     if (l.teacher) std::printf(", reverse KL to teacher %.4f nats/token", r.kl);
+    if (j.contains("accuracy_sampled"))
+      std::printf("; %d samples per problem at temperature %g: accuracy %.4f", sampled.samples, sampled.temperature,
+                  j["accuracy_sampled"].get<double>());
+    if (j.contains("erasures"))
+      std::printf(" (per computed number: erasures %.4f, spurious %.4f, first written wrong %.4f; recovered %.4f "
+                  "of those)",
+                  j["erasures"].get<double>(), j["spurious_erasures"].get<double>(), j["first_wrong"].get<double>(),
+                  j["recovered"].get<double>());
     std::printf("\n");
   }
   // One set: its object; several: one object per set name.
@@ -172,8 +189,10 @@ int sample(const Args& args) {
   double correct = 0;
   for (size_t i = 0; i < r.seqs.size(); ++i) {
     const auto& s = r.seqs[i];
-    json line = {{"prompt", examples[s.group].prompt}, {"completion", r.completions[i]}, {"tokens", s.completion},
-                 {"logp_student", r.logp[i]}, {"eos", s.eos}, {"correct", r.rewards[i] > 0}};
+    json line = {{"prompt", examples[s.group].prompt}, {"answer", examples[s.group].answer},
+                 {"completion", r.completions[i]}, {"tokens", s.completion},
+                 {"logp_student", r.logp[i]}, {"eos", s.eos}, {"correct", r.rewards[i] > 0},
+                 {"flops", sampling_flops(*l.model, s)}};
     if (l.teacher) {
       const auto& t = teacher_logp[i];
       line["logp_teacher"] = std::vector<float>(t.end() - s.completion.size(), t.end());

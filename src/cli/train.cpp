@@ -152,11 +152,14 @@ void add_common(po::options_description& d, Method method) {
   po::options_description optim("Optimizer (AdamW)");
   optim.add_options()("lr", po::value<double>()->default_value(5e-4)->notifier(in_range("lr", 0.0, 10.0)),
                       "peak learning rate")(
-      "lr-schedule", po::value<std::string>()->default_value("constant"), "constant or cosine")(
+      "lr-schedule", po::value<std::string>()->default_value("constant"),
+      "constant, cosine, or wsd (constant, then a linear decay over the last --lr-decay-steps)")(
+      "lr-decay-steps", po::value<int>()->default_value(0)->notifier(in_range("lr-decay-steps", 0, 10000000)),
+      "wsd: steps of the final linear decay (a cool-down)")(
       "warmup-steps", po::value<int>()->default_value(0)->notifier(in_range("warmup-steps", 0, 10000000)),
       "linear warm-up")(
       "min-lr-ratio", po::value<double>()->default_value(0.1)->notifier(in_range("min-lr-ratio", 0.0, 1.0)),
-      "cosine floor, as a fraction of --lr")(
+      "cosine and wsd floor, as a fraction of --lr")(
       "weight-decay", po::value<double>()->default_value(0.0)->notifier(in_range("weight-decay", 0.0, 10.0)),
       "decoupled weight decay (matrices only)")(
       "grad-clip", po::value<double>()->default_value(1.0)->notifier(in_range("grad-clip", 0.0, 1e9)),
@@ -179,8 +182,18 @@ void add_common(po::options_description& d, Method method) {
                    "evaluate every N steps (and before and after)")(
       "eval-max-new-tokens", po::value<int>()->default_value(48)->notifier(in_range("eval-max-new-tokens", 1, 1 << 20)),
       "longest eval completion")(
+      "eval-samples", po::value<int>()->default_value(0)->notifier(in_range("eval-samples", 0, 1 << 16)),
+      "also score N samples per eval problem at --eval-temperature (their mean accuracy, as reasoning benchmarks "
+      "score; beside the greedy one, with erase-mark rates for arith chains); 0: greedy only")(
+      "eval-temperature", po::value<float>()->default_value(1.0f)->notifier(in_range("eval-temperature", 1e-6f, 100.0f)),
+      "temperature of the --eval-samples")(
       "target-accuracy", po::value<double>()->default_value(0.0)->notifier(in_range("target-accuracy", 0.0, 1.0)),
       "report the first step whose eval accuracy reaches this")(
+      "target-metric", po::value<std::string>()->default_value("greedy"),
+      "which accuracy --target-accuracy applies to: greedy, or sampled (needs --eval-samples)")(
+      "target-window", po::value<int>()->default_value(1)->notifier(in_range("target-window", 1, 1000)),
+      "the target is reached when the mean of the latest N evaluations reaches it (one lucky evaluation "
+      "does not count); the step reported is the last of them")(
       "stop-at-target", po::bool_switch(), "stop once --target-accuracy is reached");
 
   po::options_description runo("Run");

@@ -37,6 +37,7 @@ TrainConfig train_config(const po::variables_map& vm, Method method) {
   c.opt.schedule = vm["lr-schedule"].as<std::string>();
   c.opt.warmup_steps = vm["warmup-steps"].as<int>();
   c.opt.min_lr_ratio = vm["min-lr-ratio"].as<double>();
+  c.opt.decay_steps = vm["lr-decay-steps"].as<int>();
   c.opt.weight_decay = vm["weight-decay"].as<double>();
   c.opt.grad_clip = vm["grad-clip"].as<double>();
   c.opt.beta1 = vm["beta1"].as<double>();
@@ -44,7 +45,18 @@ TrainConfig train_config(const po::variables_map& vm, Method method) {
   c.eval.max_new_tokens = vm["eval-max-new-tokens"].as<int>();
   c.eval.batch = c.gen_batch;
   c.eval_every = vm["eval-every"].as<int>();
+  c.eval_samples.samples = vm["eval-samples"].as<int>();
+  c.eval_samples.temperature = vm["eval-temperature"].as<float>();
+  c.eval_samples.max_new_tokens = c.eval.max_new_tokens;
+  c.eval_samples.batch = c.gen_batch;
+  c.eval_samples.seed = c.seed;
   c.target_accuracy = vm["target-accuracy"].as<double>();
+  const std::string metric = vm["target-metric"].as<std::string>();
+  OPD_REQUIRE(metric == "greedy" || metric == "sampled", "option --target-metric = '", metric,
+              "' is not one of greedy, sampled");
+  OPD_REQUIRE(metric == "greedy" || c.eval_samples.samples > 0, "option --target-metric sampled needs --eval-samples N");
+  c.target_sampled = metric == "sampled";
+  c.target_window = vm["target-window"].as<int>();
   c.stop_at_target = vm["stop-at-target"].as<bool>();
   c.save_every = vm["save-every"].as<int>();
   c.keep_last = vm["keep-last"].as<int>();

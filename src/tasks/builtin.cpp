@@ -30,11 +30,15 @@ std::vector<NamedExamples> builtin_task_sets(const std::string& specs, int n, ui
     OPD_REQUIRE(task == "arith", "task '", spec, "': unknown task '", task, "' (known: arith)");
     ArithConfig c;
     if (colon != std::string::npos) c.skill = spec.substr(colon + 1);
-    OPD_REQUIRE(c.skill == "general" || c.skill == "domain", "task '", spec, "': unknown skill '", c.skill,
-                "' (known: general, domain)");
+    // slip-probe: general problems whose prompt carries the chain up to an injected wrong digit.
+    const bool probe = c.skill == "slip-probe";
+    OPD_REQUIRE(c.skill == "general" || c.skill == "domain" || probe, "task '", spec, "': unknown skill '", c.skill,
+                "' (known: general, domain, slip-probe)");
     NamedExamples set{"arith:" + c.skill, {}};
+    if (probe) c.skill = "general";
     for (int i = 0; i < n; ++i) {
-      const ArithProblem p = make_problem(c, seed, static_cast<uint64_t>(i));
+      const ArithProblem p = probe ? make_slip_probe(c, seed, static_cast<uint64_t>(i))
+                                   : make_problem(c, seed, static_cast<uint64_t>(i));
       set.examples.push_back({p.prompt, p.answer, p.completion});
     }
     sets.push_back(std::move(set));

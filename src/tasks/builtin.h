@@ -15,7 +15,9 @@ struct NamedExamples {
 };
 
 // Parses a comma-separated list of task specs ("arith" means "arith:general") and generates n
-// problems of each from `seed`; an unknown task or skill is an error naming it.
+// problems of each from `seed`; an unknown task or skill is an error naming it. "arith:slip-probe"
+// is arith:general's problems with a slip injected into the start of the chain that the prompt
+// carries (make_slip_probe): a model's accuracy there is its rate of recovery from a slip.
 std::vector<NamedExamples> builtin_task_sets(const std::string& specs, int n, uint64_t seed);
 
 // The evaluation sets of a command: the JSONL file `file` first (its first n examples; n 0 = all),

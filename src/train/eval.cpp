@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "model/logit_blocks.h"
+#include "core/error.h"
 #include "model/vocab_parallel.h"
 #include "train/rollout.h"
 #include "train/scoring.h"
@@ -19,30 +20,69 @@ EvalResult evaluate(Transformer& student, Transformer* teacher, const std::vecto
 
 void merge_eval(EvalResult& a, const EvalResult& b) {
   a.n += b.n;
+  a.sequences += b.sequences;
+  a.erase += b.erase;
   a.correct += b.correct;
   a.completion_tokens += b.completion_tokens;
   a.kl_positions += b.kl_positions;
   a.kl_sum += b.kl_sum;
   a.flops += b.flops;
-  a.accuracy = double(a.correct) / std::max(1, a.n);
-  a.mean_length = double(a.completion_tokens) / std::max(1, a.n);
+  a.accuracy = double(a.correct) / std::max(1, a.sequences);
+  a.mean_length = double(a.completion_tokens) / std::max(1, a.sequences);
   if (!std::isnan(a.kl) || !std::isnan(b.kl)) a.kl = a.kl_positions ? a.kl_sum / a.kl_positions : 0.0;
+}
+
+void all_reduce_eval(EvalResult& e, Communicator& group) {
+  const bool has_kl = !std::isnan(e.kl);
+  double v[12] = {double(e.n), double(e.correct), double(e.completion_tokens), double(e.kl_positions), e.kl_sum,
+                  e.flops, double(e.sequences), double(e.erase.numbers), double(e.erase.erasures),
+                  double(e.erase.spurious), double(e.erase.first_wrong), double(e.erase.recovered)};
+  group.all_reduce(v, 12, ReduceOp::kSum);
+  EvalResult sum;
+  sum.n = int(v[0]);
+  sum.correct = int(v[1]);
+  sum.completion_tokens = int64_t(v[2]);
+  sum.kl_positions = int64_t(v[3]);
+  sum.kl_sum = v[4];
+  sum.flops = v[5];
+  sum.sequences = int(v[6]);
+  sum.erase = {int64_t(v[7]), int64_t(v[8]), int64_t(v[9]), int64_t(v[10]), int64_t(v[11])};
+  e = EvalResult{};
+  e.kl = has_kl ? 0.0 : std::nan("");
+  merge_eval(e, sum);
+}
+
+json sampled_report(const EvalResult& e, const EvalOptions& o) {
+  json r = {{"accuracy_sampled", e.accuracy}, {"samples", o.samples}, {"temperature", o.temperature}};
+  if (e.erase.numbers > 0) {
+    const double numbers = double(e.erase.numbers);
+    r["erasures"] = e.erase.erasures / numbers;
+    r["spurious_erasures"] = e.erase.spurious / numbers;
+    r["first_wrong"] = e.erase.first_wrong / numbers;
+    r["recovered"] = e.erase.first_wrong ? double(e.erase.recovered) / e.erase.first_wrong : 0.0;
+  }
+  return r;
 }
 
 EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vector<Example>& examples,
                     const EvalOptions& o) {
+  OPD_REQUIRE(o.samples >= 1, "evaluation: samples per problem = ", o.samples, " (must be at least 1)");
+  OPD_REQUIRE(o.samples == 1 || o.temperature > 0, "evaluation: ", o.samples,
+              " samples per problem need a temperature above 0 (greedy completions are all the same)");
   EvalResult r;
   GenerateOptions g;
   g.max_new_tokens = o.max_new_tokens;
   g.sampling.temperature = o.temperature;
   g.sampling.seed = o.seed;
-  const Rollout roll = sample_rollouts(student, examples, 1, g, o.batch);
+  const Rollout roll = sample_rollouts(student, examples, o.samples, g, o.batch);
   r.n = static_cast<int>(examples.size());
+  r.sequences = static_cast<int>(roll.seqs.size());
   r.flops = roll.flops;
   for (float x : roll.rewards) r.correct += x > 0.5f;
-  r.accuracy = double(r.correct) / std::max(1, r.n);
+  for (const std::string& text : roll.completions) r.erase += erase_stats(text);
+  r.accuracy = double(r.correct) / std::max(1, r.sequences);
   r.completion_tokens = roll.completion_tokens;
-  r.mean_length = double(roll.completion_tokens) / std::max(1, r.n);
+  r.mean_length = double(roll.completion_tokens) / std::max(1, r.sequences);
   if (!teacher) return r;
 
   // Exact KL(student || teacher) at every completion position the student visited.

@@ -4,7 +4,10 @@
 #include <limits>
 #include <vector>
 
+#include "core/jsonl.h"
 #include "model/transformer.h"
+#include "parallel/communicator.h"
+#include "tasks/arith.h"
 #include "tasks/dataset.h"
 
 namespace opd {
@@ -14,12 +17,13 @@ struct EvalOptions {
   int batch = 128;        // sequences generated together
   int score_batch = 0;    // sequences per forward of the KL pass (0: batch); the GPU path plans for fewer
   float temperature = 0.0f;  // 0: greedy (pass@1 at temperature 0)
+  int samples = 1;           // completions per problem (> 1 needs temperature > 0); accuracy is their mean
   uint64_t seed = 0;
 };
 
 struct EvalResult {
-  int n = 0;
-  double accuracy = 0;
+  int n = 0;               // problems
+  double accuracy = 0;     // correct / sequences
   double kl = std::numeric_limits<double>::quiet_NaN();  // nats per token; NaN without a teacher
   double mean_length = 0;
   double flops = 0;
@@ -27,6 +31,8 @@ struct EvalResult {
   int correct = 0;
   int64_t completion_tokens = 0, kl_positions = 0;
   double kl_sum = 0;
+  int sequences = 0;       // completions: n x samples
+  EraseStats erase;        // what the completions did with erase marks (arith chains; zeros otherwise)
 };
 
 class ScoringClient;
@@ -39,5 +45,15 @@ EvalResult evaluate(Transformer& student, ScoringClient* teacher, const std::vec
 
 // Adds another shard's sums and recomputes the means.
 void merge_eval(EvalResult& into, const EvalResult& shard);
+
+// Sums every rank's shard of an evaluation over `group` (data parallel), leaving each rank the
+// whole set's result.
+void all_reduce_eval(EvalResult& e, Communicator& group);
+
+// The sampled evaluation's figures for metrics: "accuracy_sampled", "samples", "temperature" and,
+// where the completions wrote computed numbers, the erase-mark rates per number
+// ("erasures", "spurious_erasures", "first_wrong") and "recovered" (of the numbers first written
+// wrong, those that ended right after an erasure).
+json sampled_report(const EvalResult& e, const EvalOptions& options);
 
 }  // namespace opd

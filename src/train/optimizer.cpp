@@ -15,16 +15,25 @@
 namespace opd {
 
 void check_schedule(const OptimizerOptions& o) {
-  OPD_REQUIRE(o.schedule == "constant" || o.schedule == "cosine", "option --lr-schedule = '", o.schedule,
-              "' is not one of constant, cosine");
+  OPD_REQUIRE(o.schedule == "constant" || o.schedule == "cosine" || o.schedule == "wsd", "option --lr-schedule = '",
+              o.schedule, "' is not one of constant, cosine, wsd");
+  OPD_REQUIRE(o.schedule != "wsd" || (o.decay_steps >= 1 && o.decay_steps <= o.total_steps),
+              "option --lr-decay-steps = ", o.decay_steps, " must be in [1, --steps = ", o.total_steps,
+              "] with --lr-schedule wsd");
 }
 
 double scheduled_lr(const OptimizerOptions& o, int step) {
   if (o.warmup_steps > 0 && step <= o.warmup_steps) return o.lr * step / o.warmup_steps;
   if (o.schedule == "constant") return o.lr;
+  const double floor = o.lr * o.min_lr_ratio;
+  if (o.schedule == "wsd") {
+    const int decay_start = o.total_steps - o.decay_steps;
+    if (step <= decay_start) return o.lr;
+    const double progress = std::min(1.0, double(step - decay_start) / o.decay_steps);
+    return o.lr + (floor - o.lr) * progress;
+  }
   const double span = std::max(1, o.total_steps - o.warmup_steps);
   const double progress = std::min(1.0, (step - o.warmup_steps) / span);
-  const double floor = o.lr * o.min_lr_ratio;
   return floor + (o.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 

@@ -12,8 +12,9 @@ namespace opd {
 
 struct OptimizerOptions {
   double lr = 1e-3;
-  double min_lr_ratio = 0.1;     // cosine schedule ends at lr * min_lr_ratio
-  std::string schedule = "constant";  // constant | cosine
+  double min_lr_ratio = 0.1;     // cosine and wsd schedules end at lr * min_lr_ratio
+  std::string schedule = "constant";  // constant | cosine | wsd (warm-up, stable, linear decay)
+  int decay_steps = 0;           // wsd: the last decay_steps steps decay linearly
   int warmup_steps = 0;
   int total_steps = 1;
   double beta1 = 0.9, beta2 = 0.99, eps = 1e-8;
@@ -21,7 +22,9 @@ struct OptimizerOptions {
   double grad_clip = 1.0;        // max global gradient norm; 0 disables clipping
 };
 
-// The learning rate at training step `step` (1-based): linear warm-up, then constant or cosine.
+// The learning rate at training step `step` (1-based): linear warm-up, then constant, cosine, or
+// wsd: constant, then a linear decay over the last decay_steps steps (a cool-down; resuming a
+// constant-lr run's checkpoint with wsd anneals it from there).
 // Validates the schedule's name.
 double scheduled_lr(const OptimizerOptions& options, int step);
 void check_schedule(const OptimizerOptions& options);

@@ -55,6 +55,11 @@ int longest_sequence(const Tokenizer& tok, int max_seq, const std::vector<Exampl
   return static_cast<int>(std::min<size_t>(longest, max_seq));
 }
 
+double sampling_flops(const Transformer& model, const Sequence& s) {
+  const double len = double(s.prompt.size() + s.completion.size());
+  return model.forward_flops(len, len / 2);
+}
+
 std::string decode_completion(const Transformer& model, const std::vector<int>& tokens) {
   std::vector<int> t = tokens;
   if (!t.empty() && model.tokenizer().is_eos(t.back())) t.pop_back();
@@ -92,8 +97,7 @@ Rollout sample_rollouts(Transformer& model, const std::vector<Example>& prompts,
       r.completions.push_back(decode_completion(model, s.completion));
       r.rewards.push_back(is_correct(r.completions.back(), prompts[p].answer) ? 1.0f : 0.0f);
       r.logp.push_back(std::move(g.logp));
-      const double len = double(s.prompt.size() + s.completion.size());
-      r.flops += model.forward_flops(len, len / 2);
+      r.flops += sampling_flops(model, s);
       r.seqs.push_back(std::move(s));
     }
   }

@@ -46,6 +46,8 @@ int drop_long_examples(const Transformer& model, std::vector<Example>& examples,
                        const std::string& hint = "");
 // Encodes a prompt with the model's tokenizer; the error names the prompt.
 std::vector<int> encode_prompt(const Transformer& model, const std::string& prompt);
+// The forward FLOPs a rollout counts for sampling one sequence (what Rollout::flops adds up).
+double sampling_flops(const Transformer& model, const Sequence& s);
 // Decodes a completion, leaving out a final EOS.
 std::string decode_completion(const Transformer& model, const std::vector<int>& tokens);
 

@@ -19,12 +19,12 @@ class RunEvaluation {
   RunEvaluation(const TrainConfig& config, const std::vector<NamedExamples>& sets, Transformer& student,
                 ScoringClient* teacher, Communicator* dp);
   // Evaluates every set after step `step` (0: before training) into `line` and `state` (its eval
-  // FLOPs, the summary); the first set is the primary one ("eval_accuracy", "eval_kl", the
-  // target). Returns whether this evaluation first reached the target accuracy. Collective over DP.
+  // FLOPs, the summary); the first set is the primary one ("eval_accuracy", "eval_kl",
+  // "eval_accuracy_sampled", the target). Returns whether this evaluation first reached the target accuracy. Collective over DP.
   bool run(int step, json& line, RunState& state);
 
  private:
-  EvalResult evaluate_set(const std::vector<Example>& examples);
+  EvalResult evaluate_set(const std::vector<Example>& examples, ScoringClient* teacher, const EvalOptions& options);
   bool reached_target(int step, const json& line, RunState& state) const;
 
   const TrainConfig& c_;
@@ -32,7 +32,8 @@ class RunEvaluation {
   Transformer& student_;
   ScoringClient* teacher_;
   Communicator* dp_;
-  EvalOptions options_;
+  EvalOptions options_;          // greedy (or --eval-temperature's) with the teacher's KL
+  EvalOptions sampled_options_;  // --eval-samples: samples per problem at a temperature, no KL
 };
 
 }  // namespace opd

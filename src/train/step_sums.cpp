@@ -40,7 +40,7 @@ void StepSums::add_sequences(const std::vector<Sequence>& seqs, bool all_tokens)
   sequences += seqs.size();
   seq_tokens += real_tokens(seqs);
   for (const auto& s : seqs)
-    trained_tokens += all_tokens ? s.prompt.size() + s.completion.size() - 1 : s.completion.size();
+    trained_tokens += (all_tokens ? s.prompt.size() - 1 : 0) + trained_completion_tokens(s);
 }
 
 namespace {

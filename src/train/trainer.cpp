@@ -15,6 +15,7 @@
 #include "train/run_checkpoints.h"
 #include "train/run_eval.h"
 #include "train/scoring.h"
+#include "train/sft_data.h"
 #include "train/step_log.h"
 #include "train/step_sums.h"
 
@@ -265,18 +266,15 @@ Rollout Trainer::sample_while_scoring(const StepPrompts& prompts, const Generate
   return r;
 }
 
-// SFT on given completions: each prompt with its completion and an EOS.
+// SFT on given completions: each prompt with its completion and an EOS, and the completion's
+// no-loss spans as a loss mask (train/sft_data.h).
 Rollout Trainer::sft_targets(const StepPrompts& prompts) const {
   Rollout r;
-  const Tokenizer& tok = student_.tokenizer();
   for (size_t i = 0; i < prompts.mine.size(); ++i) {
     const Example& e = prompts.mine[i];
     OPD_REQUIRE(!e.completion.empty(), "sft: example with prompt '", e.prompt,
                 "' has no completion (use --from-teacher to sample one)");
-    Sequence s{encode_prompt(student_, e.prompt), tok.encode(e.completion, "completion"),
-               prompts.first + static_cast<int>(i), true};
-    if (tok.eos_id() >= 0) s.completion.push_back(tok.eos_id());
-    r.seqs.push_back(std::move(s));
+    r.seqs.push_back(sft_sequence(student_.tokenizer(), e, prompts.first + static_cast<int>(i)));
     r.completions.push_back(e.completion);
   }
   return r;

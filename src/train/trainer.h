@@ -35,8 +35,17 @@ struct TrainConfig {
   bool all_tokens = false;        // sft: train on every token (pretraining), not completions only
   OptimizerOptions opt;
   EvalOptions eval;
+  // samples > 0: each evaluation also scores that many samples per problem at its temperature
+  EvalOptions eval_samples = [] {
+    EvalOptions o;
+    o.samples = 0;
+    o.temperature = 1.0f;
+    return o;
+  }();
   int eval_every = 10;            // 0: only before and after
   double target_accuracy = 0;     // > 0: report the first step that reaches it
+  bool target_sampled = false;    // the target applies to the sampled accuracy (else the greedy one)
+  int target_window = 1;          // reached when the mean of this many latest evaluations reaches it
   bool stop_at_target = false;
   int samples_to_log = 4;
   int save_every = 0;             // checkpoint every N steps (0: only on SIGUSR1 / SIGTERM)

@@ -20,6 +20,7 @@ using testing::temp_dir;
 const std::string kTeacher = "models/teacher.h5";
 const std::string kStudent = "models/student-base.h5";
 const std::string kThreads = " --threads 2";
+const std::string kOneThread = " --threads 1";  // small runs: no OpenMP team to wait for on a busy machine
 
 class Subcommands : public ::testing::Test {
  protected:
@@ -123,6 +124,63 @@ TEST_F(Subcommands, EvalSampleScore) {
   EXPECT_EQ(count_lines(out), 2);
   const auto line = nlohmann::json::parse(read_file(out).substr(0, read_file(out).find('\n')));
   EXPECT_EQ(line["logprobs"].size(), 10u);
+}
+
+// Sampled evaluation beside greedy, and a target on it that must hold over a window of evaluations.
+TEST_F(Subcommands, SampledEvaluationAndTargetWindow) {
+  for (int window : {1, 2}) {
+    const std::string out = temp_dir("sampled_target_" + std::to_string(window));
+    const auto r = run_opd("sft --from-teacher --student " + kTeacher + " --teacher " + kTeacher + data() +
+                           " --steps 4 --prompts-per-step 4 --samples-per-prompt 1 --lr 1e-5 --eval-every 1"
+                           " --eval-samples 2 --target-metric sampled --target-accuracy 0.5 --stop-at-target"
+                           " --target-window " + std::to_string(window) + " --out " + out + kOneThread);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto summary = nlohmann::json::parse(read_file(out + "/summary.json"));
+    // The teacher scores ~0.98: the first evaluation (before training) reaches the target, or the
+    // first two together; a run stops at the target only after a step.
+    EXPECT_EQ(summary["target_reached_step"], window - 1);
+    EXPECT_EQ(summary["steps"], window == 1 ? 4 : 1);
+    EXPECT_GT(summary["eval_accuracy_sampled_final"].get<double>(), 0.5);
+    const auto first = nlohmann::json::parse(read_file(out + "/metrics.jsonl").substr(0, read_file(out + "/metrics.jsonl").find('\n')));
+    const auto& e = first["eval"][dir_ + "/eval.jsonl"];
+    EXPECT_EQ(e["samples"], 2);
+    EXPECT_EQ(e["temperature"], 1.0);
+    for (const char* k : {"accuracy", "accuracy_sampled", "erasures", "spurious_erasures", "first_wrong", "recovered"})
+      EXPECT_TRUE(e.contains(k)) << "eval lacks " << k;
+  }
+  auto r = run_opd("sft --from-teacher --student " + kStudent + " --teacher " + kTeacher + data() +
+                   " --steps 1 --target-metric sampled --target-accuracy 0.5 --out " + temp_dir("no_samples") + kOneThread);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--target-metric sampled needs --eval-samples"), std::string::npos) << r.output;
+  r = run_opd("eval --model " + kTeacher + " --eval " + dir_ + "/eval.jsonl --samples 3 --json" + kOneThread);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["samples"], 3);
+  EXPECT_GT(j["accuracy_sampled"].get<double>(), 0.5);
+  EXPECT_TRUE(j.contains("spurious_erasures"));
+  // A recovery probe: the shipped teacher never saw an erase mark, so it recovers from no slip.
+  r = run_opd("eval --model " + kTeacher + " --task arith:slip-probe --n 16 --json" + kOneThread);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output.substr(r.output.find('{')))["set"], "arith:slip-probe");
+}
+
+// SFT data with no-loss spans trains; a bad span stops the run naming file and line.
+TEST_F(Subcommands, SftWithNoLossSpans) {
+  const std::string slips = dir_ + "/slips.jsonl";
+  ASSERT_EQ(run_opd("data arith --n 64 --seed 5 --slip-rate 0.5 --out " + slips).code, 0);
+  EXPECT_NE(read_file(slips).find("\"no_loss\""), std::string::npos);
+  const std::string out = temp_dir("sft_no_loss");
+  auto r = run_opd("sft --student " + kStudent + " --data " + slips + " --eval " + dir_ +
+                   "/eval.jsonl --steps 2 --prompts-per-step 4 --out " + out + kOneThread);
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_run(out, 2);
+  const std::string bad = dir_ + "/bad_span.jsonl";
+  std::ofstream(bad) << "{\"prompt\": \"1+2?\", \"completion\": \"1+2=3;=3\"}\n"
+                        "{\"prompt\": \"1+2?\", \"completion\": \"1+2=3;=3\", \"no_loss\": [[4, 99]]}\n";
+  r = run_opd("sft --student " + kStudent + " --data " + bad + " --steps 1 --out " + temp_dir("sft_bad_span") + kOneThread);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find(bad + ":2:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("no_loss"), std::string::npos) << r.output;
 }
 
 TEST_F(Subcommands, ClearErrors) {

@@ -115,3 +115,38 @@ TEST(AdamW, GradSumsqSameBitsForAnyThreadCount) {
 }
 
 }  // namespace
+
+#include "train/optimizer.h"
+
+namespace {
+
+// wsd: warm-up, the peak, then a linear decay to lr * min_lr_ratio over the last decay_steps.
+TEST(LrSchedule, WarmupStableDecay) {
+  opd::OptimizerOptions o;
+  o.lr = 1.0;
+  o.schedule = "wsd";
+  o.warmup_steps = 10;
+  o.total_steps = 100;
+  o.decay_steps = 20;
+  o.min_lr_ratio = 0.0;
+  EXPECT_DOUBLE_EQ(opd::scheduled_lr(o, 5), 0.5);
+  EXPECT_DOUBLE_EQ(opd::scheduled_lr(o, 50), 1.0);
+  EXPECT_DOUBLE_EQ(opd::scheduled_lr(o, 80), 1.0);
+  EXPECT_DOUBLE_EQ(opd::scheduled_lr(o, 90), 0.5);
+  EXPECT_DOUBLE_EQ(opd::scheduled_lr(o, 100), 0.0);
+  o.min_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(opd::scheduled_lr(o, 100), 0.1);
+  // A cool-down from a resumed constant run: the same lr as the constant run up to its start.
+  opd::OptimizerOptions constant = o;
+  constant.schedule = "constant";
+  for (int s = 1; s <= 80; ++s) EXPECT_DOUBLE_EQ(opd::scheduled_lr(o, s), opd::scheduled_lr(constant, s));
+  EXPECT_NO_THROW(opd::check_schedule(o));
+  o.decay_steps = 0;
+  EXPECT_THROW(opd::check_schedule(o), opd::Error);
+  o.decay_steps = 101;
+  EXPECT_THROW(opd::check_schedule(o), opd::Error);
+  o.schedule = "linear";
+  EXPECT_THROW(opd::check_schedule(o), opd::Error);
+}
+
+}  // namespace

@@ -1,7 +1,9 @@
 // The arith generator against an independent reading of its own text, and the verifier.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdint>
+#include <cstdlib>
 #include <regex>
 #include <set>
 #include <string>
@@ -207,6 +209,134 @@ TEST(Arith, IsCorrect) {
   EXPECT_FALSE(opd::is_correct("37+85=122;=1;2", "122"));
   EXPECT_FALSE(opd::is_correct("37+85=122;=", "122"));
   EXPECT_FALSE(opd::is_correct("", "122"));
+}
+
+TEST(Arith, ErasuresInTheFinalAnswer) {
+  // '*' erases the digits written before it; only the digits left count.
+  EXPECT_EQ(opd::extract_answer("37+85=122;=13*122"), "122");
+  EXPECT_EQ(opd::extract_answer("=1*2*3"), "3");
+  EXPECT_EQ(opd::extract_answer("=*12"), "12");
+  EXPECT_EQ(opd::extract_answer("=12*"), std::nullopt);  // erased, nothing written again
+  EXPECT_EQ(opd::extract_answer("=12*<eos>"), std::nullopt);
+  EXPECT_EQ(opd::extract_answer("=1*x2"), std::nullopt);
+  EXPECT_TRUE(opd::is_correct("37+85=13*122;=12*122", "122"));
+  EXPECT_TRUE(opd::is_correct("37+85=132*122;=122<eos>", "122"));
+  EXPECT_FALSE(opd::is_correct("37+85=122;=122*12", "122"));
+  EXPECT_FALSE(opd::is_correct("37+85=122;=122*", "122"));
+  // A slip in a step does not change the verdict, which reads the final answer only.
+  EXPECT_TRUE(opd::is_correct("6-2=8*4;4+86=90;=90", "90"));
+}
+
+// Reads a completion with slips the test's own way: every no_loss span is one wrong digit followed
+// by '*', and the completion with each "digits before the slip, slip, '*'" removed is the clean one.
+std::string remove_slips(const ArithProblem& p) {
+  std::string clean;
+  size_t at = 0;
+  for (const opd::TextSpan& s : p.no_loss) {
+    EXPECT_EQ(s.end, s.begin + 1);
+    EXPECT_EQ(p.completion[s.end], '*') << p.completion;
+    size_t number_start = s.begin;  // the right digits written before the slip belong to it
+    while (number_start > 0 && std::isdigit(static_cast<unsigned char>(p.completion[number_start - 1]))) --number_start;
+    EXPECT_EQ(p.completion[number_start - 1], '=') << p.completion;
+    const std::string before = p.completion.substr(number_start, s.begin - number_start);
+    // The number written again after the erase mark starts with those digits and differs at the slip.
+    const std::string again = p.completion.substr(s.end + 1, before.size() + 1);
+    EXPECT_EQ(again.substr(0, before.size()), before) << p.completion;
+    EXPECT_NE(again.back(), p.completion[s.begin]) << p.completion;
+    clean += p.completion.substr(at, number_start - at);
+    at = s.end + 1;
+  }
+  return clean + p.completion.substr(at);
+}
+
+TEST(Arith, SlipsAreMarkedAndLeaveTheProblemUnchanged) {
+  ArithConfig clean = config("general", 4, 3), slipped = clean;
+  slipped.slip_rate = 0.3;
+  int slips = 0, numbers = 0, near_misses = 0;
+  for (uint64_t i = 0; i < 600; ++i) {
+    const ArithProblem a = opd::make_problem(clean, 21, i), b = opd::make_problem(slipped, 21, i);
+    SCOPED_TRACE(b.completion);
+    EXPECT_TRUE(a.no_loss.empty());
+    EXPECT_EQ(b.prompt, a.prompt);
+    EXPECT_EQ(b.answer, a.answer);
+    EXPECT_EQ(remove_slips(b), a.completion);
+    EXPECT_TRUE(opd::is_correct(b.completion, b.answer));
+    EXPECT_NO_THROW(opd::validate_no_loss(b.no_loss, b.completion));
+    for (const opd::TextSpan& s : b.no_loss) {
+      const char wrong = b.completion[s.begin];
+      const size_t again = b.completion.find('*', s.begin) + 1 + (s.begin - b.completion.rfind('=', s.begin) - 1);
+      const int d = std::abs(wrong - b.completion[again]);
+      near_misses += d == 1 || d == 9;
+    }
+    slips += static_cast<int>(b.no_loss.size());
+    numbers += clean.terms;  // terms - 1 results and the final answer
+    if (HasFailure()) return;
+  }
+  EXPECT_NEAR(double(slips) / numbers, 0.3, 0.03);
+  EXPECT_GT(near_misses, slips / 2);  // half near misses by design, and a few of the others
+}
+
+TEST(Arith, SlipsNeedTheGeneralSkillAndARate) {
+  ArithConfig c = config("domain", 3, 3);
+  c.slip_rate = 0.1;
+  EXPECT_THROW(opd::validate(c), opd::Error);
+  c.skill = "general";
+  c.slip_rate = 1.0;
+  EXPECT_THROW(opd::validate(c), opd::Error);
+  c.slip_rate = -0.1;
+  EXPECT_THROW(opd::validate(c), opd::Error);
+}
+
+TEST(Arith, SlipProbeCarriesTheChainToAWrongDigit) {
+  const ArithConfig cfg = config("general", 3, 3);
+  for (uint64_t i = 0; i < 200; ++i) {
+    const ArithProblem p = opd::make_problem(cfg, 4, i), probe = opd::make_slip_probe(cfg, 4, i);
+    SCOPED_TRACE(probe.prompt + " | " + probe.completion);
+    ASSERT_EQ(probe.prompt.compare(0, p.prompt.size(), p.prompt), 0);
+    EXPECT_EQ(probe.answer, p.answer);
+    // prompt = problem + clean chain up to a digit, with that digit wrong; completion = '*' + the rest.
+    const std::string chain = probe.prompt.substr(p.prompt.size());
+    ASSERT_FALSE(chain.empty());
+    const std::string upto = chain.substr(0, chain.size() - 1);
+    EXPECT_EQ(p.completion.compare(0, upto.size(), upto), 0);
+    EXPECT_NE(chain.back(), p.completion[upto.size()]);
+    EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(chain.back())));
+    ASSERT_EQ(probe.completion[0], '*');
+    const size_t eq = upto.rfind('=');
+    ASSERT_NE(eq, std::string::npos);
+    EXPECT_EQ(probe.completion.substr(1), p.completion.substr(eq + 1));
+    EXPECT_TRUE(opd::is_correct(probe.completion, probe.answer));
+  }
+}
+
+TEST(Arith, EraseStats) {
+  // 37+85=122 written right; 122-19=103 first written "13" (wrong at the 2nd digit), erased, then
+  // right; final answer erased while right (spurious), then right.
+  auto s = opd::erase_stats("37+85=122;122-19=13*103;=10*103<eos>");
+  EXPECT_EQ(s.numbers, 3);
+  EXPECT_EQ(s.erasures, 2);
+  EXPECT_EQ(s.spurious, 1);
+  EXPECT_EQ(s.first_wrong, 1);
+  EXPECT_EQ(s.recovered, 1);
+  // A wrong number left standing; an erasure that ends wrong; the final answer copies the last result.
+  s = opd::erase_stats("37+85=123;123-19=14*105;=105");
+  EXPECT_EQ(s.numbers, 3);
+  EXPECT_EQ(s.erasures, 1);
+  EXPECT_EQ(s.spurious, 0);
+  EXPECT_EQ(s.first_wrong, 2);
+  EXPECT_EQ(s.recovered, 0);
+  // Erasing a complete right value is spurious; erasing nothing is too.
+  s = opd::erase_stats("1+2=3*3;=*3");
+  EXPECT_EQ(s.erasures, 2);
+  EXPECT_EQ(s.spurious, 2);
+  EXPECT_EQ(s.first_wrong, 0);
+  // Not a chain: nothing counted, nothing thrown.
+  for (const std::string junk : {"", "=====;;;", "abc", "1+=*;", "99999999999999999999+1=2", "=;=*;*"}) {
+    EXPECT_NO_THROW(opd::erase_stats(junk)) << junk;
+    EXPECT_EQ(opd::erase_stats(junk).first_wrong, 0) << junk;
+  }
+  // Domain chains multiply with '*' outside computed numbers: no erasures.
+  EXPECT_EQ(opd::erase_stats("6*7=42;42*3=126;=126").erasures, 0);
 }
 
 }  // namespace

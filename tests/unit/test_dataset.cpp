@@ -153,4 +153,70 @@ TEST_F(Dataset, DataCommandWritesSlices) {
   EXPECT_THROW(opd::cli::data({"arith", "--n", "3", "--seed", "1", "--terms", "7", "--out", part}), opd::Error);
 }
 
+TEST_F(Dataset, NoLossSpans) {
+  const auto ex = opd::load_sft(file("m.jsonl",
+                                     "{\"prompt\": \"6-2?\", \"completion\": \"6-2=8*4;=4\", \"no_loss\": [[4, 5]]}\n"
+                                     "{\"prompt\": \"1?\", \"completion\": \"abcdef\", \"no_loss\": [[0, 2], [2, 3], [5, 6]]}\n"
+                                     "{\"prompt\": \"1?\", \"completion\": \"ab\", \"no_loss\": []}\n"));
+  ASSERT_EQ(ex.size(), 3u);
+  EXPECT_EQ(ex[0].no_loss, (std::vector<opd::TextSpan>{{4, 5}}));
+  EXPECT_EQ(ex[1].no_loss, (std::vector<opd::TextSpan>{{0, 2}, {2, 3}, {5, 6}}));
+  EXPECT_TRUE(ex[2].no_loss.empty());
+  // Written back as it was read.
+  const std::string path = (dir_ / "rt.jsonl").string();
+  opd::write_examples(path, ex);
+  const auto back = opd::load_sft(path);
+  for (size_t i = 0; i < ex.size(); ++i) EXPECT_EQ(back[i].no_loss, ex[i].no_loss);
+}
+
+TEST_F(Dataset, NoLossErrorsNameFileLineAndSpan) {
+  const std::string good = "{\"prompt\": \"1?\", \"completion\": \"abcd\"}\n";
+  struct Case {
+    std::string spans, what;
+  };
+  const Case cases[] = {
+      {"3", "must be an array"},
+      {"[[1]]", "entry 0 must be a pair of integers"},
+      {"[[0, 1], [1, \"2\"]]", "entry 1 must be a pair of integers"},
+      {"[[0.5, 2]]", "entry 0 must be a pair"},
+      {"[[2, 9]]", "outside the completion's 4 bytes"},
+      {"[[-1, 2]]", "outside"},
+      {"[[2, 2]]", "span 0 [2, 2) is empty"},
+      {"[[3, 1]]", "is empty"},
+      {"[[0, 2], [1, 3]]", "span 1 [1, 3) overlaps or precedes span 0"},
+      {"[[2, 3], [0, 1]]", "overlaps or precedes"},
+  };
+  for (const Case& c : cases) {
+    const std::string path =
+        file("bad.jsonl", good + "{\"prompt\": \"1?\", \"completion\": \"abcd\", \"no_loss\": " + c.spans + "}\n");
+    const std::string msg = error_of(opd::load_sft, path);
+    EXPECT_HAS(msg, path + ":2:");
+    EXPECT_HAS(msg, "\"no_loss\"");
+    EXPECT_HAS(msg, c.what);
+  }
+  // Offsets are bytes: a span may not cut a UTF-8 character ("é" is 2 bytes).
+  const std::string utf8 = file("u.jsonl", "{\"prompt\": \"1?\", \"completion\": \"a\u00e9b\", \"no_loss\": [[1, 2]]}\n");
+  EXPECT_HAS(error_of(opd::load_sft, utf8), "splits a UTF-8 character");
+  const std::string whole = file("w.jsonl", "{\"prompt\": \"1?\", \"completion\": \"a\u00e9b\", \"no_loss\": [[1, 3]]}\n");
+  EXPECT_EQ(opd::load_sft(whole)[0].no_loss, (std::vector<opd::TextSpan>{{1, 3}}));
+}
+
+TEST_F(Dataset, DataCommandWritesSlipsWithTheirSpans) {
+  const std::string path = (dir_ / "slips.jsonl").string();
+  EXPECT_EQ(opd::cli::data({"arith", "--n", "40", "--seed", "3", "--slip-rate", "0.5", "--out", path}), 0);
+  opd::ArithConfig cfg;
+  cfg.slip_rate = 0.5;
+  const auto ex = opd::load_sft(path);
+  int spans = 0;
+  for (size_t i = 0; i < ex.size(); ++i) {
+    const opd::ArithProblem p = opd::make_problem(cfg, 3, i);
+    EXPECT_EQ(ex[i].completion, p.completion);
+    EXPECT_EQ(ex[i].no_loss, p.no_loss);
+    spans += static_cast<int>(ex[i].no_loss.size());
+  }
+  EXPECT_GT(spans, 20);
+  EXPECT_THROW(opd::cli::data({"arith", "--n", "3", "--seed", "1", "--skill", "domain", "--slip-rate", "0.1", "--out", path}),
+               opd::Error);
+}
+
 }  // namespace
