@@ -70,7 +70,8 @@ void Transformer::set_forward_only() {
   OPD_REQUIRE(!on_gpu(), "model: set_forward_only after use_gpu (the GPU plan says whether it trains)");
   forward_only_ = true;
   std::vector<float>().swap(grads_);
-  decoder_ = make_cpu_decoder(decoder_shape(/*train=*/false, /*recompute=*/false), params_, grads_, vocab_.tp, cfg_);
+  decoder_ = make_cpu_decoder(decoder_shape(/*train=*/false, /*recompute=*/false), params_, lora_params_, grads_,
+                              vocab_.tp, cfg_);
 }
 
 void Transformer::enable_lora(const LoraConfig& lora, uint64_t seed, LoraBase base) {
