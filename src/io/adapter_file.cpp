@@ -1,7 +1,5 @@
 #include "io/adapter_file.h"
 
-#include <chrono>
-#include <ctime>
 #include <filesystem>
 #include <set>
 
@@ -14,13 +12,6 @@
 namespace opd {
 
 namespace {
-
-std::string utc_now() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
 
 std::string root_format(const h5::File& f) { return h5::read_attr_string(f.id(), "format", f.path()); }
 
@@ -125,7 +116,7 @@ void save_adapters(const std::string& path, const Transformer& model) {
     h5::write_attr(f.id(), "format", std::string(kAdapterFormat));
     h5::write_attr(f.id(), "format_version", kModelFormatVersion);
     h5::write_attr(f.id(), "opd_version", std::string(OPD_VERSION));
-    h5::write_attr(f.id(), "created_utc", utc_now());
+    h5::write_attr(f.id(), "created_utc", h5::utc_now());
   };
   if (model.tp()) {
     const auto describe = [&](h5::File& f) {

@@ -1,10 +1,8 @@
 #include "io/checkpoint.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <filesystem>
 #include <limits>
 
@@ -16,13 +14,6 @@ namespace opd {
 namespace fs = std::filesystem;
 
 namespace {
-std::string utc_now() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 // checkpoints/step_000150.h5 -> 150; -1 for other names.
 int64_t step_of(const fs::path& p) {
   const std::string name = p.filename().string();
@@ -61,7 +52,7 @@ void save_checkpoint(const std::string& path, const Transformer& model, const st
     h5::write_attr(f.id(), "step", state.step);
     h5::write_attr(f.id(), "tokens_seen", state.tokens);
     h5::write_attr(f.id(), "config", config);
-    h5::write_attr(f.id(), "created_utc", utc_now());
+    h5::write_attr(f.id(), "created_utc", h5::utc_now());
     {
       h5::Handle opt = h5::exists(f.id(), "optimizer") ? h5::open_group(f, "optimizer")
                                                        : h5::create_group(f.id(), "optimizer");

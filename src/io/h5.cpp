@@ -1,7 +1,9 @@
 #include "io/h5.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 
@@ -198,6 +200,13 @@ void write_attr(hid_t obj, const std::string& name, int64_t value) {
 void write_attr(hid_t obj, const std::string& name, double value) {
   write_attr_raw(obj, name, H5T_IEEE_F64LE, &value);
 }
+std::string utc_now() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
 void write_attr(hid_t obj, const std::string& name, const std::string& value) {
   Handle t = string_type(true);
   const char* p = value.c_str();

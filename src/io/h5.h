@@ -57,6 +57,8 @@ std::vector<std::string> children(hid_t group);              // names of links i
 void write_attr(hid_t obj, const std::string& name, int64_t value);
 void write_attr(hid_t obj, const std::string& name, double value);
 void write_attr(hid_t obj, const std::string& name, const std::string& value);
+// Now in UTC, ISO 8601 ("2026-12-07T23:40:00Z"): the value of a file's "created_utc" attribute.
+std::string utc_now();
 // `where` names the object in errors, e.g. "model.h5:/model/config".
 int64_t read_attr_int(hid_t obj, const std::string& name, const std::string& where);
 double read_attr_double(hid_t obj, const std::string& name, const std::string& where);

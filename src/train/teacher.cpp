@@ -121,13 +121,17 @@ TeacherScores ColocatedTeacher::scores(const SequenceBatch& batch, const KlSpec&
   return score_blocks(*last_, batch, kl);
 }
 
-TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, const KlSpec& kl, double* flops) {
-  if (model_.streams_head(size_t(b.B) * b.T)) return shared_prefix_streamed(b, kl, flops);
-  const int B = b.B, T = b.T, V = model_.vocab_shard().size;  // this rank's share of a row under TP
-  OPD_REQUIRE(static_cast<int>(b.lengths.size()) == B, "shared-prefix scoring: the batch has no row lengths");
-  // Rows with nothing to score keep zero logits: no score reads them. (The decoder's memory: the
-  // GPU's, on the GPU path.)
-  float* logits = model_.scratch_rows(size_t(B) * T * V);
+namespace {
+
+// The rows of a batch grouped by identical prompts (the prompt: the tokens before a row's first
+// target), in order of their first row; rows without a target belong to no group.
+struct PromptGroup {
+  int first = 0, prompt = 0, longest = 0;  // first row, prompt length, the longest row's length
+  std::vector<int> rows;
+};
+
+std::vector<PromptGroup> prompt_groups(const SequenceBatch& b) {
+  const int B = b.B, T = b.T;
   std::vector<int> prompt_len(B, 0);
   for (int r = 0; r < B; ++r)
     for (int t = 0; t < T; ++t)
@@ -137,19 +141,38 @@ TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, cons
       }
   const int* tok = b.tokens.data();
   std::vector<char> done(B, 0);
-  double fl = 0;
+  std::vector<PromptGroup> groups;
   for (int r0 = 0; r0 < B; ++r0) {
     if (done[r0] || prompt_len[r0] == 0) continue;
-    const int P = prompt_len[r0];
-    std::vector<int> group;
-    int longest = 0;
+    PromptGroup g;
+    g.first = r0;
+    g.prompt = prompt_len[r0];
     for (int r = r0; r < B; ++r)
-      if (!done[r] && prompt_len[r] == P &&
-          std::equal(tok + size_t(r0) * T, tok + size_t(r0) * T + P, tok + size_t(r) * T)) {
-        group.push_back(r);
+      if (!done[r] && prompt_len[r] == g.prompt &&
+          std::equal(tok + size_t(r0) * T, tok + size_t(r0) * T + g.prompt, tok + size_t(r) * T)) {
+        g.rows.push_back(r);
         done[r] = 1;
-        longest = std::max(longest, b.lengths[r]);
+        g.longest = std::max(g.longest, b.lengths[r]);
       }
+    groups.push_back(std::move(g));
+  }
+  return groups;
+}
+
+}  // namespace
+
+TeacherScores ColocatedTeacher::score_shared_prefix(const SequenceBatch& b, const KlSpec& kl, double* flops) {
+  if (model_.streams_head(size_t(b.B) * b.T)) return shared_prefix_streamed(b, kl, flops);
+  const int B = b.B, T = b.T, V = model_.vocab_shard().size;  // this rank's share of a row under TP
+  OPD_REQUIRE(static_cast<int>(b.lengths.size()) == B, "shared-prefix scoring: the batch has no row lengths");
+  // Rows with nothing to score keep zero logits: no score reads them. (The decoder's memory: the
+  // GPU's, on the GPU path.)
+  float* logits = model_.scratch_rows(size_t(B) * T * V);
+  const int* tok = b.tokens.data();
+  double fl = 0;
+  for (const PromptGroup& pg : prompt_groups(b)) {
+    const int r0 = pg.first, P = pg.prompt, longest = pg.longest;
+    const std::vector<int>& group = pg.rows;
     const int G = static_cast<int>(group.size());
     // The prompt once, into the cache's first sequence: its last position predicts every row's
     // first completion token.
@@ -207,28 +230,11 @@ TeacherScores ColocatedTeacher::shared_prefix_streamed(const SequenceBatch& b, c
       }
     }
   };
-  std::vector<int> prompt_len(B, 0);
-  for (int r = 0; r < B; ++r)
-    for (int t = 0; t < T; ++t)
-      if (b.targets[size_t(r) * T + t] >= 0) {
-        prompt_len[r] = t + 1;
-        break;
-      }
   const int* tok = b.tokens.data();
-  std::vector<char> done(B, 0);
   double fl = 0;
-  for (int r0 = 0; r0 < B; ++r0) {
-    if (done[r0] || prompt_len[r0] == 0) continue;
-    const int P = prompt_len[r0];
-    std::vector<int> group;
-    int longest = 0;
-    for (int r = r0; r < B; ++r)
-      if (!done[r] && prompt_len[r] == P &&
-          std::equal(tok + size_t(r0) * T, tok + size_t(r0) * T + P, tok + size_t(r) * T)) {
-        group.push_back(r);
-        done[r] = 1;
-        longest = std::max(longest, b.lengths[r]);
-      }
+  for (const PromptGroup& pg : prompt_groups(b)) {
+    const int r0 = pg.first, P = pg.prompt, longest = pg.longest;
+    const std::vector<int>& group = pg.rows;
     const int G = static_cast<int>(group.size());
     KVCache cache;
     model_.reset_cache(cache, G, longest);
