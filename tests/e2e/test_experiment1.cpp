@@ -41,5 +41,26 @@ TEST(Experiment1, ShortPipeline) {
   EXPECT_EQ(runs, 1);  // the chosen learning rate only
 }
 
+// --report starts no run: a sweep's table from the runs finished so far, the rest marked as not run.
+TEST(Experiment1, ReportOfAnUnfinishedSweep) {
+  ASSERT_EQ(testing::python_lacks("matplotlib"), "");
+  const std::string out = testing::temp_dir("experiment1-report");
+  const std::string args = " tools/experiment1 --opd " + std::string(OPD_BINARY) + " --out " + out +
+                           " --cap 2 --eval-every 1 --eval-n 4 --jobs 2 --threads 1 --methods opd-full,grpo";
+  const std::string run = testing::python() + args + " > " + out + "/log 2>&1";
+  ASSERT_EQ(std::system(run.c_str()), 0) << testing::read_file(out + "/log");
+  const std::string report = testing::python() + args + " --sweep --report > " + out + "/report 2>&1";
+  ASSERT_EQ(std::system(report.c_str()), 0) << testing::read_file(out + "/report");
+  const std::string table = testing::read_file(out + "/table.md");
+  EXPECT_NE(table.find("| opd-full | 128x1 | 0.0003 | 0/1 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| opd-full | 0.0001: not run | 0.0003: not reached"), std::string::npos) << table;
+  EXPECT_NE(table.find("0.0003 (of the lrs run) |"), std::string::npos) << table;
+  EXPECT_NE(table.find("a report of the 2 runs finished so far"), std::string::npos) << table;
+  int lrs = 0;
+  for ([[maybe_unused]] const auto& lr : std::filesystem::directory_iterator(out + "/runs/opd-full")) ++lrs;
+  EXPECT_EQ(lrs, 1);
+  EXPECT_TRUE(std::filesystem::exists(out + "/exp1_sweep.png"));
+}
+
 }  // namespace
 }  // namespace opd
