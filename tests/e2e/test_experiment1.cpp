@@ -62,5 +62,24 @@ TEST(Experiment1, ReportOfAnUnfinishedSweep) {
   EXPECT_TRUE(std::filesystem::exists(out + "/exp1_sweep.png"));
 }
 
+// The error-state probe: the exp1 teacher wants the erase mark after injected slips, the student base
+// (never trained on an erase after a slip of its own) does not; the student's own wrong digits are found.
+TEST(Experiment1, ErrorStatesProbe) {
+  const std::string out = testing::temp_dir("experiment1-error-states");
+  const std::string make_eval = std::string(OPD_BINARY) + " data arith --n 100 --seed 12 --out " + out + "/eval.jsonl";
+  ASSERT_EQ(std::system((make_eval + " > /dev/null").c_str()), 0);
+  const std::string cmd = testing::python() + " tools/exp1-error-states --student models/exp1-student-base.h5 " +
+                          "--teacher models/exp1-teacher.h5 --eval " + out + "/eval.jsonl --opd " +
+                          std::string(OPD_BINARY) + " --json " + out + "/e.json > " + out + "/log 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(out + "/log");
+  const auto e = nlohmann::json::parse(testing::read_file(out + "/e.json"));
+  EXPECT_EQ(e["samples"], 400);
+  EXPECT_GT(e["student_wrong_digits"].get<int>(), 0);
+  const auto& injected = e["after_injected_slips"];
+  EXPECT_GT(injected[0]["n"].get<int>(), 100);
+  EXPECT_GT(injected[0]["mean_p"].get<double>(), 0.5);   // the teacher: measured 0.90 on 500 problems
+  EXPECT_LT(injected[1]["mean_p"].get<double>(), 0.2);   // the student base: 0.007
+}
+
 }  // namespace
 }  // namespace opd
