@@ -85,6 +85,7 @@ TEST(Experiment1, ErrorStatesProbe) {
   const auto e = nlohmann::json::parse(testing::read_file(out + "/e.json"));
   EXPECT_EQ(e["samples"], 400);
   EXPECT_GT(e["student_wrong_digits"].get<int>(), 0);
+  EXPECT_LE(e["rewritten_right"].get<int>() + e["rewritten_same_mistake"].get<int>(), e["student_erased"].get<int>());
   const auto& injected = e["after_injected_slips"];
   EXPECT_GT(injected[0]["n"].get<int>(), 100);
   EXPECT_GT(injected[0]["mean_p"].get<double>(), 0.5);   // the teacher: measured 0.90 on 500 problems
