@@ -15,7 +15,9 @@ TEST(Experiment1, ShortPipeline) {
   ASSERT_EQ(testing::python_lacks("matplotlib"), "");
   const std::string out = testing::temp_dir("experiment1");
   const std::string cmd = testing::python() + " tools/experiment1 --opd " + std::string(OPD_BINARY) + " --out " +
-                          out + " --cap 2 --eval-every 1 --eval-n 4 --jobs 2 --threads 1 > " + out + "/log 2>&1";
+                          out + " --cap 2 --eval-every 1 --eval-n 4 --jobs 2 --threads 1 --methods opd-sampled,opd-full," +
+                          "opd-topk4,sft,grpo,ctrl-opd-norecovery-teacher,ctrl-sft-offpolicy-recovery > " + out +
+                          "/log 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(out + "/log");
   const std::string table = testing::read_file(out + "/table.md");
   for (const char* row : {"| SFT to the target: ", "| opd-full | 128x1 |", "| opd-sampled | 32x4 |", "| opd-topk4 |",
